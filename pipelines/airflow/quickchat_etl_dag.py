@@ -1,0 +1,63 @@
+"""QuickChat ETL on Airflow: one BashOperator per quickchat-etl job, wired like the job graph.
+
+The tasks and their dependencies come from the binary itself (`quickchat-etl list --format
+json`), so the DAG cannot drift from pipelines/*.toml. Each task runs one job for the run's
+logical date (`--date {{ ds }}`); a rerun replaces exactly that day's partitions, so retries,
+clears and backfills are safe.
+
+quickchat-etl exit codes: 0 success, 2 usage, 3 configuration, 4 job failed (source, SQL,
+sink or storage; often transient, so retried), 5 data-quality failure (a `fail` expectation;
+look at meta.quarantine), 130 interrupted.
+
+Environment on the workers: QUICKCHAT_ETL_BIN (default `quickchat-etl` on PATH),
+DATA_LAKE_PATH, MYSQL_URL / MYSQL_USER / MYSQL_PASSWORD, AWS_* for S3 or MinIO,
+LANDING_PATH for the MongoDB exports.
+"""
+
+import json
+import os
+import subprocess
+from datetime import datetime, timedelta
+
+from airflow import DAG
+from airflow.operators.bash import BashOperator
+
+BINARY = os.environ.get("QUICKCHAT_ETL_BIN", "quickchat-etl")
+
+
+def quickchat_jobs():
+    """Every job with its dependencies, as `quickchat-etl list --format json` reports them."""
+    listing = subprocess.run(
+        [BINARY, "list", "--format", "json"], check=True, capture_output=True, text=True, timeout=120
+    ).stdout
+    return [json.loads(line) for line in listing.splitlines() if line.strip()]
+
+
+def task_id(job):
+    return job.replace("-", "_")
+
+
+with DAG(
+    dag_id="quickchat_etl",
+    description="QuickChat bronze -> silver -> gold ETL on Delta Lake (quickchat-etl)",
+    schedule="@daily",
+    start_date=datetime(2024, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=5)},
+    tags=["quickchat", "etl", "delta"],
+) as dag:
+    # Streaming pipelines (layer "streaming") are long-running services, not daily tasks; run
+    # them under a supervisor, or from their own DAG with `run <pipeline> --until-caught-up`.
+    jobs = [job for job in quickchat_jobs() if job["layer"] != "streaming"]
+    tasks = {
+        job["job"]: BashOperator(
+            task_id=task_id(job["job"]),
+            bash_command=f"{BINARY} --log-format json run {job['job']} --date {{{{ ds }}}}",
+            doc_md=job["description"],
+        )
+        for job in jobs
+    }
+    for job in jobs:
+        for upstream in filter(None, (name.strip() for name in job["depends_on"].split(","))):
+            tasks[upstream] >> tasks[job["job"]]

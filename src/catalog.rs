@@ -1,0 +1,144 @@
+//! The lake: where tables live, reaching files under it (local or S3), finding its Delta
+//! tables and registering them in a DataFusion session as `<layer>.<table>`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
+use datafusion::prelude::SessionContext;
+use futures::TryStreamExt;
+use object_store::ObjectStore;
+use object_store::path::Path as ObjectPath;
+use url::Url;
+
+use crate::config::LakeLocation;
+use crate::error::{Error, Result};
+use crate::jobs::TableName;
+use crate::sinks::delta;
+
+/// The catalog name DataFusion sessions use; layers are its schemas.
+pub const CATALOG: &str = "datafusion";
+
+/// A lake root and the object stores that reach it.
+#[derive(Debug)]
+pub struct Lake {
+    location: LakeLocation,
+    stores: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
+}
+
+impl Lake {
+    /// A lake at the given location; nothing is touched until used.
+    pub fn new(location: LakeLocation) -> Self {
+        Self {
+            location,
+            stores: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The lake's location and storage options.
+    pub fn location(&self) -> &LakeLocation {
+        &self.location
+    }
+
+    /// The lake root URL.
+    pub fn root(&self) -> &Url {
+        &self.location.root
+    }
+
+    /// The folder URL of a lake table.
+    pub fn table_url(&self, table: &TableName) -> Url {
+        self.location
+            .root
+            .join(&table.relative_path())
+            .expect("table paths are valid URL paths")
+    }
+
+    /// The object store and the path within it for a URL (cached per bucket).
+    pub fn object_store(&self, url: &Url) -> Result<(Arc<dyn ObjectStore>, ObjectPath)> {
+        let key = format!("{}://{}", url.scheme(), url.host_str().unwrap_or(""));
+        let (store, path) =
+            object_store::parse_url_opts(url, self.location.storage_options.clone()).map_err(|e| Error::Lake {
+                location: url.to_string(),
+                message: e.to_string(),
+            })?;
+        let mut stores = self.stores.lock().expect("object store cache lock");
+        let store = stores.entry(key).or_insert_with(|| Arc::from(store)).clone();
+        Ok((store, path))
+    }
+
+    /// Every Delta table in the lake: `<root>/<layer>/<table>/_delta_log/` folders.
+    pub async fn list_tables(&self) -> Result<Vec<TableName>> {
+        let (store, root) = self.object_store(&self.location.root)?;
+        let lake_error = |e: object_store::Error| Error::Lake {
+            location: self.location.root.to_string(),
+            message: format!("listing tables: {e}"),
+        };
+        let mut tables = Vec::new();
+        let layers = match store.list_with_delimiter(Some(&root)).await {
+            Ok(listing) => listing.common_prefixes,
+            // A local lake folder that does not exist yet simply has no tables.
+            Err(object_store::Error::NotFound { .. }) => return Ok(tables),
+            Err(e) => return Err(lake_error(e)),
+        };
+        for layer in layers {
+            let Some(layer_name) = layer.filename().filter(|n| is_identifier(n)) else {
+                continue;
+            };
+            for table in store
+                .list_with_delimiter(Some(&layer))
+                .await
+                .map_err(lake_error)?
+                .common_prefixes
+            {
+                let Some(table_name) = table.filename().filter(|n| is_identifier(n)) else {
+                    continue;
+                };
+                let log = table.clone().join("_delta_log");
+                let mut entries = store.list(Some(&log));
+                if entries.try_next().await.map_err(lake_error)?.is_some() {
+                    tables.push(TableName {
+                        layer: layer_name.to_string(),
+                        table: table_name.to_string(),
+                    });
+                }
+            }
+        }
+        tables.sort();
+        Ok(tables)
+    }
+
+    /// Registers every Delta table of the lake in the session as `<layer>.<table>`, creating
+    /// one schema per layer; returns the names registered.
+    pub async fn register_all(&self, ctx: &SessionContext) -> Result<Vec<TableName>> {
+        let tables = self.list_tables().await?;
+        for table in &tables {
+            let provider = delta::table_provider(self, table, ctx).await?;
+            layer_schema(ctx, &table.layer)
+                .register_table(table.table.clone(), provider)
+                .map_err(|e| Error::Lake {
+                    location: self.table_url(table).to_string(),
+                    message: e.to_string(),
+                })?;
+        }
+        Ok(tables)
+    }
+}
+
+/// The schema of a layer in the session, created when missing.
+pub fn layer_schema(ctx: &SessionContext, layer: &str) -> Arc<dyn SchemaProvider> {
+    let catalog = ctx.catalog(CATALOG).expect("the default catalog exists");
+    match catalog.schema(layer) {
+        Some(schema) => schema,
+        None => {
+            let schema: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());
+            catalog
+                .register_schema(layer, schema.clone())
+                .expect("memory catalogs accept schemas");
+            schema
+        }
+    }
+}
+
+fn is_identifier(name: &str) -> bool {
+    TableName::parse(&format!("{name}.x")).is_ok()
+}

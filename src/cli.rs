@@ -1,0 +1,389 @@
+//! Command-line arguments, as clap derive definitions only: the doc comments are the `--help`
+//! text. Turning these raw arguments into typed settings is the job of [`crate::config`].
+
+use std::path::PathBuf;
+
+use chrono::NaiveDate;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// quickchat-etl: SQL-first streaming and batch analytics on Arrow, DataFusion and Delta Lake.
+///
+/// Pipelines are TOML files under `pipelines/` naming their sources, SQL files under `sql/`,
+/// sink tables and data-quality expectations. Exit codes: 0 success, 1 internal error,
+/// 2 usage, 3 configuration, 4 job failed, 5 data-quality failure, 130 interrupted.
+#[derive(Debug, Parser)]
+#[command(name = "quickchat-etl", version, about, long_about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags accepted by every subcommand.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Lake root: a local folder or s3://bucket/prefix [default: ./lake]
+    #[arg(long, global = true, env = "DATA_LAKE_PATH", value_name = "URL")]
+    pub lake: Option<String>,
+
+    /// Configuration file (TOML) with lake, mysql, kafka, s3 and vars settings.
+    /// Flags override environment variables, which override this file.
+    #[arg(long, global = true, env = "QUICKCHAT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Folder holding `pipelines/` and `sql/` [default: ./ when it has a pipelines/ folder,
+    /// else the pipelines built into this binary]
+    #[arg(long, global = true, env = "QUICKCHAT_PROJECT", value_name = "DIR")]
+    pub project: Option<PathBuf>,
+
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log level filter (error, warn, info, debug, trace, or a tracing directive).
+    #[arg(long, global = true, env = "QUICKCHAT_LOG", default_value = "info")]
+    pub log_level: String,
+}
+
+/// How log lines are written to standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate a sample data set, run the full pipeline into the lake and summarise the gold
+    /// tables. Needs no server.
+    Demo(DemoArgs),
+
+    /// Run a job or a group of jobs (bronze-all, silver-all, gold-all, full-pipeline).
+    Run(RunArgs),
+
+    /// List every job with its layer, sources, sink, dependencies and SQL file.
+    List(ListArgs),
+
+    /// Parse every pipeline file and plan every SQL file against the declared schemas,
+    /// reporting all problems at once.
+    Validate,
+
+    /// Run SQL against the lake: an interactive shell, or `-e`/`-f` for scripts.
+    Sql(SqlArgs),
+
+    /// Write the sample QuickChat data set (MongoDB exports and a MySQL users export), or
+    /// event files for a streaming pipeline (--stream).
+    Generate(GenerateArgs),
+
+    /// Send generated events (chat, clickstream, transactions, interactions) to a Kafka topic
+    /// at a steady rate, retrying with backoff while the broker is away.
+    Produce(ProduceArgs),
+
+    /// Show a streaming pipeline's checkpoints, remove old ones, or reset them.
+    Checkpoints(CheckpointsArgs),
+
+    /// Measure clickstream-analytics: events/s, micro-batch latency and peak memory from files
+    /// and from Kafka (beside a bare consumer's rate), freshness in update mode, and state
+    /// memory over a longer run.
+    Bench(BenchArgs),
+}
+
+/// Parts of `bench`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchPart {
+    /// From files: decode, dedup and windows alone, then with the Delta sinks.
+    Files,
+    /// From Kafka: a bare consumer, then the pipeline without and with sinks.
+    Kafka,
+    /// Event produced to MySQL row updated, in update mode, at a steady rate.
+    Freshness,
+    /// State rows and memory over a longer run from the generator.
+    Soak,
+}
+
+/// Arguments of `bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Events for the runs from files.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub events: u64,
+
+    /// Events for the runs from Kafka.
+    #[arg(long, default_value_t = 500_000)]
+    pub kafka_events: u64,
+
+    /// Kafka bootstrap servers for the Kafka and freshness parts [default:
+    /// KAFKA_BOOTSTRAP_SERVERS; without either those parts are skipped].
+    #[arg(long, value_name = "HOST:PORT,...")]
+    pub brokers: Option<String>,
+
+    /// Events per second produced while freshness is measured.
+    #[arg(long, default_value_t = 5_000.0)]
+    pub freshness_rate: f64,
+
+    /// How long freshness is measured.
+    #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
+    pub freshness_duration: std::time::Duration,
+
+    /// How long the memory soak runs (generator input, event time 10x wall-clock time).
+    #[arg(long, default_value = "60s", value_parser = parse_duration_arg)]
+    pub soak: std::time::Duration,
+
+    /// Events per second during the soak.
+    #[arg(long, default_value_t = 20_000.0)]
+    pub soak_rate: f64,
+
+    /// Run only these parts (comma-separated) [default: all].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<BenchPart>,
+}
+
+/// Record encodings `produce` can send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EventFormat {
+    /// One JSON object per record, timestamps ISO-8601.
+    Json,
+    /// The Protobuf message of proto/chat.proto (chat only).
+    Protobuf,
+}
+
+/// Arguments of `produce`.
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    /// Event stream: chat, clickstream, transactions or interactions.
+    pub stream: String,
+
+    /// Kafka bootstrap servers [default: KAFKA_BOOTSTRAP_SERVERS].
+    #[arg(long, value_name = "HOST:PORT,...")]
+    pub brokers: Option<String>,
+
+    /// Topic [default: the stream's topic in the shipped pipelines: chat-stream, clickstream,
+    /// transactions, interactions]. Created with --partitions when missing.
+    #[arg(long)]
+    pub topic: Option<String>,
+
+    /// Events per second.
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+
+    /// Events per batch: each batch is sent and acknowledged before the next.
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
+
+    /// Stop after this many events.
+    #[arg(long, conflicts_with = "duration")]
+    pub count: Option<u64>,
+
+    /// Stop after this long (e.g. 30s, 10m); without --count or --duration, run until Ctrl-C.
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub duration: Option<std::time::Duration>,
+
+    /// Record encoding [default: protobuf for chat, json for the others].
+    #[arg(long, value_enum)]
+    pub format: Option<EventFormat>,
+
+    /// Random seed: the same seed and --first give the same events (ids included)
+    /// [default: from the clock, printed].
+    #[arg(long)]
+    pub seed: Option<u64>,
+
+    /// Number of the first event (to continue a stream of the same seed).
+    #[arg(long, default_value_t = 0)]
+    pub first: u64,
+
+    /// Partitions of the topic when it has to be created.
+    #[arg(long, default_value_t = 3)]
+    pub partitions: i32,
+}
+
+/// Arguments of `checkpoints`.
+#[derive(Debug, Args)]
+pub struct CheckpointsArgs {
+    /// Streaming pipeline.
+    pub pipeline: String,
+
+    /// Remove snapshots older than the --keep latest, and the offset and commit logs only they
+    /// needed. Safe while the pipeline runs: what a restart needs is kept.
+    #[arg(long)]
+    pub cleanup: bool,
+
+    /// With --cleanup: snapshots to keep.
+    #[arg(long, default_value_t = 3, requires = "cleanup")]
+    pub keep: usize,
+
+    /// Delete the checkpoints (stop the pipeline first): the next run starts over, from the
+    /// starting offsets, and writes every result again.
+    #[arg(long, conflicts_with = "cleanup")]
+    pub reset: bool,
+}
+
+/// The sample data set's shape; the same seed always gives the same files.
+#[derive(Debug, Clone, Args)]
+pub struct DataSetArgs {
+    /// Random seed.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+
+    /// Number of users.
+    #[arg(long, default_value_t = 300)]
+    pub users: u32,
+
+    /// Number of days of activity.
+    #[arg(long, default_value_t = 30)]
+    pub days: u32,
+
+    /// First day of activity (UTC).
+    #[arg(long, default_value = "2024-01-01", value_name = "YYYY-MM-DD")]
+    pub start_date: NaiveDate,
+}
+
+/// Arguments of `demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub data: DataSetArgs,
+}
+
+/// Arguments of `run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Job name (e.g. silver-messages), group (bronze-all, silver-all, gold-all,
+    /// full-pipeline) or streaming pipeline (e.g. clickstream-analytics).
+    pub target: String,
+
+    /// Process one day (UTC); replaces exactly that day's partition of the sink.
+    #[arg(long, value_name = "YYYY-MM-DD", conflicts_with_all = ["from", "to"])]
+    pub date: Option<NaiveDate>,
+
+    /// First day of a range (inclusive); needs --to.
+    #[arg(long, value_name = "YYYY-MM-DD", requires = "to")]
+    pub from: Option<NaiveDate>,
+
+    /// Last day of a range (inclusive); needs --from.
+    #[arg(long, value_name = "YYYY-MM-DD", requires = "from")]
+    pub to: Option<NaiveDate>,
+
+    /// Also run every job the target depends on, first.
+    #[arg(long)]
+    pub upstream: bool,
+
+    /// Plan the jobs and print what would run and be replaced; read no data, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    #[command(flatten)]
+    pub stream: StreamRunArgs,
+}
+
+/// How a streaming pipeline is fed and when it stops (streaming pipelines only). Without
+/// --from-files or --from-generator it reads Kafka until Ctrl-C/SIGTERM.
+#[derive(Debug, Clone, Args)]
+pub struct StreamRunArgs {
+    /// Read DIR/<topic>.jsonl for each source topic instead of Kafka (JSON lines, ISO-8601
+    /// timestamps), then close every window and exit: the bounded batch of the same pipeline.
+    #[arg(long, value_name = "DIR", conflicts_with = "from_generator")]
+    pub from_files: Option<String>,
+
+    /// Feed the pipeline from the built-in event generator instead of Kafka (no broker needed).
+    #[arg(long)]
+    pub from_generator: bool,
+
+    /// With --from-generator: events per second, all sources together.
+    #[arg(long, default_value_t = 1000.0, requires = "from_generator")]
+    pub rate: f64,
+
+    /// With --from-generator: stop producing after this long (e.g. 30s, 10m), close every
+    /// window and exit; without it, run until Ctrl-C.
+    #[arg(long, value_name = "DURATION", requires = "from_generator", value_parser = parse_duration_arg)]
+    pub duration: Option<std::time::Duration>,
+
+    /// With --from-generator: random seed of the generated events.
+    #[arg(long, default_value_t = 42, requires = "from_generator")]
+    pub seed: u64,
+
+    /// Process what Kafka holds now, commit and exit (for scheduled incremental runs).
+    #[arg(long, conflicts_with_all = ["from_files", "from_generator"])]
+    pub until_caught_up: bool,
+
+    /// Kafka bootstrap servers [default: KAFKA_BOOTSTRAP_SERVERS, then the pipeline file].
+    #[arg(long, value_name = "HOST:PORT,...")]
+    pub brokers: Option<String>,
+}
+
+/// Parses a duration flag such as `30s`, `10m` or `1h`.
+pub fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    crate::config::stream::parse_duration(text)
+}
+
+/// Output formats for `list` and `sql`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned table for people.
+    Table,
+    /// CSV with a header row.
+    Csv,
+    /// JSON lines, one object per row.
+    Json,
+}
+
+/// Arguments of `list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+}
+
+/// Arguments of `sql`.
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// Execute these statements and exit (repeatable).
+    #[arg(short = 'e', long = "execute", value_name = "SQL")]
+    pub execute: Vec<String>,
+
+    /// Execute the statements in this file and exit (repeatable).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Vec<PathBuf>,
+
+    /// Result format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+}
+
+/// Arguments of `generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Output folder or URL (s3://...); receives mongo/*.json and mysql/users.csv.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    #[command(flatten)]
+    pub data: DataSetArgs,
+
+    /// Also (re)create the `users` table in this MySQL database and load the users into it,
+    /// e.g. mysql://root@127.0.0.1:3306/quickchat.
+    #[arg(long, value_name = "URL", conflicts_with = "stream")]
+    pub mysql_url: Option<String>,
+
+    /// Instead of the QuickChat data set: event files for a streaming pipeline, one
+    /// `<topic>.jsonl` per source, the input of `run <pipeline> --from-files DIR`.
+    #[arg(long, value_name = "PIPELINE")]
+    pub stream: Option<String>,
+
+    /// With --stream: events in all (shared by the sources).
+    #[arg(long, default_value_t = 100_000, requires = "stream")]
+    pub events: u64,
+
+    /// With --stream: events per second of event time.
+    #[arg(long, default_value_t = 100.0, requires = "stream")]
+    pub events_per_second: f64,
+
+    /// With --stream: event time of the first event (RFC 3339).
+    #[arg(long, default_value = "2024-01-01T00:00:00Z", requires = "stream")]
+    pub start_time: chrono::DateTime<chrono::Utc>,
+}

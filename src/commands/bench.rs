@@ -1,0 +1,467 @@
+//! `quickchat-etl bench`: the figures the README quotes, measured on this machine for
+//! `clickstream-analytics` — events/s, micro-batch latency p50/p99 and peak memory from files
+//! and from Kafka (beside a bare rdkafka consumer reading the same topics), freshness (event
+//! produced to MySQL row updated) in update mode, and state rows and memory over a longer run.
+//! Each part starts from an empty lake under the system's temporary folder.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use crate::catalog::Lake;
+use crate::cli::{BenchArgs, BenchPart};
+use crate::config::{LakeLocation, Settings};
+use crate::config::stream::StreamSinkDef;
+use crate::error::{Error, Result};
+use crate::generate::streams::stream_files;
+use crate::sinks::kafka::KafkaSink;
+use crate::stream::StreamPipeline;
+use crate::stream::engine::{Engine, RunOptions, RunReport, SinkSettings};
+use crate::stream::input::{FileInput, GeneratorInput, Input};
+use crate::stream::kafka::{KafkaInput, client_config, ensure_topic};
+
+const PIPELINE: &str = "clickstream-analytics";
+/// Event time between generated events: 1,000 events per second of event time.
+const EVENTS_PER_SECOND: f64 = 1_000.0;
+
+/// One measured phase.
+struct Row {
+    phase: String,
+    events: u64,
+    seconds: f64,
+    latency: Option<(Duration, Duration)>,
+    peak_rss_mb: Option<u64>,
+    note: String,
+}
+
+/// Runs the chosen parts and prints a table of figures.
+pub async fn run(settings: &Settings, args: BenchArgs) -> Result<()> {
+    let registry = super::load_registry(settings)?;
+    let pipeline = registry
+        .stream(PIPELINE)
+        .ok_or_else(|| Error::config(format!("no pipeline {PIPELINE}")))?
+        .clone();
+    let wants = |part: BenchPart| args.only.is_empty() || args.only.contains(&part);
+    let work = std::env::temp_dir().join(format!("quickchat-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work).map_err(|e| Error::io(work.display().to_string(), e))?;
+    let brokers = args.brokers.clone().or(settings.kafka_bootstrap_servers.clone());
+    let mut rows = Vec::new();
+
+    let result = async {
+        if wants(BenchPart::Files) {
+            files(&pipeline, &work, args.events, &mut rows).await?;
+        }
+        match (&brokers, wants(BenchPart::Kafka)) {
+            (Some(brokers), true) => kafka(&pipeline, &work, brokers, settings, args.kafka_events, &mut rows).await?,
+            (None, true) => println!("kafka: skipped (no --brokers or KAFKA_BOOTSTRAP_SERVERS)"),
+            _ => {}
+        }
+        match (&brokers, wants(BenchPart::Freshness)) {
+            (Some(brokers), true) => freshness(&pipeline, &work, brokers, settings, &args, &mut rows).await?,
+            (None, true) => println!("freshness: skipped (no --brokers or KAFKA_BOOTSTRAP_SERVERS)"),
+            _ => {}
+        }
+        if wants(BenchPart::Soak) {
+            soak(&pipeline, &work, &args, &mut rows).await?;
+        }
+        Ok::<_, Error>(())
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&work);
+    result?;
+    print_rows(&rows);
+    Ok(())
+}
+
+fn lake_at(path: &std::path::Path) -> Result<Lake> {
+    Ok(Lake::new(LakeLocation::parse(&path.display().to_string(), Default::default())?))
+}
+
+/// Peak resident memory since the last reset, in MiB (Linux; `None` elsewhere).
+fn peak_rss_mb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024)
+}
+
+/// Current resident memory in MiB.
+fn rss_mb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? / 1024)
+}
+
+/// Starts a new peak-memory measurement (Linux: resets VmHWM).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn percentile(values: &[Duration], p: f64) -> Duration {
+    if values.is_empty() {
+        return Duration::ZERO;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn row(phase: &str, report: &RunReport, note: String) -> Row {
+    Row {
+        phase: phase.to_string(),
+        events: report.records,
+        seconds: report.elapsed.as_secs_f64(),
+        latency: Some((
+            percentile(&report.epoch_times, 0.5),
+            percentile(&report.epoch_times, 0.99),
+        )),
+        peak_rss_mb: peak_rss_mb(),
+        note,
+    }
+}
+
+async fn run_engine(pipeline: &StreamPipeline, lake: &Lake, input: Input, sinks: SinkSettings, options: RunOptions) -> Result<RunReport> {
+    let mut engine = Engine::open(pipeline, lake, input, sinks).await?;
+    engine.run(&options).await
+}
+
+/// From files: the compute path alone, then with the Delta sinks.
+async fn files(pipeline: &StreamPipeline, work: &std::path::Path, events: u64, rows: &mut Vec<Row>) -> Result<()> {
+    println!("files: generating {events} events ...");
+    let input_dir = work.join("input");
+    std::fs::create_dir_all(&input_dir).map_err(|e| Error::io(input_dir.display().to_string(), e))?;
+    for file in stream_files(pipeline, events, EVENTS_PER_SECOND, 1_704_067_200_000, 42)? {
+        let path = input_dir.join(format!("{}.jsonl", file.topic));
+        std::fs::write(&path, file.contents).map_err(|e| Error::io(path.display().to_string(), e))?;
+    }
+    for (phase, without_sinks) in [("files: decode+dedup+4 windows", true), ("files: + Delta sinks", false)] {
+        let lake = lake_at(&work.join(if without_sinks { "lake-compute" } else { "lake-sinks" }))?;
+        let input = Input::Files(FileInput::open(pipeline, &lake, &input_dir.display().to_string()).await?);
+        reset_peak_rss();
+        let options = RunOptions {
+            without_sinks,
+            ..Default::default()
+        };
+        let report = run_engine(pipeline, &lake, input, SinkSettings::default(), options).await?;
+        let note = if without_sinks {
+            "target > 1,000,000 events/s".to_string()
+        } else {
+            "bronze (every event) and gold Delta tables".to_string()
+        };
+        println!("{phase}: {:.0} events/s", report.records as f64 / report.elapsed.as_secs_f64());
+        rows.push(row(phase, &report, note));
+    }
+    Ok(())
+}
+
+/// The pipeline reading fresh topics named after `tag`.
+fn on_topics(pipeline: &StreamPipeline, tag: &str, keep_mysql: bool) -> StreamPipeline {
+    let mut copy = pipeline.clone();
+    for source in &mut copy.sources {
+        source.def.topic = format!("bench-{tag}-{}", source.def.topic);
+    }
+    if !keep_mysql {
+        for output in &mut copy.outputs {
+            output.sinks.retain(|s| !matches!(s, StreamSinkDef::Mysql { .. }));
+        }
+    }
+    copy
+}
+
+async fn produce(pipeline: &StreamPipeline, brokers: &str, events: u64) -> Result<(u64, f64)> {
+    let sink = KafkaSink::connect(brokers)?;
+    let started = Instant::now();
+    let mut sent = 0;
+    for file in stream_files(pipeline, events, EVENTS_PER_SECOND, 1_704_067_200_000, 7)? {
+        ensure_topic(brokers, &file.topic, 3).await?;
+        let lines: Vec<(Option<Vec<u8>>, Vec<u8>)> = file
+            .contents
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| (None, l.to_vec()))
+            .collect();
+        for chunk in lines.chunks(20_000) {
+            sent += sink.send(&file.topic, chunk.to_vec()).await?;
+        }
+    }
+    Ok((sent, started.elapsed().as_secs_f64()))
+}
+
+/// Reads every record of the pipeline's topics with a bare consumer; returns the seconds taken.
+fn bare_consumer(pipeline: &StreamPipeline, brokers: &str, expected: u64) -> Result<f64> {
+    let consumer: BaseConsumer = client_config(brokers)
+        .set("group.id", "quickchat-bench-bare")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "100")
+        .set("queued.min.messages", "200000")
+        .create()
+        .map_err(|e| crate::stream::kafka::unreachable(brokers, e))?;
+    let mut list = rdkafka::TopicPartitionList::new();
+    for source in &pipeline.sources {
+        for partition in 0..3 {
+            list.add_partition_offset(&source.def.topic, partition, rdkafka::Offset::Beginning)
+                .map_err(|e| crate::stream::kafka::unreachable(brokers, e))?;
+        }
+    }
+    consumer.assign(&list).map_err(|e| crate::stream::kafka::unreachable(brokers, e))?;
+    let started = Instant::now();
+    let mut read = 0u64;
+    let mut bytes = 0usize;
+    while read < expected && started.elapsed() < Duration::from_secs(600) {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+            bytes += rdkafka::Message::payload(&message).map_or(0, <[u8]>::len);
+            read += 1;
+        }
+    }
+    std::hint::black_box(bytes);
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// From Kafka: a bare consumer, then the pipeline without and with its sinks.
+async fn kafka(
+    pipeline: &StreamPipeline,
+    work: &std::path::Path,
+    brokers: &str,
+    settings: &Settings,
+    events: u64,
+    rows: &mut Vec<Row>,
+) -> Result<()> {
+    let tag = chrono::Utc::now().format("%H%M%S").to_string();
+    let topics = on_topics(pipeline, &tag, settings.mysql_url.is_some());
+    println!("kafka: producing {events} events to {brokers} ...");
+    let (sent, seconds) = produce(&topics, brokers, events).await?;
+    rows.push(Row {
+        phase: "kafka: producer (acks=all)".into(),
+        events: sent,
+        seconds,
+        latency: None,
+        peak_rss_mb: None,
+        note: String::new(),
+    });
+    reset_peak_rss();
+    let bare = tokio::task::block_in_place(|| bare_consumer(&topics, brokers, sent))?;
+    let bare_rate = sent as f64 / bare;
+    rows.push(Row {
+        phase: "kafka: bare rdkafka consumer".into(),
+        events: sent,
+        seconds: bare,
+        latency: None,
+        peak_rss_mb: peak_rss_mb(),
+        note: "the broker's rate to one consumer".into(),
+    });
+    for (phase, without_sinks) in [("kafka: pipeline, no sinks", true), ("kafka: pipeline + sinks", false)] {
+        let lake = lake_at(&work.join(format!("lake-kafka-{without_sinks}")))?;
+        let input = Input::Kafka(Box::new(tokio::task::block_in_place(|| {
+            KafkaInput::connect(&topics, brokers)
+        })?));
+        let sinks = SinkSettings {
+            mysql_url: settings.mysql_url.clone(),
+            brokers: None,
+        };
+        reset_peak_rss();
+        let options = RunOptions {
+            until_caught_up: true,
+            without_sinks,
+            ..Default::default()
+        };
+        let report = run_engine(&topics, &lake, input, sinks, options).await?;
+        let rate = report.records as f64 / report.elapsed.as_secs_f64();
+        let note = format!("{:.0}% of the bare consumer (target >= 80%)", 100.0 * rate / bare_rate);
+        println!("{phase}: {rate:.0} events/s, {note}");
+        rows.push(row(phase, &report, note));
+    }
+    Ok(())
+}
+
+/// Events produced at a steady rate while the pipeline runs continuously in update mode: how
+/// old each micro-batch's oldest event is when its sinks have committed.
+async fn freshness(
+    pipeline: &StreamPipeline,
+    work: &std::path::Path,
+    brokers: &str,
+    settings: &Settings,
+    args: &BenchArgs,
+    rows: &mut Vec<Row>,
+) -> Result<()> {
+    let tag = format!("f{}", chrono::Utc::now().format("%H%M%S"));
+    let topics = on_topics(pipeline, &tag, settings.mysql_url.is_some());
+    let target = if settings.mysql_url.is_some() {
+        "MySQL row updated"
+    } else {
+        "Delta commit (MYSQL_URL not set)"
+    };
+    println!(
+        "freshness: {} events/s for {}s, event produced -> {target} ...",
+        args.freshness_rate,
+        args.freshness_duration.as_secs()
+    );
+    for source in &topics.sources {
+        ensure_topic(brokers, &source.def.topic, 3).await?;
+    }
+    let lake = lake_at(&work.join("lake-freshness"))?;
+    let input = Input::Kafka(Box::new(tokio::task::block_in_place(|| {
+        KafkaInput::connect(&topics, brokers)
+    })?));
+    let sinks = SinkSettings {
+        mysql_url: settings.mysql_url.clone(),
+        brokers: None,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = tokio::spawn(steady_producer(
+        topics.clone(),
+        brokers.to_string(),
+        args.freshness_rate,
+        args.freshness_duration,
+        stop.clone(),
+    ));
+    let options = RunOptions {
+        stop,
+        ..Default::default()
+    };
+    reset_peak_rss();
+    let report = run_engine(&topics, &lake, input, sinks, options).await?;
+    producer.await.map_err(|e| Error::Internal(e.to_string()))??;
+    let (p50, p99) = (percentile(&report.freshness, 0.5), percentile(&report.freshness, 0.99));
+    println!("freshness: p50 {} ms, p99 {} ms", p50.as_millis(), p99.as_millis());
+    rows.push(Row {
+        phase: "kafka: freshness, update mode".into(),
+        events: report.records,
+        seconds: report.elapsed.as_secs_f64(),
+        latency: Some((p50, p99)),
+        peak_rss_mb: peak_rss_mb(),
+        note: format!("event produced -> {target}; target p99 < 2 s"),
+    });
+    Ok(())
+}
+
+/// Sends generated events at `rate` for `duration`, then asks the pipeline to stop once it has
+/// had time to read them.
+async fn steady_producer(
+    pipeline: StreamPipeline,
+    brokers: String,
+    rate: f64,
+    duration: Duration,
+    stop: Arc<AtomicBool>,
+) -> Result<()> {
+    let sink = KafkaSink::connect(&brokers)?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let total = (rate * duration.as_secs_f64()) as u64;
+    let mut files: Vec<(String, Vec<Vec<u8>>)> = stream_files(&pipeline, total, rate, now, 11)?
+        .into_iter()
+        .map(|f| {
+            let lines = f.contents.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect();
+            (f.topic, lines)
+        })
+        .collect();
+    let started = Instant::now();
+    let tick = Duration::from_millis(50);
+    let mut sent: BTreeMap<String, usize> = BTreeMap::new();
+    while started.elapsed() < duration {
+        let due = started.elapsed().as_secs_f64() / duration.as_secs_f64();
+        for (topic, lines) in &mut files {
+            let done = sent.entry(topic.clone()).or_default();
+            let upto = ((lines.len() as f64 * due) as usize).min(lines.len());
+            if upto > *done {
+                let records = lines[*done..upto].iter().map(|l| (None, l.clone())).collect();
+                sink.send(topic, records).await?;
+                *done = upto;
+            }
+        }
+        tokio::time::sleep(tick).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::SeqCst);
+    Ok(())
+}
+
+/// The generator at a steady rate (event time 10x wall-clock time, so windows, sessions and the
+/// join buffer reach their steady size early): state rows and memory sampled ten times.
+async fn soak(pipeline: &StreamPipeline, work: &std::path::Path, args: &BenchArgs, rows: &mut Vec<Row>) -> Result<()> {
+    println!(
+        "soak: {} events/s from the generator for {}s ...",
+        args.soak_rate,
+        args.soak.as_secs()
+    );
+    let lake = lake_at(&work.join("lake-soak"))?;
+    let generator = GeneratorInput::new(pipeline, args.soak_rate, None, chrono::Utc::now().timestamp_millis(), 5)?
+        .with_time_scale(10.0);
+    let mut engine = Engine::open(pipeline, &lake, Input::Generator(generator), SinkSettings::default()).await?;
+    let sample_every = (args.soak / 10).max(Duration::from_secs(5));
+    let started = Instant::now();
+    let mut records = 0;
+    let mut latencies = Vec::new();
+    println!("{:>8} {:>12} {:>12} {:>10}", "seconds", "events", "state rows", "RSS MiB");
+    let mut samples = Vec::new();
+    while started.elapsed() < args.soak {
+        let stop = Arc::new(AtomicBool::new(false));
+        let timer = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(sample_every).await;
+                stop.store(true, Ordering::SeqCst);
+            })
+        };
+        let options = RunOptions {
+            stop,
+            ..Default::default()
+        };
+        let report = engine.run(&options).await?;
+        timer.abort();
+        records += report.records;
+        latencies.extend(report.epoch_times.iter().copied());
+        let rss = rss_mb().unwrap_or(0);
+        println!(
+            "{:>8.0} {:>12} {:>12} {:>10}",
+            started.elapsed().as_secs_f64(),
+            records,
+            report.state_rows,
+            rss
+        );
+        samples.push((report.state_rows, rss));
+    }
+    let half = &samples[samples.len() / 2..];
+    let spread = |values: Vec<u64>| {
+        let (min, max) = (values.iter().min().copied().unwrap_or(0), values.iter().max().copied().unwrap_or(0));
+        (min, max)
+    };
+    let (state_min, state_max) = spread(half.iter().map(|s| s.0 as u64).collect());
+    let (rss_min, rss_max) = spread(half.iter().map(|s| s.1).collect());
+    rows.push(Row {
+        phase: "generator: soak".into(),
+        events: records,
+        seconds: started.elapsed().as_secs_f64(),
+        latency: Some((percentile(&latencies, 0.5), percentile(&latencies, 0.99))),
+        peak_rss_mb: peak_rss_mb(),
+        note: format!("second half: state {state_min}..{state_max} rows, RSS {rss_min}..{rss_max} MiB"),
+    });
+    Ok(())
+}
+
+fn print_rows(rows: &[Row]) {
+    println!(
+        "\n{:<34} {:>10} {:>8} {:>11} {:>9} {:>9} {:>8}  note",
+        "phase", "events", "seconds", "events/s", "p50 ms", "p99 ms", "peak MiB"
+    );
+    for row in rows {
+        let (p50, p99) = row
+            .latency
+            .map(|(a, b)| (a.as_millis().to_string(), b.as_millis().to_string()))
+            .unwrap_or_default();
+        println!(
+            "{:<34} {:>10} {:>8.2} {:>11.0} {:>9} {:>9} {:>8}  {}",
+            row.phase,
+            row.events,
+            row.seconds,
+            row.events as f64 / row.seconds.max(1e-9),
+            p50,
+            p99,
+            row.peak_rss_mb.map(|m| m.to_string()).unwrap_or_default(),
+            row.note
+        );
+    }
+    println!("p50/p99: micro-batch wall time (freshness row: event age when its micro-batch committed)");
+}

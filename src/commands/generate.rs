@@ -1,0 +1,54 @@
+//! `quickchat-etl generate`: write the sample data set under a folder (local or S3), and
+//! load its users into MySQL when asked.
+
+use crate::catalog::Lake;
+use crate::cli::GenerateArgs;
+use crate::config::{LakeLocation, Settings};
+use crate::error::{Error, Result};
+use crate::generate::streams::stream_files;
+use crate::generate::{generate, mysql, write_file, write_to_url};
+
+/// `quickchat-etl generate`: writes the files under `--out` (a folder, or an S3 URL reached
+/// with the same `AWS_*` settings as the lake), and loads the users into MySQL when
+/// `--mysql-url` is given.
+pub async fn run(settings: &Settings, args: GenerateArgs) -> Result<()> {
+    let spec = args.data.to_spec();
+    let out = args.out.display().to_string();
+    let location = LakeLocation::parse(&out, settings.lake.storage_options.clone())?;
+    let lake = Lake::new(location.clone());
+    if location.is_local() {
+        std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&out, e))?;
+    }
+    if let Some(name) = &args.stream {
+        let registry = super::load_registry(settings)?;
+        let pipeline = registry.stream(name).ok_or_else(|| {
+            let known: Vec<&str> = registry.streams().map(|s| s.name.as_str()).collect();
+            Error::Usage(format!("no streaming pipeline `{name}` (known: {})", known.join(", ")))
+        })?;
+        let files = stream_files(
+            pipeline,
+            args.events,
+            args.events_per_second,
+            args.start_time.timestamp_millis(),
+            args.data.seed,
+        )?;
+        for file in files {
+            let name = format!("{}.jsonl", file.topic);
+            write_file(&lake, &location.root, &name, file.contents).await?;
+            println!("wrote {} events to {out}/{name}", file.events);
+        }
+        return Ok(());
+    }
+    let counts = write_to_url(&lake, &location.root, &spec).await?;
+    println!("wrote {counts} to {out} (mongo/*.json, mysql/users.csv)");
+    if let Some(url) = &args.mysql_url {
+        let users = generate(&spec).users;
+        mysql::load_users(url, &users).await?;
+        println!(
+            "loaded {} users into MySQL table `users` at {}",
+            users.len(),
+            crate::config::redact_url(url)
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,183 @@
+//! `quickchat-etl run <job|group>`: run jobs in dependency order for a date or range, or show
+//! what would run with `--dry-run`.
+
+use crate::catalog::Lake;
+use crate::cli::RunArgs;
+use crate::config::Settings;
+use crate::config::pipeline::SourceDef;
+use crate::error::{Error, Result};
+use crate::jobs::graph::plan_target;
+use crate::jobs::planner::plan_all;
+use crate::jobs::runner::{JobReport, RunContext, run_jobs};
+use crate::jobs::{Job, Registry};
+use crate::progress::Progress;
+use crate::query::DateRange;
+use crate::sinks::Replace;
+
+/// Runs the target; the first failure decides the exit code.
+pub async fn run(settings: &Settings, args: RunArgs, progress: &Progress) -> Result<()> {
+    let registry = super::load_registry(settings)?;
+    if let Some(pipeline) = registry.stream(&args.target) {
+        return super::run_stream::run(settings, pipeline, args).await;
+    }
+    let stream = &args.stream;
+    if stream.from_files.is_some() || stream.from_generator || stream.until_caught_up || stream.brokers.is_some() {
+        return Err(Error::Usage(format!(
+            "`{}` is a batch job: --from-files, --from-generator, --until-caught-up and --brokers are for \
+             streaming pipelines ({})",
+            args.target,
+            registry
+                .streams()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let range = date_range(&args)?;
+    let jobs = plan_target(&registry, &args.target, args.upstream)?;
+    if args.dry_run {
+        return dry_run(settings, &registry, &jobs, range).await;
+    }
+    let lake = Lake::new(settings.lake.clone());
+    tracing::info!(target = %args.target, jobs = jobs.len(), dates = %range, lake = %lake.root(), "run started");
+    let cx = RunContext {
+        lake: &lake,
+        registry: &registry,
+        mysql_url: settings.mysql_url.as_deref(),
+        progress,
+    };
+    let reports = until_interrupted(run_jobs(cx, &jobs, range)).await?;
+    print_summary(&reports);
+    first_failure(reports)
+}
+
+/// Runs a future unless Ctrl-C or SIGTERM comes first. Sinks commit atomically, so an
+/// interrupted job leaves its table as it was.
+pub async fn until_interrupted<T>(work: impl std::future::Future<Output = T>) -> Result<T> {
+    tokio::select! {
+        result = work => Ok(result),
+        () = shutdown_signal() => {
+            tracing::warn!("interrupted: the job in progress was not committed");
+            Err(Error::Interrupted)
+        }
+    }
+}
+
+/// Resolves when Ctrl-C or SIGTERM arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler installs");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// The dates of a run from `--date`, or `--from`/`--to`, or every date.
+pub fn date_range(args: &RunArgs) -> Result<DateRange> {
+    match (args.date, args.from, args.to) {
+        (Some(day), _, _) => Ok(DateRange::Days { start: day, end: day }),
+        (None, Some(start), Some(end)) if start <= end => Ok(DateRange::Days { start, end }),
+        (None, Some(start), Some(end)) => Err(Error::Usage(format!("--from {start} is after --to {end}"))),
+        _ => Ok(DateRange::All),
+    }
+}
+
+fn first_failure(reports: Vec<JobReport>) -> Result<()> {
+    reports
+        .into_iter()
+        .map(|r| r.outcome)
+        .find(Result::is_err)
+        .unwrap_or(Ok(()))
+}
+
+fn print_summary(reports: &[JobReport]) {
+    println!(
+        "{:<24} {:<9} {:>10} {:>6} {:>11} {:>8}",
+        "job", "status", "rows", "files", "quarantined", "seconds"
+    );
+    for r in reports {
+        let status = match &r.outcome {
+            Ok(()) => "ok",
+            Err(Error::UpstreamFailed { .. }) => "skipped",
+            Err(Error::DataQuality { .. }) => "dq-failed",
+            Err(_) => "failed",
+        };
+        println!(
+            "{:<24} {:<9} {:>10} {:>6} {:>11} {:>8.2}",
+            r.job,
+            status,
+            r.sink.rows,
+            r.sink.files_added,
+            r.rows_rejected + r.rows_dropped,
+            r.elapsed.as_secs_f64()
+        );
+    }
+}
+
+async fn dry_run(settings: &Settings, registry: &Registry, jobs: &[&Job], range: DateRange) -> Result<()> {
+    let planned = plan_all(registry).await;
+    let lake = Lake::new(settings.lake.clone());
+    println!(
+        "dry run of {} job(s) for {range} on lake {}: nothing is read or written",
+        jobs.len(),
+        lake.root()
+    );
+    let mut problems = Vec::new();
+    for (i, job) in jobs.iter().enumerate() {
+        println!("\n{}. {} [{}] {}", i + 1, job.name, job.layer, job.sql_path);
+        for source in &job.sources {
+            let path = match &source.def {
+                SourceDef::MongoExport(d) | SourceDef::JsonLines(d) | SourceDef::Csv(d) => d.path.clone(),
+                SourceDef::Mysql(d) => match (&settings.mysql_url, &d.csv_export) {
+                    (Some(url), _) => {
+                        format!("{} table {}", crate::config::redact_url(url), d.table)
+                    }
+                    (None, Some(export)) => format!("{export} (CSV export; MYSQL_URL is not set)"),
+                    (None, None) => format!("table {} (MYSQL_URL is not set!)", d.table),
+                },
+            };
+            let shown = lake.location().resolve(&path).map(|u| u.to_string()).unwrap_or(path);
+            println!("   reads   {} <- {} {}", source.name, source.def.kind(), shown);
+        }
+        let plan = planned.iter().find(|p| p.job == job.name);
+        for table in plan.map(|p| p.reads.as_slice()).unwrap_or_default() {
+            println!("   reads   {table}");
+        }
+        let replace = Replace::for_run(job.sink.write_mode(), job.sink.partition_by(), range);
+        println!("   writes  {} ({replace})", job.sink_display());
+        for rule in &job.expectations {
+            println!(
+                "   expects {} ({}): {}",
+                rule.name,
+                rule.on_violation.as_str(),
+                rule.condition
+            );
+        }
+        match plan {
+            Some(p) if !p.problems.is_empty() => problems.extend(p.problems.iter().cloned()),
+            Some(p) => {
+                if let Some(schema) = &p.schema {
+                    let columns: Vec<String> = schema
+                        .fields()
+                        .iter()
+                        .map(|f| format!("{} {}", f.name(), f.data_type()))
+                        .collect();
+                    println!("   output  {}", columns.join(", "));
+                }
+            }
+            None => {}
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Config(problems))
+    }
+}

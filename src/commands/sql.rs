@@ -1,0 +1,38 @@
+//! `quickchat-etl sql`: the interactive shell, or `-e`/`-f` (or SQL piped on standard input)
+//! for scripts.
+
+use std::io::{IsTerminal, Read};
+
+use crate::catalog::Lake;
+use crate::cli::SqlArgs;
+use crate::config::Settings;
+use crate::error::{Error, Result};
+use crate::repl::exec::{execute_text, lake_session};
+use crate::repl::run_interactive;
+
+/// Runs the given statements, or the shell when there are none and standard input is a terminal.
+pub async fn run(settings: &Settings, args: SqlArgs) -> Result<()> {
+    let lake = Lake::new(settings.lake.clone());
+    let ctx = lake_session(&lake).await?;
+    let mut out = std::io::stdout().lock();
+    if args.execute.is_empty() && args.file.is_empty() {
+        if std::io::stdin().is_terminal() {
+            drop(out);
+            return run_interactive(&lake, ctx, args.format).await;
+        }
+        let mut script = String::new();
+        std::io::stdin()
+            .read_to_string(&mut script)
+            .map_err(|e| Error::io("standard input", e))?;
+        execute_text(&ctx, &script, "stdin", args.format, &mut out).await?;
+        return Ok(());
+    }
+    for statement in &args.execute {
+        execute_text(&ctx, statement, "-e", args.format, &mut out).await?;
+    }
+    for path in &args.file {
+        let script = std::fs::read_to_string(path).map_err(|e| Error::io(path.display(), e))?;
+        execute_text(&ctx, &script, &path.display().to_string(), args.format, &mut out).await?;
+    }
+    Ok(())
+}

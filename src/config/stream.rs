@@ -1,0 +1,346 @@
+//! The streaming pipeline file format: a `pipelines/<name>.toml` with `mode = "streaming"`.
+//!
+//! Sources are streams (a Kafka topic; a JSON-lines file per topic with `--from-files`; the
+//! built-in generator with `--from-generator`) with an event-time column, a watermark delay and
+//! optionally a key for de-duplication. Outputs are named SQL files, each with its sinks; every
+//! sink chooses its output mode.
+
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+/// A streaming pipeline file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamPipelineFile {
+    /// One sentence saying what the pipeline computes; shown by `list`.
+    pub description: String,
+    /// Always `"streaming"` (batch jobs leave `mode` out).
+    pub mode: StreamMode,
+    /// When a micro-batch ends.
+    #[serde(default)]
+    pub trigger: TriggerDef,
+    /// Kafka consumer settings.
+    #[serde(default)]
+    pub kafka: KafkaDef,
+    /// State and checkpoint settings.
+    #[serde(default)]
+    pub state: StateDef,
+    /// The input streams, by the table name the SQL uses for them.
+    pub sources: IndexMap<String, StreamSourceDef>,
+    /// The queries, by name: each a SQL file and where its rows go. An output's rows can be read
+    /// by later outputs under its name.
+    pub outputs: IndexMap<String, OutputDef>,
+    /// Alert rules over outputs, and where alerts go.
+    #[serde(default)]
+    pub alerts: Option<AlertsDef>,
+}
+
+/// The `mode` of a streaming pipeline file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamMode {
+    /// Micro-batches from streams.
+    Streaming,
+}
+
+/// When a micro-batch ends: after `max_records` records or `interval`, whichever comes first.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerDef {
+    /// Most records in one micro-batch.
+    #[serde(default = "default_max_records")]
+    pub max_records: usize,
+    /// Longest wait for a micro-batch to fill, e.g. `"1s"`.
+    #[serde(default = "default_interval")]
+    pub interval: String,
+}
+
+fn default_max_records() -> usize {
+    100_000
+}
+
+fn default_interval() -> String {
+    "1s".to_string()
+}
+
+impl Default for TriggerDef {
+    fn default() -> Self {
+        Self {
+            max_records: default_max_records(),
+            interval: default_interval(),
+        }
+    }
+}
+
+/// Kafka consumer settings of a pipeline.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaDef {
+    /// Bootstrap servers; default `KAFKA_BOOTSTRAP_SERVERS`.
+    #[serde(default)]
+    pub brokers: Option<String>,
+    /// Consumer group offsets are committed to (for lag monitoring); default
+    /// `quickchat-<pipeline>`. The pipeline's own checkpoint decides where it resumes.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Where a pipeline without a checkpoint starts reading.
+    #[serde(default)]
+    pub starting_offsets: StartingOffsets,
+}
+
+/// Where a first run starts reading a topic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartingOffsets {
+    /// From the oldest record kept.
+    #[default]
+    Earliest,
+    /// Only records produced from now on.
+    Latest,
+}
+
+/// State settings of a pipeline.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateDef {
+    /// How often the state is saved whole (offsets and commits are logged every micro-batch;
+    /// a restart replays the micro-batches since the last snapshot), e.g. `"30s"`.
+    #[serde(default = "default_snapshot_interval")]
+    pub snapshot_interval: String,
+}
+
+fn default_snapshot_interval() -> String {
+    "30s".to_string()
+}
+
+impl Default for StateDef {
+    fn default() -> Self {
+        Self {
+            snapshot_interval: default_snapshot_interval(),
+        }
+    }
+}
+
+/// An input stream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSourceDef {
+    /// The Kafka topic (and, with `--from-files DIR`, the file `DIR/<topic>.jsonl`).
+    pub topic: String,
+    /// How Kafka record values are encoded.
+    #[serde(default)]
+    pub format: RecordFormat,
+    /// For `protobuf`: the descriptor set (`protoc --descriptor_set_out`), relative to the
+    /// project folder.
+    #[serde(default)]
+    pub descriptor_set: Option<String>,
+    /// For `protobuf`: the full message name, e.g. `quickchat.ChatMessage`.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// The event-time column (a `timestamp` column). Records without one are quarantined.
+    pub event_time: String,
+    /// How far behind the latest event time seen the watermark trails, e.g. `"5 minutes"`;
+    /// records older than the watermark are late.
+    pub watermark: String,
+    /// A column identifying a record: repeats of a key are counted once.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// How long keys are remembered for de-duplication; default: the watermark delay.
+    #[serde(default)]
+    pub dedup_within: Option<String>,
+    /// The built-in event stream `--from-generator` and `produce` use for this source
+    /// (`chat`, `clickstream`, `transactions`, `interactions`).
+    #[serde(default)]
+    pub generator: Option<String>,
+    /// Where late records go; default `bronze.<source>_late`.
+    #[serde(default)]
+    pub late_table: Option<String>,
+    /// The record's columns, `name = "type"` in order.
+    pub columns: IndexMap<String, String>,
+}
+
+/// How Kafka record values are encoded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordFormat {
+    /// A JSON object per record; timestamps as ISO-8601 strings.
+    #[default]
+    Json,
+    /// A Protobuf message per record, decoded with a descriptor set.
+    Protobuf,
+}
+
+/// One query of a streaming pipeline.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputDef {
+    /// The SQL file, relative to the project folder.
+    pub sql: String,
+    /// Where the rows go; an output without sinks only feeds later outputs.
+    #[serde(default)]
+    pub sinks: Vec<StreamSinkDef>,
+}
+
+/// When a sink receives a windowed output's rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputMode {
+    /// Once per window, final, when the watermark passes its end.
+    #[default]
+    Append,
+    /// Every micro-batch in which a window changed, as an upsert by key (live dashboards).
+    Update,
+}
+
+/// Where an output's rows go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StreamSinkDef {
+    /// A Delta table in the lake; `update` mode merges on `key`.
+    Delta {
+        /// `<layer>.<table>`.
+        table: String,
+        /// Partition columns.
+        #[serde(default)]
+        partition_by: Vec<String>,
+        /// Output mode.
+        #[serde(default)]
+        mode: OutputMode,
+        /// Columns identifying a row, for `update` mode.
+        #[serde(default)]
+        key: Vec<String>,
+    },
+    /// A MySQL table (created when missing), upserted by `key`.
+    Mysql {
+        /// Table name.
+        table: String,
+        /// Primary-key columns.
+        key: Vec<String>,
+        /// Output mode.
+        #[serde(default)]
+        mode: OutputMode,
+    },
+    /// Parquet files, one per micro-batch.
+    Parquet {
+        /// Folder: relative to the lake root, absolute, or a URL.
+        path: String,
+        /// Output mode.
+        #[serde(default)]
+        mode: OutputMode,
+    },
+    /// A Kafka topic, one JSON object per row.
+    Kafka {
+        /// Topic.
+        topic: String,
+        /// Columns whose values make the record key.
+        #[serde(default)]
+        key: Vec<String>,
+        /// Output mode.
+        #[serde(default)]
+        mode: OutputMode,
+    },
+    /// Standard output, as a table.
+    Console {
+        /// Output mode.
+        #[serde(default)]
+        mode: OutputMode,
+    },
+}
+
+impl StreamSinkDef {
+    /// The sink's output mode.
+    pub fn mode(&self) -> OutputMode {
+        match self {
+            StreamSinkDef::Delta { mode, .. }
+            | StreamSinkDef::Mysql { mode, .. }
+            | StreamSinkDef::Parquet { mode, .. }
+            | StreamSinkDef::Kafka { mode, .. }
+            | StreamSinkDef::Console { mode } => *mode,
+        }
+    }
+
+    /// The sink as shown to users.
+    pub fn display(&self) -> String {
+        match self {
+            StreamSinkDef::Delta { table, .. } => table.clone(),
+            StreamSinkDef::Mysql { table, .. } => format!("mysql:{table}"),
+            StreamSinkDef::Parquet { path, .. } => format!("parquet:{path}"),
+            StreamSinkDef::Kafka { topic, .. } => format!("kafka:{topic}"),
+            StreamSinkDef::Console { .. } => "console".to_string(),
+        }
+    }
+}
+
+/// Alert rules and where alerts go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsDef {
+    /// Where alert rows go (like an output's sinks).
+    pub sinks: Vec<StreamSinkDef>,
+    /// The rules.
+    pub rules: Vec<AlertRuleDef>,
+}
+
+/// One alert rule: rows of `output` satisfying `condition` raise an alert.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertRuleDef {
+    /// Rule name, in every alert it raises.
+    pub name: String,
+    /// The output whose rows are watched.
+    pub output: String,
+    /// A SQL condition over the output's columns.
+    pub condition: String,
+    /// Columns naming what the alert is about (e.g. `item_id`); an alert is raised once per
+    /// rule and key value, when the condition first holds.
+    pub key: Vec<String>,
+}
+
+/// Parses a duration such as `5 minutes`, `30s`, `1s` or `500ms`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("`{text}` is not a duration ({e}); write e.g. \"5 minutes\", \"30s\", \"500ms\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_written_in_pipeline_files() {
+        assert_eq!(parse_duration("5 minutes").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1 minute").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert!(parse_duration("soon").unwrap_err().contains("not a duration"));
+    }
+
+    #[test]
+    fn a_streaming_pipeline_file_parses_with_defaults() {
+        let text = r#"
+            description = "x"
+            mode = "streaming"
+            [sources.clicks]
+            topic = "clickstream"
+            event_time = "timestamp"
+            watermark = "5 minutes"
+            key = "event_id"
+            columns = { event_id = "string", timestamp = "timestamp" }
+            [outputs.views]
+            sql = "sql/streaming/views.sql"
+            [[outputs.views.sinks]]
+            kind = "mysql"
+            table = "views"
+            key = ["window_start"]
+            mode = "update"
+        "#;
+        let file: StreamPipelineFile = toml::from_str(text).unwrap();
+        assert_eq!(file.trigger.max_records, 100_000);
+        assert_eq!(file.kafka.starting_offsets, StartingOffsets::Earliest);
+        assert_eq!(file.sources["clicks"].format, RecordFormat::Json);
+        assert_eq!(file.outputs["views"].sinks[0].mode(), OutputMode::Update);
+        assert_eq!(file.outputs["views"].sinks[0].display(), "mysql:views");
+    }
+}

@@ -1,0 +1,255 @@
+//! `meta.quarantine`: every record a job did not write, with why. Source records that could
+//! not be read (bad JSON, wrong types) and rows dropped or failed by expectations land here,
+//! one row each, with the job, rule, reason, location and the record itself as text.
+//!
+//! Each bad record is held once: a run merges what it found, keyed by job, rule, location and
+//! the record itself, so a rerun refreshes `run_id`/`quarantined_at` (the last run that found
+//! the record) instead of adding a copy. Rows of the job that the run re-checked (its date
+//! range; everything for a full run) and no longer found are removed. Records are stored
+//! without the `_`-prefixed ingestion columns, which differ on every run.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, Date32Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Date32Type, Field, Schema, SchemaRef};
+use chrono::{DateTime, Utc};
+use datafusion::prelude::SessionContext;
+
+use super::{timestamp, timestamp_micros};
+use crate::catalog::Lake;
+use crate::error::Result;
+use crate::jobs::TableName;
+use crate::query::DateRange;
+use crate::query::expectations::QuarantinedRows;
+use crate::sinks::SinkMetrics;
+use crate::sinks::delta::{DeltaSink, Upsert};
+use crate::sources::RejectedRecord;
+
+/// The quarantine table's name.
+pub fn table_name() -> TableName {
+    TableName::meta("quarantine")
+}
+
+/// The rule recorded for source records that could not be read.
+pub const UNREADABLE: &str = "unreadable_record";
+
+/// The quarantine table's columns.
+pub fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("job", DataType::Utf8, false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("location", DataType::Utf8, true),
+        Field::new("rule", DataType::Utf8, false),
+        Field::new("reason", DataType::Utf8, false),
+        Field::new("record", DataType::Utf8, true),
+        Field::new("quarantine_date", DataType::Date32, true),
+        Field::new("run_id", DataType::Utf8, false),
+        Field::new("quarantined_at", timestamp(), false),
+        Field::new("kafka_topic", DataType::Utf8, true),
+        Field::new("kafka_partition", DataType::Int32, true),
+        Field::new("kafka_offset", DataType::Int64, true),
+        Field::new("raw", DataType::Binary, true),
+    ]))
+}
+
+/// One quarantine row before it becomes Arrow.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The source name, or `expectations`.
+    pub source: String,
+    /// File and line, topic/partition/offset; `None` for rows dropped by expectations.
+    pub location: Option<String>,
+    /// The rule(s) broken, or [`UNREADABLE`].
+    pub rule: String,
+    /// Why.
+    pub reason: String,
+    /// The record as text (raw input, or the output row as JSON).
+    pub record: String,
+    /// The date the row belongs to (its sink partition), when known.
+    pub date: Option<i32>,
+}
+
+/// Entries for source records that could not be read (their date is unknown).
+pub fn unreadable_entries(source: &str, rejected: Vec<RejectedRecord>) -> Vec<Entry> {
+    rejected
+        .into_iter()
+        .map(|r| Entry {
+            source: source.to_string(),
+            location: Some(r.location),
+            rule: UNREADABLE.to_string(),
+            reason: r.reason,
+            record: r.record,
+            date: None,
+        })
+        .collect()
+}
+
+/// Entries for output rows kept out by expectations; `date_column` is the sink's first
+/// partition column, whose value files each row.
+pub fn expectation_entries(quarantined: Vec<QuarantinedRows>, date_column: Option<&str>) -> Vec<Entry> {
+    let mut entries = Vec::new();
+    for QuarantinedRows { rows, rules } in quarantined {
+        let dates = date_column
+            .and_then(|c| rows.column_by_name(c))
+            .filter(|c| c.data_type() == &DataType::Date32)
+            .map(|c| c.as_primitive::<Date32Type>().clone());
+        let json = rows_as_json(&without_metadata_columns(&rows));
+        for (row, (rule, record)) in rules.into_iter().zip(json).enumerate() {
+            let date = dates.as_ref().and_then(|d| d.is_valid(row).then(|| d.value(row)));
+            let reason = format!("violates expectation {rule}");
+            entries.push(Entry {
+                source: "expectations".into(),
+                location: None,
+                rule,
+                reason,
+                record,
+                date,
+            });
+        }
+    }
+    entries
+}
+
+/// The row without `_`-prefixed ingestion columns (`_run_id`, `_ingested_at`, ...).
+fn without_metadata_columns(rows: &RecordBatch) -> RecordBatch {
+    let keep: Vec<usize> = (0..rows.num_columns())
+        .filter(|&i| !rows.schema().field(i).name().starts_with('_'))
+        .collect();
+    rows.project(&keep).expect("projecting existing columns")
+}
+
+fn rows_as_json(rows: &RecordBatch) -> Vec<String> {
+    let mut buffer = Vec::new();
+    {
+        let mut writer = arrow::json::LineDelimitedWriter::new(&mut buffer);
+        if writer.write(rows).and_then(|()| writer.finish()).is_err() {
+            return vec![String::new(); rows.num_rows()];
+        }
+    }
+    String::from_utf8_lossy(&buffer).lines().map(str::to_string).collect()
+}
+
+/// Merges a run's entries into the quarantine (see the module documentation).
+pub async fn record(
+    lake: &Lake,
+    ctx: &SessionContext,
+    job: &str,
+    range: DateRange,
+    run_id: &str,
+    now: DateTime<Utc>,
+    entries: Vec<Entry>,
+) -> Result<SinkMetrics> {
+    // The same bad record twice in one run (an exact re-export) is one entry.
+    let mut seen = std::collections::BTreeSet::new();
+    let entries: Vec<Entry> = entries
+        .into_iter()
+        .filter(|e| seen.insert((e.rule.clone(), e.location.clone(), e.record.clone())))
+        .collect();
+    let exists = crate::sinks::delta::open(lake, &table_name()).await?.is_some();
+    if entries.is_empty() && !exists {
+        return Ok(SinkMetrics::default());
+    }
+    let rows = entries.len();
+    let column = |values: Vec<Option<String>>| Arc::new(StringArray::from(values)) as ArrayRef;
+    let batch = RecordBatch::try_new(
+        schema(),
+        vec![
+            column(vec![Some(job.to_string()); rows]),
+            column(entries.iter().map(|e| Some(e.source.clone())).collect()),
+            column(entries.iter().map(|e| e.location.clone()).collect()),
+            column(entries.iter().map(|e| Some(e.rule.clone())).collect()),
+            column(entries.iter().map(|e| Some(e.reason.clone())).collect()),
+            column(entries.iter().map(|e| Some(e.record.clone())).collect()),
+            Arc::new(Date32Array::from(entries.iter().map(|e| e.date).collect::<Vec<_>>())),
+            column(vec![Some(run_id.to_string()); rows]),
+            Arc::new(TimestampMicrosecondArray::from(vec![timestamp_micros(now); rows]).with_timezone("UTC")),
+            arrow::array::new_null_array(&DataType::Utf8, rows),
+            arrow::array::new_null_array(&DataType::Int32, rows),
+            arrow::array::new_null_array(&DataType::Int64, rows),
+            arrow::array::new_null_array(&DataType::Binary, rows),
+        ],
+    )
+    .expect("quarantine columns match the schema");
+    let rechecked = match range {
+        DateRange::All => format!("existing.job = '{job}'"),
+        DateRange::Days { start, end } => format!(
+            "existing.job = '{job}' AND existing.quarantine_date >= '{start}' AND existing.quarantine_date <= '{end}'"
+        ),
+    };
+    let upsert = Upsert {
+        on: format!(
+            "existing.job = '{job}' AND existing.job = incoming.job AND existing.rule = incoming.rule \
+             AND (existing.location IS NOT DISTINCT FROM incoming.location) AND existing.record = incoming.record"
+        ),
+        delete_unmatched: Some(rechecked),
+    };
+    DeltaSink::new(lake, table_name())
+        .with_partition_columns(&["job".to_string()])
+        .with_commit_metadata("quickchat.run_id", run_id)
+        .with_commit_metadata("quickchat.job", job)
+        .upsert_batches(ctx, schema(), vec![batch], upsert)
+        .await
+}
+
+/// Appends a streaming pipeline's unusable records of one epoch, with their Kafka position and
+/// raw bytes; `app_id`/`epoch` make a replayed epoch write nothing twice.
+#[allow(clippy::too_many_arguments)]
+pub async fn append_stream_rejects(
+    lake: &Lake,
+    ctx: &SessionContext,
+    pipeline: &str,
+    app_id: &str,
+    epoch: u64,
+    rejects: &[crate::stream::decode::StreamReject],
+    now: DateTime<Utc>,
+) -> Result<SinkMetrics> {
+    if rejects.is_empty() {
+        return Ok(SinkMetrics::default());
+    }
+    let table = table_name();
+    if crate::sinks::delta::app_transaction_version(lake, &table, app_id)
+        .await?
+        .is_some_and(|v| v >= epoch as i64)
+    {
+        return Ok(SinkMetrics::default());
+    }
+    let rows = rejects.len();
+    let text = |f: &dyn Fn(&crate::stream::decode::StreamReject) -> Option<String>| {
+        Arc::new(StringArray::from(rejects.iter().map(f).collect::<Vec<_>>())) as ArrayRef
+    };
+    let batch = RecordBatch::try_new(
+        schema(),
+        vec![
+            text(&|_| Some(pipeline.to_string())),
+            text(&|r| Some(r.source.clone())),
+            text(&|r| Some(format!("{}/{}@{}", r.topic, r.partition, r.offset))),
+            text(&|_| Some(UNREADABLE.to_string())),
+            text(&|r| Some(r.reason.clone())),
+            text(&|r| {
+                Some(
+                    String::from_utf8_lossy(&r.raw[..r.raw.len().min(crate::sources::MAX_REJECTED_BYTES)]).into_owned(),
+                )
+            }),
+            Arc::new(Date32Array::from(vec![None::<i32>; rows])),
+            text(&|_| Some(format!("epoch-{epoch}"))),
+            Arc::new(TimestampMicrosecondArray::from(vec![timestamp_micros(now); rows]).with_timezone("UTC")),
+            text(&|r| Some(r.topic.clone())),
+            Arc::new(arrow::array::Int32Array::from_iter_values(
+                rejects.iter().map(|r| r.partition),
+            )),
+            Arc::new(arrow::array::Int64Array::from_iter_values(
+                rejects.iter().map(|r| r.offset),
+            )),
+            Arc::new(arrow::array::BinaryArray::from_iter_values(
+                rejects.iter().map(|r| r.raw.as_slice()),
+            )),
+        ],
+    )
+    .expect("quarantine columns match the schema");
+    DeltaSink::new(lake, table)
+        .with_partition_columns(&["job".to_string()])
+        .with_app_transaction(app_id, epoch as i64)
+        .with_commit_metadata("quickchat.job", pipeline)
+        .write_batches(ctx, schema(), vec![batch])
+        .await
+}

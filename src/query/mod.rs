@@ -1,0 +1,200 @@
+//! Planning a job's SQL: the DataFusion session every command uses, the run parameters the SQL
+//! sees as `$start_date`, `$end_date`, `$run_id` and `$ingested_at`, and error messages that
+//! say which file failed and what to do.
+
+pub mod expectations;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use datafusion::common::ParamValues;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::context::QueryPlanner;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
+use datafusion::scalar::ScalarValue;
+
+use crate::error::{Error, Result};
+use crate::jobs::{Job, Registry, TableName};
+
+/// First day of a run without `--date`/`--from`: every partition is in range.
+pub const FULL_REFRESH_START: NaiveDate = NaiveDate::from_ymd_opt(1900, 1, 1).expect("valid date");
+/// Last day of a run without `--date`/`--to`.
+pub const FULL_REFRESH_END: NaiveDate = NaiveDate::from_ymd_opt(9999, 12, 31).expect("valid date");
+
+/// The days a run covers, inclusive, or every day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DateRange {
+    /// No date given: the whole table is rebuilt.
+    All,
+    /// `--date D` (start = end) or `--from A --to B`.
+    Days {
+        /// First day (inclusive).
+        start: NaiveDate,
+        /// Last day (inclusive).
+        end: NaiveDate,
+    },
+}
+
+impl DateRange {
+    /// The first and last day, with the full-refresh sentinels for [`DateRange::All`].
+    pub fn bounds(self) -> (NaiveDate, NaiveDate) {
+        match self {
+            DateRange::All => (FULL_REFRESH_START, FULL_REFRESH_END),
+            DateRange::Days { start, end } => (start, end),
+        }
+    }
+}
+
+impl std::fmt::Display for DateRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DateRange::All => f.write_str("all dates"),
+            DateRange::Days { start, end } if start == end => write!(f, "{start}"),
+            DateRange::Days { start, end } => write!(f, "{start}..{end}"),
+        }
+    }
+}
+
+/// What one run of a job is: its dates, its id and when it started.
+#[derive(Debug, Clone)]
+pub struct RunParams {
+    /// The days covered.
+    pub range: DateRange,
+    /// The run id recorded in `_run_id`, the run log and the quarantine table.
+    pub run_id: String,
+    /// When the run started; `$ingested_at` in bronze SQL.
+    pub started_at: DateTime<Utc>,
+}
+
+impl RunParams {
+    /// New parameters with a fresh, sortable run id.
+    pub fn new(range: DateRange) -> Self {
+        let started_at = Utc::now();
+        let suffix = &uuid::Uuid::new_v4().simple().to_string()[..6];
+        let run_id = format!("run-{}-{suffix}", started_at.format("%Y%m%dT%H%M%SZ"));
+        Self {
+            range,
+            run_id,
+            started_at,
+        }
+    }
+
+    /// The SQL parameter values, by name without the `$`.
+    pub fn param_values(&self) -> ParamValues {
+        let (start, end) = self.range.bounds();
+        let micros = self.started_at.timestamp_micros();
+        let map: HashMap<String, ScalarValue> = HashMap::from([
+            ("start_date".to_string(), date_value(start)),
+            ("end_date".to_string(), date_value(end)),
+            ("run_id".to_string(), ScalarValue::Utf8(Some(self.run_id.clone()))),
+            (
+                "ingested_at".to_string(),
+                ScalarValue::TimestampMicrosecond(Some(micros), Some(Arc::from("UTC"))),
+            ),
+        ]);
+        ParamValues::from(map)
+    }
+}
+
+fn date_value(date: NaiveDate) -> ScalarValue {
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
+    ScalarValue::Date32(Some((date - epoch).num_days() as i32))
+}
+
+/// A DataFusion session configured for quickchat-etl: UTC, information_schema (for `\d`),
+/// and the Delta planner the sinks need.
+pub fn new_session() -> SessionContext {
+    let config = SessionConfig::new()
+        .with_information_schema(true)
+        .with_create_default_catalog_and_schema(true)
+        .set_str("datafusion.execution.time_zone", "UTC")
+        // deltalake's own sessions turn hash-join IN-list pushdown off: it can panic on the
+        // dictionary-encoded partition columns Delta scans produce.
+        .set_usize("datafusion.optimizer.hash_join_inlist_pushdown_max_size", 0)
+        .set_usize("datafusion.optimizer.hash_join_inlist_pushdown_max_distinct_values", 0);
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_query_planner(Arc::new(QuickchatPlanner))
+        .build();
+    SessionContext::new_with_state(state)
+}
+
+/// Plans logical plans with the extension nodes of the project (expectations) and of
+/// deltalake (its writers' metrics and validation nodes).
+#[derive(Debug)]
+struct QuickchatPlanner;
+
+#[async_trait::async_trait]
+impl QueryPlanner for QuickchatPlanner {
+    async fn create_physical_plan(
+        &self,
+        logical_plan: &LogicalPlan,
+        session: &dyn datafusion::catalog::Session,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let planners: Vec<Arc<dyn ExtensionPlanner + Send + Sync>> = vec![
+            Arc::new(expectations::ExpectationsPlanner),
+            crate::sinks::delta::extension_planner(),
+        ];
+        DefaultPhysicalPlanner::with_extension_planners(planners)
+            .create_physical_plan(logical_plan, session)
+            .await
+    }
+}
+
+/// Plans a job's SQL with the run's parameters bound.
+pub async fn plan_job(ctx: &SessionContext, job: &Job, params: &RunParams, registry: &Registry) -> Result<DataFrame> {
+    let sql_error = |message: String| Error::Sql {
+        job: job.name.clone(),
+        file: job.sql_path.clone(),
+        message,
+    };
+    let df = ctx
+        .sql(&job.sql)
+        .await
+        .map_err(|e| sql_error(explain_planning_error(&e.to_string(), registry)))?;
+    df.with_param_values(params.param_values())
+        .map_err(|e| sql_error(e.to_string()))
+}
+
+/// Adds a hint to DataFusion's "table not found" message: which job produces the table.
+fn explain_planning_error(message: &str, registry: &Registry) -> String {
+    let missing = message
+        .split(['\'', '`', '"'])
+        .find_map(|part| TableName::parse(part.trim_start_matches("datafusion.")).ok());
+    match missing
+        .as_ref()
+        .and_then(|table| registry.producer_of(table).map(|job| (table, job)))
+    {
+        Some((table, job)) if message.contains("not found") => format!(
+            "{message}\n  hint: {table} is written by job `{}`; run it first, or add --upstream",
+            job.name
+        ),
+        _ => message.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_sort_by_start_time() {
+        let params = RunParams::new(DateRange::All);
+        assert!(params.run_id.starts_with("run-2"), "{}", params.run_id);
+        assert_eq!(params.run_id.len(), "run-20240101T000000Z-abcdef".len());
+    }
+
+    #[test]
+    fn full_refresh_spans_every_plausible_date() {
+        let (start, end) = DateRange::All.bounds();
+        assert!(start.to_string() < "1970-01-01".to_string() && end.to_string() == "9999-12-31");
+        let day = NaiveDate::from_ymd_opt(2024, 1, 2).unwrap();
+        assert_eq!(DateRange::Days { start: day, end: day }.to_string(), "2024-01-02");
+        assert_eq!(date_value(day), ScalarValue::Date32(Some(19724)));
+    }
+}

@@ -1,0 +1,312 @@
+//! Delta Lake: every deltalake call of the project. Opening tables, providing them to
+//! DataFusion, and [`DeltaSink`], the builder that writes a logical plan into a table with a
+//! partition-range replace (`replaceWhere`), a full overwrite or an append, in one commit.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::record_batch::RecordBatch;
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::MemTable;
+use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
+use datafusion::prelude::SessionContext;
+use deltalake::kernel::Transaction;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::operations::write::SchemaMode;
+use deltalake::protocol::SaveMode;
+use deltalake::{DeltaTable, DeltaTableError};
+use futures::TryStreamExt;
+
+use super::{Replace, SinkMetrics};
+use crate::catalog::Lake;
+use crate::error::{Error, Result};
+use crate::jobs::TableName;
+
+/// The extension planner every session needs: deltalake's write builders plant their own
+/// logical nodes (row metrics, data validation) in the plans they run.
+pub fn extension_planner() -> Arc<dyn datafusion::physical_planner::ExtensionPlanner + Send + Sync> {
+    deltalake::delta_datafusion::planner::DeltaExtensionPlanner::new()
+}
+
+/// Opens a lake table; `None` when there is no Delta table there yet.
+pub async fn open(lake: &Lake, table: &TableName) -> Result<Option<DeltaTable>> {
+    let url = lake.table_url(table);
+    // deltalake refuses a local folder that does not exist rather than reporting no table.
+    if let Ok(path) = url.to_file_path() {
+        if !path.join("_delta_log").is_dir() {
+            return Ok(None);
+        }
+    }
+    let opened = DeltaTable::try_from_url_with_storage_options(url.clone(), lake.location().storage_options.clone())
+        .await
+        .map_err(|e| lake_error(table, lake, e))?;
+    Ok(opened.version().is_some().then_some(opened))
+}
+
+/// A DataFusion provider reading the table's current version; the table's object store is
+/// registered with the session so scans can reach it.
+pub async fn table_provider(lake: &Lake, table: &TableName, ctx: &SessionContext) -> Result<Arc<dyn TableProvider>> {
+    let opened = open(lake, table).await?.ok_or_else(|| Error::Lake {
+        location: lake.table_url(table).to_string(),
+        message: format!("{table} is not a Delta table"),
+    })?;
+    opened
+        .update_datafusion_session(&ctx.state())
+        .map_err(|e| lake_error(table, lake, e))?;
+    opened.table_provider().await.map_err(|e| Error::Lake {
+        location: lake.table_url(table).to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// The last version application `app_id` recorded in the table (with
+/// [`DeltaSink::with_app_transaction`]); `None` when it never wrote there.
+pub async fn app_transaction_version(lake: &Lake, table: &TableName, app_id: &str) -> Result<Option<i64>> {
+    let Some(opened) = open(lake, table).await? else {
+        return Ok(None);
+    };
+    let snapshot = opened.snapshot().map_err(|e| lake_error(table, lake, e))?;
+    snapshot
+        .transaction_version(opened.log_store().as_ref(), app_id)
+        .await
+        .map_err(|e| lake_error(table, lake, e))
+}
+
+/// The latest version of a table and the row count it holds, for summaries.
+pub async fn version(lake: &Lake, table: &TableName) -> Result<Option<i64>> {
+    Ok(open(lake, table).await?.and_then(|t| t.version()).map(|v| v as i64))
+}
+
+fn lake_error(table: &TableName, lake: &Lake, e: DeltaTableError) -> Error {
+    Error::Lake {
+        location: format!("{} ({table})", lake.table_url(table)),
+        message: e.to_string(),
+    }
+}
+
+/// Writes into one Delta table of the lake.
+#[derive(Debug, Clone)]
+pub struct DeltaSink<'l> {
+    lake: &'l Lake,
+    table: TableName,
+    partition_columns: Vec<String>,
+    replace: Replace,
+    commit_metadata: HashMap<String, serde_json::Value>,
+    app_transaction: Option<(String, i64)>,
+}
+
+impl<'l> DeltaSink<'l> {
+    /// A sink appending to `table` with no partitioning.
+    pub fn new(lake: &'l Lake, table: TableName) -> Self {
+        Self {
+            lake,
+            table,
+            partition_columns: Vec::new(),
+            replace: Replace::Nothing,
+            commit_metadata: HashMap::new(),
+            app_transaction: None,
+        }
+    }
+
+    /// Records `version` for application `app_id` in the commit (Delta's `txn` action), so the
+    /// same write can be recognised and skipped when it is replayed (see
+    /// [`app_transaction_version`]).
+    pub fn with_app_transaction(mut self, app_id: &str, version: i64) -> Self {
+        self.app_transaction = Some((app_id.to_string(), version));
+        self
+    }
+
+    fn commit_properties(&self) -> CommitProperties {
+        let properties = CommitProperties::default().with_metadata(self.commit_metadata.clone());
+        match &self.app_transaction {
+            Some((app_id, version)) => properties.with_application_transaction(Transaction::new(app_id, *version)),
+            None => properties,
+        }
+    }
+
+    /// Partition columns (used when the table is created).
+    pub fn with_partition_columns(mut self, columns: &[String]) -> Self {
+        self.partition_columns = columns.to_vec();
+        self
+    }
+
+    /// Which existing rows the write replaces.
+    pub fn with_replace(mut self, replace: Replace) -> Self {
+        self.replace = replace;
+        self
+    }
+
+    /// Adds a key to the commit's metadata (`quickchat.run_id`, `quickchat.job`), visible in
+    /// the table history.
+    pub fn with_commit_metadata(mut self, key: &str, value: &str) -> Self {
+        self.commit_metadata
+            .insert(key.to_string(), serde_json::Value::String(value.to_string()));
+        self
+    }
+
+    /// Writes record batches (small tables: run log, quarantine). With no rows, a replacing
+    /// write still removes the rows it replaces.
+    pub async fn write_batches(
+        &self,
+        ctx: &SessionContext,
+        schema: arrow::datatypes::SchemaRef,
+        batches: Vec<RecordBatch>,
+    ) -> Result<SinkMetrics> {
+        let provider = MemTable::try_new(schema, vec![batches]).map_err(|e| self.sink_error(e.to_string()))?;
+        let plan = LogicalPlanBuilder::scan(
+            "batches",
+            datafusion::datasource::provider_as_source(Arc::new(provider)),
+            None,
+        )
+        .and_then(LogicalPlanBuilder::build)
+        .map_err(|e| self.sink_error(e.to_string()))?;
+        self.write_plan(ctx, plan).await
+    }
+
+    /// Merges record batches into the table in one commit: rows matching `upsert.on` are
+    /// updated, others inserted, and target rows no source row matched are deleted when they
+    /// satisfy `upsert.delete_unmatched`. Creates the table on first use.
+    pub async fn upsert_batches(
+        &self,
+        ctx: &SessionContext,
+        schema: arrow::datatypes::SchemaRef,
+        batches: Vec<RecordBatch>,
+        upsert: Upsert,
+    ) -> Result<SinkMetrics> {
+        let started = Instant::now();
+        let Some(table) = open(self.lake, &self.table).await? else {
+            return self.write_batches(ctx, schema, batches).await;
+        };
+        let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        let source = ctx.read_batches(batches).map_err(|e| self.sink_error(e.to_string()))?;
+        let source = if source.schema().fields().is_empty() {
+            ctx.read_empty().map_err(|e| self.sink_error(e.to_string()))?
+        } else {
+            source
+        };
+        let mut builder = table
+            .merge(source, upsert.on.as_str())
+            .with_source_alias("incoming")
+            .with_target_alias("existing")
+            .with_session_state(Arc::new(ctx.state()))
+            .with_commit_properties(self.commit_properties())
+            .when_matched_update(|u| {
+                columns
+                    .iter()
+                    .fold(u, |u, c| u.update(c.as_str(), format!("incoming.{c}")))
+            })
+            .and_then(|b| {
+                b.when_not_matched_insert(|i| {
+                    columns
+                        .iter()
+                        .fold(i, |i, c| i.set(c.as_str(), format!("incoming.{c}")))
+                })
+            })
+            .map_err(|e| self.delta_error(e))?;
+        if let Some(predicate) = upsert.delete_unmatched {
+            builder = builder
+                .when_not_matched_by_source_delete(|d| d.predicate(predicate))
+                .map_err(|e| self.delta_error(e))?;
+        }
+        let (written, metrics) = builder.await.map_err(|e| self.delta_error(e))?;
+        Ok(SinkMetrics {
+            rows: (metrics.num_target_rows_inserted + metrics.num_target_rows_updated) as u64,
+            files_added: metrics.num_target_files_added as u64,
+            files_removed: metrics.num_target_files_removed as u64,
+            version: written.version().map(|v| v as i64),
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// Runs the logical plan and writes its rows, in one Delta commit.
+    pub async fn write_plan(&self, ctx: &SessionContext, plan: LogicalPlan) -> Result<SinkMetrics> {
+        let started = Instant::now();
+        let url = self.lake.table_url(&self.table);
+        if self.lake.location().is_local() {
+            let path = url
+                .to_file_path()
+                .map_err(|()| self.sink_error("not a local path".into()))?;
+            std::fs::create_dir_all(&path).map_err(|e| Error::io(path.display(), e))?;
+        }
+        let table = DeltaTable::try_from_url_with_storage_options(url, self.lake.location().storage_options.clone())
+            .await
+            .map_err(|e| self.delta_error(e))?;
+        let (save_mode, schema_mode) = match &self.replace {
+            Replace::Nothing => (SaveMode::Append, SchemaMode::Merge),
+            Replace::Everything => (SaveMode::Overwrite, SchemaMode::Overwrite),
+            Replace::DateRange { .. } | Replace::Matching(_) => (SaveMode::Overwrite, SchemaMode::Merge),
+        };
+        let mut builder = table
+            .write(Vec::new())
+            .with_input_plan(plan)
+            .with_session_state(Arc::new(ctx.state()))
+            .with_save_mode(save_mode)
+            .with_schema_mode(schema_mode)
+            .with_commit_properties(self.commit_properties());
+        if !self.partition_columns.is_empty() {
+            builder = builder.with_partition_columns(self.partition_columns.clone());
+        }
+        match &self.replace {
+            Replace::DateRange { column, start, end } => {
+                builder = builder.with_replace_where(format!("{column} >= '{start}' AND {column} <= '{end}'"));
+            }
+            Replace::Matching(predicate) => builder = builder.with_replace_where(predicate.clone()),
+            Replace::Nothing | Replace::Everything => {}
+        }
+        let written = builder.await.map_err(|e| self.delta_error(e))?;
+        let mut metrics = last_commit_metrics(&written).await;
+        metrics.version = written.version().map(|v| v as i64);
+        metrics.elapsed = started.elapsed();
+        Ok(metrics)
+    }
+
+    fn sink_error(&self, message: String) -> Error {
+        Error::Sink {
+            table: self.table.to_string(),
+            message,
+            retryable: false,
+        }
+    }
+
+    fn delta_error(&self, e: DeltaTableError) -> Error {
+        let retryable = matches!(e, DeltaTableError::ObjectStore { .. } | DeltaTableError::Io { .. });
+        Error::Sink {
+            table: self.table.to_string(),
+            message: e.to_string(),
+            retryable,
+        }
+    }
+}
+
+/// How [`DeltaSink::upsert_batches`] matches rows: `existing` is the table's row, `incoming`
+/// the new one (not `source`/`target`, which are common column names).
+#[derive(Debug, Clone)]
+pub struct Upsert {
+    /// The match condition, e.g. `existing.id = incoming.id`.
+    pub on: String,
+    /// Target rows matched by no source row are deleted when they satisfy this.
+    pub delete_unmatched: Option<String>,
+}
+
+/// Rows and files of the table's last commit, from the `operationMetrics` deltalake records.
+async fn last_commit_metrics(table: &DeltaTable) -> SinkMetrics {
+    let mut history = table.history(Some(1));
+    let info = match history.try_next().await {
+        Ok(Some(info)) => info,
+        _ => return SinkMetrics::default(),
+    };
+    let metric = |name: &str| {
+        info.info
+            .get("operationMetrics")
+            .and_then(|m| m.get(name))
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0)
+    };
+    SinkMetrics {
+        rows: metric("num_added_rows"),
+        files_added: metric("num_added_files"),
+        files_removed: metric("num_removed_files"),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,94 @@
+//! MySQL/MariaDB table source: the declared columns of a table, read through the text
+//! protocol and converted to the declared schema by [`TextTable`] (so a MySQL table and its
+//! CSV export give identical batches).
+
+use futures::TryStreamExt;
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, Row, Value};
+
+use super::SourceBatches;
+use super::text_table::TextTable;
+use crate::config::redact_url;
+use crate::error::{Error, Result};
+use crate::jobs::Source;
+
+const SELECT_TABLE: &str = include_str!("mysql_select.sql");
+
+/// Reads the declared columns of `table` from the database at `url`.
+pub async fn read_table(source: &Source, table: &str, url: &str) -> Result<SourceBatches> {
+    let location = format!("{} table {table}", redact_url(url));
+    let source_error = |message: String, retryable: bool| Error::Source {
+        source_name: source.name.clone(),
+        location: location.clone(),
+        message,
+        retryable,
+    };
+    let mut identifiers = source.schema.fields().iter().map(|f| f.name().as_str()).chain([table]);
+    if let Some(bad) = identifiers.find(|name| !is_plain_identifier(name)) {
+        return Err(source_error(format!("`{bad}` is not a plain MySQL identifier"), false));
+    }
+    let opts = Opts::from_url(url).map_err(|e| source_error(format!("bad MySQL URL: {e}"), false))?;
+    let mut conn = Conn::new(opts).await.map_err(|e| {
+        source_error(
+            format!("cannot connect: {e} (is MySQL running and MYSQL_URL right? `docker compose -f docker/compose.yml up mysql` starts one)"),
+            true,
+        )
+    })?;
+    let columns = source
+        .schema
+        .fields()
+        .iter()
+        .map(|f| format!("`{}`", f.name()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let query = statement(SELECT_TABLE)
+        .replace("{columns}", &columns)
+        .replace("{table}", &format!("`{table}`"));
+
+    let mut text_table = TextTable::new(source.schema.clone(), format!("mysql:{table}"));
+    let mut rows = conn
+        .query_iter(query)
+        .await
+        .map_err(|e| query_error(&source_error, e))?;
+    let mut stream = rows.stream::<Row>().await.map_err(|e| query_error(&source_error, e))?;
+    let mut row_number = 0u64;
+    if let Some(stream) = stream.as_mut() {
+        while let Some(row) = stream.try_next().await.map_err(|e| query_error(&source_error, e))? {
+            row_number += 1;
+            let cells = (0..row.len()).map(|i| match row.as_ref(i) {
+                Some(Value::Bytes(bytes)) => Some(bytes.as_slice()),
+                _ => None,
+            });
+            text_table.push_row(row_number, cells);
+        }
+    }
+    drop(stream);
+    drop(rows);
+    conn.disconnect().await.ok();
+    let (batches, rejected) = text_table.finish();
+    Ok(SourceBatches {
+        batches,
+        rejected,
+        files: 1,
+        location,
+    })
+}
+
+fn query_error(source_error: &dyn Fn(String, bool) -> Error, e: mysql_async::Error) -> Error {
+    let retryable = matches!(e, mysql_async::Error::Io(_) | mysql_async::Error::Driver(_));
+    source_error(e.to_string(), retryable)
+}
+
+/// Whether `name` can be back-quoted into a statement as is (letters, digits, `_`).
+pub(crate) fn is_plain_identifier(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A statement from one of the project's `.sql` templates, without its comment lines.
+pub(crate) fn statement(template: &str) -> String {
+    template
+        .lines()
+        .filter(|line| !line.starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -1,0 +1,467 @@
+//! The Kafka input: every partition of every source topic assigned explicitly, read from the
+//! positions the pipeline's checkpoint holds (not from the consumer group, which only receives
+//! commits for lag monitoring), and able to read an epoch's offset ranges again exactly.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use super::StreamPipeline;
+use super::input::InputBatch;
+use super::records::{EpochRange, Positions};
+use crate::config::stream::StartingOffsets;
+use crate::error::{Error, Result};
+
+/// How long a broker request is retried before the run fails.
+const RETRY_FOR: Duration = Duration::from_secs(120);
+/// How long to wait for brokers before calling Kafka unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How far before a position the consumer is pointed, skipping the records it does not need.
+/// Some brokers (tansu 0.6) answer a fetch from inside a record batch with the batch after it,
+/// which would silently skip the rest of that batch; starting earlier than any producer batch
+/// is long (librdkafka sends at most 10,000 records per batch) avoids that. With
+/// `auto.offset.reset = earliest`, a rewind below the log start starts at the log start.
+const REWIND: i64 = 10_000;
+/// A poll this long without a record means everything the broker had was read.
+const DRAINED_AFTER: Duration = Duration::from_millis(200);
+/// How long a replay may wait for records it read before.
+const REPLAY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Reads the source topics of a pipeline.
+pub struct KafkaInput {
+    consumer: BaseConsumer,
+    brokers: String,
+    /// topic → source name.
+    sources: HashMap<String, String>,
+    /// source name → topic.
+    topics: BTreeMap<String, String>,
+    starting: StartingOffsets,
+    /// Where the consumer reads next, when it was last assigned by us.
+    reading_from: Option<Positions>,
+    /// End offsets when the run started (for `--until-caught-up`).
+    ends_at_start: Option<Positions>,
+    /// Whether the last batch ended on a quiet poll: nothing more was there to read.
+    drained: bool,
+    /// `(topic, partition) -> offset` assigned from: records before it are skipped.
+    skip_below: HashMap<(String, i32), i64>,
+}
+
+/// Client settings shared by the consumer, the producer and the admin client.
+pub fn client_config(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("socket.timeout.ms", "10000")
+        .set("log_level", "3");
+    config
+}
+
+/// The error for brokers that do not answer.
+pub fn unreachable(brokers: &str, e: impl std::fmt::Display) -> Error {
+    Error::Source {
+        source_name: "kafka".into(),
+        location: brokers.to_string(),
+        message: format!(
+            "cannot reach Kafka at {brokers} ({e}). Set KAFKA_BOOTSTRAP_SERVERS (or `brokers` under [kafka] in the \
+             pipeline file), or start a broker: `scripts/services.sh start` runs tansu on 127.0.0.1:9092, \
+             `docker compose -f docker/compose.yml up -d kafka` runs Apache Kafka on localhost:29092"
+        ),
+        retryable: true,
+    }
+}
+
+impl KafkaInput {
+    /// Connects and checks that every source topic exists.
+    pub fn connect(pipeline: &StreamPipeline, brokers: &str) -> Result<Self> {
+        let group = pipeline
+            .kafka
+            .group
+            .clone()
+            .unwrap_or_else(|| format!("quickchat-{}", pipeline.name));
+        let consumer: BaseConsumer = client_config(brokers)
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            .set("auto.offset.reset", "earliest")
+            // No transactions are involved; the high watermark is the end to reach.
+            .set("isolation.level", "read_uncommitted")
+            .set("fetch.wait.max.ms", "100")
+            .set("queued.min.messages", "200000")
+            .create()
+            .map_err(|e| unreachable(brokers, e))?;
+        let mut topics = BTreeMap::new();
+        for source in &pipeline.sources {
+            let metadata = consumer
+                .fetch_metadata(Some(&source.def.topic), CONNECT_TIMEOUT)
+                .map_err(|e| unreachable(brokers, e))?;
+            let exists = metadata
+                .topics()
+                .iter()
+                .any(|t| t.name() == source.def.topic && t.error().is_none() && !t.partitions().is_empty());
+            if !exists {
+                return Err(Error::Source {
+                    source_name: source.name.clone(),
+                    location: format!("{brokers} topic {}", source.def.topic),
+                    message: format!(
+                        "topic `{}` does not exist; create it (e.g. `tansu topic create {} --partitions 3`, or \
+                         `kafka-topics.sh --create --topic {} --partitions 3`)",
+                        source.def.topic, source.def.topic, source.def.topic
+                    ),
+                    retryable: false,
+                });
+            }
+            topics.insert(source.name.clone(), source.def.topic.clone());
+        }
+        let sources = topics
+            .iter()
+            .map(|(source, topic)| (topic.clone(), source.clone()))
+            .collect();
+        Ok(Self {
+            consumer,
+            brokers: brokers.to_string(),
+            sources,
+            topics,
+            starting: pipeline.kafka.starting_offsets,
+            reading_from: None,
+            ends_at_start: None,
+            drained: false,
+            skip_below: HashMap::new(),
+        })
+    }
+
+    /// Runs a broker request again while it fails (a broker away, a leader moving), waiting
+    /// 100 ms, 200 ms, ... up to 5 s between tries, for at most [`RETRY_FOR`].
+    fn with_retries<T>(&self, what: &str, request: impl Fn() -> rdkafka::error::KafkaResult<T>) -> Result<T> {
+        let started = Instant::now();
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match request() {
+                Ok(value) => return Ok(value),
+                Err(e) if started.elapsed() < RETRY_FOR => {
+                    tracing::warn!(brokers = %self.brokers, error = %e, retry_in_ms = wait.as_millis() as u64, "{what} failed; retrying");
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(unreachable(&self.brokers, e)),
+            }
+        }
+    }
+
+    fn partitions(&self, topic: &str) -> Result<Vec<i32>> {
+        let metadata = self.with_retries("reading topic metadata", || {
+            self.consumer.fetch_metadata(Some(topic), CONNECT_TIMEOUT)
+        })?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect())
+    }
+
+    fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64)> {
+        self.with_retries("reading end offsets", || {
+            self.consumer.fetch_watermarks(topic, partition, CONNECT_TIMEOUT)
+        })
+    }
+
+    /// Every partition's first offset to read, per `starting_offsets`.
+    pub async fn start_positions(&mut self) -> Result<Positions> {
+        let mut positions = Positions::new();
+        for (source, topic) in self.topics.clone() {
+            let entry = positions.entry(source).or_default();
+            for partition in self.partitions(&topic)? {
+                let (low, high) = tokio::task::block_in_place(|| self.watermarks(&topic, partition))?;
+                entry.insert(
+                    partition,
+                    if self.starting == StartingOffsets::Latest {
+                        high
+                    } else {
+                        low
+                    },
+                );
+            }
+        }
+        Ok(positions)
+    }
+
+    /// Points the consumer at `positions`, unless it already reads from there.
+    fn assign(&mut self, positions: &Positions) -> Result<()> {
+        if self.reading_from.as_ref() == Some(positions) {
+            return Ok(());
+        }
+        let mut list = TopicPartitionList::new();
+        self.skip_below.clear();
+        for (source, partitions) in positions {
+            let topic = &self.topics[source];
+            for (partition, offset) in partitions {
+                let from = (*offset - REWIND).max(0);
+                list.add_partition_offset(topic, *partition, Offset::Offset(from))
+                    .map_err(|e| unreachable(&self.brokers, e))?;
+                self.skip_below.insert((topic.clone(), *partition), *offset);
+            }
+        }
+        self.consumer.assign(&list).map_err(|e| unreachable(&self.brokers, e))?;
+        self.reading_from = Some(positions.clone());
+        Ok(())
+    }
+
+    /// Whether a record comes before the position it was assigned from (read because of the
+    /// rewind).
+    fn before_start(&self, topic: &str, partition: i32, offset: i64) -> bool {
+        self.skip_below
+            .get(&(topic.to_string(), partition))
+            .is_some_and(|start| offset < *start)
+    }
+
+    /// Up to `max_records` from `positions` on, waiting at most `interval`.
+    pub async fn next(&mut self, positions: &Positions, max_records: usize, interval: Duration) -> Result<InputBatch> {
+        self.assign(positions)?;
+        let deadline = Instant::now() + interval;
+        let mut batch = empty_batch(positions);
+        let mut count = 0;
+        let mut drained = false;
+        tokio::task::block_in_place(|| {
+            while count < max_records {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                let wait = left.min(DRAINED_AFTER);
+                match self.consumer.poll(wait) {
+                    Some(Ok(message)) => {
+                        let Some(source) = self.sources.get(message.topic()) else {
+                            continue;
+                        };
+                        let (partition, offset) = (message.partition(), message.offset());
+                        if self.before_start(message.topic(), partition, offset) {
+                            continue;
+                        }
+                        let range = batch.ranges.get_mut(source).and_then(|p| p.get_mut(&partition));
+                        if let Some(range) = range {
+                            range.1 = offset + 1;
+                        }
+                        let timestamp = message.timestamp().to_millis();
+                        batch.records.entry(source.clone()).or_default().push(
+                            partition,
+                            offset,
+                            timestamp,
+                            message.key(),
+                            message.payload().unwrap_or_default(),
+                        );
+                        count += 1;
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, brokers = %self.brokers, "Kafka fetch error; retrying");
+                    }
+                    None => {
+                        drained = wait == DRAINED_AFTER;
+                        break;
+                    }
+                }
+            }
+        });
+        self.reading_from = Some(end_positions(positions, &batch));
+        self.drained = drained;
+        // After a quiet poll every partition is read to its end (idle). Otherwise a partition
+        // that gave records has more; the others are asked where their end is.
+        for (source, partitions) in &batch.ranges {
+            let topic = &self.topics[source];
+            let mut idle = BTreeMap::new();
+            for (partition, (start, end)) in partitions {
+                let is_idle = if drained {
+                    true
+                } else if end > start {
+                    false
+                } else {
+                    let (_, high) = tokio::task::block_in_place(|| self.watermarks(topic, *partition))?;
+                    *end >= high
+                };
+                idle.insert(*partition, is_idle);
+            }
+            batch.idle.insert(source.clone(), idle);
+        }
+        Ok(batch)
+    }
+
+    /// Exactly the records of an epoch.
+    pub async fn replay(&mut self, range: &EpochRange) -> Result<InputBatch> {
+        let starts: Positions = range
+            .ranges
+            .iter()
+            .map(|(s, p)| (s.clone(), p.iter().map(|(part, (start, _))| (*part, *start)).collect()))
+            .collect();
+        self.reading_from = None;
+        self.assign(&starts)?;
+        let mut batch = InputBatch {
+            ranges: range.ranges.clone(),
+            ..Default::default()
+        };
+        // Partitions not read to the end of their range yet (offsets may have gaps: read until
+        // an offset at or past the range's last one arrives).
+        let mut unfinished: std::collections::HashSet<(String, i32)> = range
+            .ranges
+            .iter()
+            .flat_map(|(source, p)| {
+                p.iter()
+                    .filter(|(_, (start, end))| end > start)
+                    .map(move |(partition, _)| (source.clone(), *partition))
+            })
+            .collect();
+        let deadline = Instant::now() + REPLAY_TIMEOUT;
+        tokio::task::block_in_place(|| {
+            while !unfinished.is_empty() && Instant::now() < deadline {
+                let Some(Ok(message)) = self.consumer.poll(Duration::from_millis(200)) else {
+                    continue;
+                };
+                let Some(source) = self.sources.get(message.topic()) else {
+                    continue;
+                };
+                let Some((start, end)) = range
+                    .ranges
+                    .get(source)
+                    .and_then(|p| p.get(&message.partition()))
+                    .copied()
+                else {
+                    continue;
+                };
+                if message.offset() >= end - 1 {
+                    unfinished.remove(&(source.clone(), message.partition()));
+                }
+                if message.offset() < start || message.offset() >= end {
+                    continue;
+                }
+                batch.records.entry(source.clone()).or_default().push(
+                    message.partition(),
+                    message.offset(),
+                    message.timestamp().to_millis(),
+                    message.key(),
+                    message.payload().unwrap_or_default(),
+                );
+            }
+        });
+        self.reading_from = None;
+        if !unfinished.is_empty() {
+            let missing: Vec<String> = unfinished.iter().map(|(s, p)| format!("{s}/{p}")).collect();
+            return Err(Error::Source {
+                source_name: "kafka".into(),
+                location: self.brokers.clone(),
+                message: format!(
+                    "cannot replay epoch {}: records of {} are no longer in Kafka (retention?); \
+                     `quickchat-etl checkpoints <pipeline> --reset` starts over",
+                    range.epoch,
+                    missing.join(", ")
+                ),
+                retryable: false,
+            });
+        }
+        Ok(batch)
+    }
+
+    /// Whether `positions` reached the end offsets seen at the first call and the last batch
+    /// found nothing more to read (some brokers report end offsets that lag behind the records
+    /// they serve, so the offsets alone are not trusted).
+    pub async fn caught_up(&mut self, positions: &Positions) -> Result<bool> {
+        if !self.drained {
+            return Ok(false);
+        }
+        if self.ends_at_start.is_none() {
+            let mut ends = Positions::new();
+            for (source, topic) in self.topics.clone() {
+                let entry = ends.entry(source).or_default();
+                for partition in self.partitions(&topic)? {
+                    let (_, high) = tokio::task::block_in_place(|| self.watermarks(&topic, partition))?;
+                    entry.insert(partition, high);
+                }
+            }
+            self.ends_at_start = Some(ends);
+        }
+        let ends = self.ends_at_start.as_ref().expect("set above");
+        Ok(ends.iter().all(|(source, partitions)| {
+            partitions.iter().all(|(partition, end)| {
+                positions
+                    .get(source)
+                    .and_then(|p| p.get(partition))
+                    .is_some_and(|at| at >= end)
+            })
+        }))
+    }
+
+    /// Commits positions to the consumer group (for lag monitoring with Kafka tools).
+    pub fn commit_offsets(&mut self, positions: &Positions) {
+        let mut list = TopicPartitionList::new();
+        for (source, partitions) in positions {
+            for (partition, offset) in partitions {
+                let _ = list.add_partition_offset(&self.topics[source], *partition, Offset::Offset(*offset));
+            }
+        }
+        if let Err(e) = self.consumer.commit(&list, CommitMode::Async) {
+            tracing::debug!(error = %e, "consumer group commit failed (only lag monitoring is affected)");
+        }
+    }
+}
+
+fn empty_batch(positions: &Positions) -> InputBatch {
+    let ranges = positions
+        .iter()
+        .map(|(s, p)| (s.clone(), p.iter().map(|(part, at)| (*part, (*at, *at))).collect()))
+        .collect();
+    InputBatch {
+        records: HashMap::new(),
+        ranges,
+        idle: BTreeMap::new(),
+    }
+}
+
+fn end_positions(positions: &Positions, batch: &InputBatch) -> Positions {
+    let mut after = positions.clone();
+    for (source, partitions) in &batch.ranges {
+        for (partition, (_, end)) in partitions {
+            after.entry(source.clone()).or_default().insert(*partition, *end);
+        }
+    }
+    after
+}
+
+/// Creates `topic` with `partitions` partitions unless it exists; returns whether it was created.
+pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<bool> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::error::RDKafkaErrorCode;
+
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(brokers).create().map_err(|e| unreachable(brokers, e))?;
+    let metadata = tokio::task::block_in_place(|| admin.inner().fetch_metadata(Some(topic), CONNECT_TIMEOUT))
+        .map_err(|e| unreachable(brokers, e))?;
+    let exists = metadata
+        .topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+    if exists {
+        return Ok(false);
+    }
+    let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let results = admin
+        .create_topics(
+            [&new_topic],
+            &AdminOptions::new().operation_timeout(Some(CONNECT_TIMEOUT)),
+        )
+        .await
+        .map_err(|e| unreachable(brokers, e))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => {
+                return Err(Error::Sink {
+                    table: format!("kafka:{name} at {brokers}"),
+                    message: format!("cannot create the topic: {code}"),
+                    retryable: false,
+                });
+            }
+        }
+    }
+    Ok(true)
+}

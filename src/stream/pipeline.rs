@@ -1,0 +1,389 @@
+//! A streaming pipeline file resolved and checked: sources with their schemas and watermark
+//! delays, outputs with their SQL, and the settings of the micro-batch loop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+
+use crate::config::columns::{schema_from_columns, timestamp_type};
+use crate::config::stream::{
+    AlertsDef, KafkaDef, RecordFormat, StreamPipelineFile, StreamSinkDef, StreamSourceDef, parse_duration,
+};
+use crate::error::ConfigProblem;
+use crate::jobs::TableName;
+use crate::project::Project;
+
+/// The columns every stream record carries besides its own: where it came from in Kafka.
+pub const KAFKA_COLUMNS: [&str; 5] = [
+    "_kafka_topic",
+    "_kafka_partition",
+    "_kafka_offset",
+    "_kafka_timestamp",
+    "_kafka_key",
+];
+
+/// The Kafka metadata fields, appended to every source's declared columns.
+pub fn kafka_fields() -> Vec<Field> {
+    vec![
+        Field::new("_kafka_topic", DataType::Utf8, false),
+        Field::new("_kafka_partition", DataType::Int32, false),
+        Field::new("_kafka_offset", DataType::Int64, false),
+        Field::new("_kafka_timestamp", timestamp_type(), true),
+        Field::new("_kafka_key", DataType::Utf8, true),
+    ]
+}
+
+/// An input stream of a pipeline.
+#[derive(Debug, Clone)]
+pub struct StreamSource {
+    /// The table name the SQL uses.
+    pub name: String,
+    /// As written in the pipeline file.
+    pub def: StreamSourceDef,
+    /// The declared columns.
+    pub value_schema: SchemaRef,
+    /// The declared columns followed by the Kafka metadata columns: the source table's schema.
+    pub schema: SchemaRef,
+    /// Index of the event-time column in `schema`.
+    pub event_time: usize,
+    /// Index of the key column in `schema`, when records are de-duplicated.
+    pub key: Option<usize>,
+    /// How far the watermark trails the latest event time.
+    pub watermark_delay: Duration,
+    /// How long keys are remembered for de-duplication.
+    pub dedup_within: Duration,
+    /// Where late records go.
+    pub late_table: TableName,
+    /// The Protobuf descriptor set bytes, for `format = "protobuf"`.
+    pub descriptor_set: Option<Vec<u8>>,
+}
+
+/// One query of a pipeline.
+#[derive(Debug, Clone)]
+pub struct StreamOutput {
+    /// Its name: other outputs may read its rows under it.
+    pub name: String,
+    /// The SQL file, relative to the project folder.
+    pub sql_path: String,
+    /// The SQL text.
+    pub sql: String,
+    /// Where its rows go.
+    pub sinks: Vec<StreamSinkDef>,
+}
+
+/// A streaming pipeline.
+#[derive(Debug, Clone)]
+pub struct StreamPipeline {
+    /// Its name (the pipeline file name without `.toml`).
+    pub name: String,
+    /// What it computes.
+    pub description: String,
+    /// The pipeline file, for messages.
+    pub pipeline_path: String,
+    /// Most records per micro-batch.
+    pub max_records: usize,
+    /// Longest wait for a micro-batch.
+    pub interval: Duration,
+    /// How often the state is saved whole.
+    pub snapshot_interval: Duration,
+    /// Kafka settings.
+    pub kafka: KafkaDef,
+    /// Inputs, in file order.
+    pub sources: Vec<StreamSource>,
+    /// Queries, in file order (an output may read the outputs before it).
+    pub outputs: Vec<StreamOutput>,
+    /// Alert rules.
+    pub alerts: Option<AlertsDef>,
+}
+
+impl StreamPipeline {
+    /// A source by name.
+    pub fn source(&self, name: &str) -> Option<&StreamSource> {
+        self.sources.iter().find(|s| s.name == name)
+    }
+
+    /// Every lake table the pipeline writes (sinks and late tables).
+    pub fn lake_tables(&self) -> Vec<TableName> {
+        let mut tables: Vec<TableName> = self.sources.iter().map(|s| s.late_table.clone()).collect();
+        let sinks = self
+            .outputs
+            .iter()
+            .flat_map(|o| &o.sinks)
+            .chain(self.alerts.iter().flat_map(|a| &a.sinks));
+        for sink in sinks {
+            if let StreamSinkDef::Delta { table, .. } = sink {
+                tables.extend(TableName::parse(table).ok());
+            }
+        }
+        tables
+    }
+
+    /// Resolves and checks a parsed pipeline file; lists every problem found.
+    pub fn resolve(
+        name: &str,
+        pipeline_path: &str,
+        file: StreamPipelineFile,
+        project: &Project,
+    ) -> Result<Self, Vec<ConfigProblem>> {
+        let mut problems = Vec::new();
+        let mut problem = |message: String| problems.push(ConfigProblem::in_file(pipeline_path, message));
+        let duration = |field: &str, text: &str, problem: &mut dyn FnMut(String)| {
+            parse_duration(text)
+                .map_err(|e| problem(format!("{field}: {e}")))
+                .unwrap_or_default()
+        };
+
+        let interval = duration("trigger.interval", &file.trigger.interval, &mut problem);
+        let snapshot_interval = duration("state.snapshot_interval", &file.state.snapshot_interval, &mut problem);
+        if file.trigger.max_records == 0 {
+            problem("trigger.max_records must be at least 1".into());
+        }
+
+        let mut sources = Vec::new();
+        for (source_name, def) in &file.sources {
+            let at = |field: &str| format!("sources.{source_name}.{field}");
+            let value_schema = match schema_from_columns(&def.columns) {
+                Ok(schema) => schema,
+                Err(column_problems) => {
+                    column_problems
+                        .into_iter()
+                        .for_each(|p| problem(format!("{}: {p}", at("columns"))));
+                    continue;
+                }
+            };
+            let mut fields: Vec<Field> = value_schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+            fields.extend(kafka_fields());
+            let schema = Arc::new(Schema::new(fields));
+            let event_time = match schema.index_of(&def.event_time) {
+                Ok(i) if schema.field(i).data_type() == &timestamp_type() => i,
+                Ok(_) => {
+                    problem(format!(
+                        "{}: `{}` must be a `timestamp` column",
+                        at("event_time"),
+                        def.event_time
+                    ));
+                    continue;
+                }
+                Err(_) => {
+                    problem(format!("{}: no column `{}`", at("event_time"), def.event_time));
+                    continue;
+                }
+            };
+            let key = match &def.key {
+                Some(key) => match schema.index_of(key) {
+                    Ok(i) => Some(i),
+                    Err(_) => {
+                        problem(format!("{}: no column `{key}`", at("key")));
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            let watermark_delay = duration(&at("watermark"), &def.watermark, &mut problem);
+            let dedup_within = match &def.dedup_within {
+                Some(text) => duration(&at("dedup_within"), text, &mut problem),
+                None => watermark_delay,
+            };
+            let late_table_text = def
+                .late_table
+                .clone()
+                .unwrap_or_else(|| format!("bronze.{source_name}_late"));
+            let late_table = match TableName::parse(&late_table_text) {
+                Ok(table) => table,
+                Err(message) => {
+                    problem(format!("{}: {message}", at("late_table")));
+                    continue;
+                }
+            };
+            let descriptor_set = match (def.format, &def.descriptor_set, &def.message) {
+                (RecordFormat::Json, _, _) => None,
+                (RecordFormat::Protobuf, Some(path), Some(_)) => match project.read_bytes(path) {
+                    Ok(bytes) => Some(bytes),
+                    Err(e) => {
+                        problem(format!("{}: {e}", at("descriptor_set")));
+                        continue;
+                    }
+                },
+                (RecordFormat::Protobuf, _, _) => {
+                    problem(format!(
+                        "sources.{source_name}: format = \"protobuf\" needs descriptor_set and message"
+                    ));
+                    continue;
+                }
+            };
+            sources.push(StreamSource {
+                name: source_name.clone(),
+                def: def.clone(),
+                value_schema,
+                schema,
+                event_time,
+                key,
+                watermark_delay,
+                dedup_within,
+                late_table,
+                descriptor_set,
+            });
+        }
+        if file.sources.is_empty() {
+            problem("a streaming pipeline needs at least one source".into());
+        }
+
+        let mut outputs = Vec::new();
+        for (output_name, def) in &file.outputs {
+            if file.sources.contains_key(output_name) {
+                problem(format!("outputs.{output_name}: a source has the same name"));
+            }
+            for sink in &def.sinks {
+                check_sink(&format!("outputs.{output_name}"), sink, &mut problem);
+            }
+            match project.read(&def.sql) {
+                Ok(sql) => outputs.push(StreamOutput {
+                    name: output_name.clone(),
+                    sql_path: def.sql.clone(),
+                    sql,
+                    sinks: def.sinks.clone(),
+                }),
+                Err(e) => problem(format!("outputs.{output_name}.sql: {e}")),
+            }
+        }
+        if let Some(alerts) = &file.alerts {
+            for sink in &alerts.sinks {
+                check_sink("alerts", sink, &mut problem);
+            }
+            for rule in &alerts.rules {
+                if !file.outputs.contains_key(&rule.output) {
+                    problem(format!(
+                        "alerts rule `{}`: no output named `{}`",
+                        rule.name, rule.output
+                    ));
+                }
+            }
+        }
+
+        if problems.is_empty() {
+            Ok(StreamPipeline {
+                name: name.to_string(),
+                description: file.description,
+                pipeline_path: pipeline_path.to_string(),
+                max_records: file.trigger.max_records,
+                interval,
+                snapshot_interval,
+                kafka: file.kafka,
+                sources,
+                outputs,
+                alerts: file.alerts,
+            })
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+fn check_sink(at: &str, sink: &StreamSinkDef, problem: &mut dyn FnMut(String)) {
+    match sink {
+        StreamSinkDef::Delta { table, .. } => {
+            if let Err(message) = TableName::parse(table) {
+                problem(format!("{at}: {message}"));
+            }
+        }
+        StreamSinkDef::Mysql { table, key, .. } => {
+            if table.is_empty() || !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                problem(format!("{at}: MySQL table `{table}` must be a plain name"));
+            }
+            if key.is_empty() {
+                problem(format!("{at}: a MySQL sink needs `key` (its primary key columns)"));
+            }
+        }
+        StreamSinkDef::Parquet { .. } | StreamSinkDef::Kafka { .. } | StreamSinkDef::Console { .. } => {}
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Rows of a test source: `(id, ts)` pairs, `value` = id, Kafka metadata filled in.
+    pub fn rows(source: &StreamSource, rows: &[(&str, i64)]) -> arrow::record_batch::RecordBatch {
+        use arrow::array::{ArrayRef, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray};
+        let ids = || Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))) as ArrayRef;
+        let columns: Vec<ArrayRef> = source
+            .schema
+            .fields()
+            .iter()
+            .map(|f| match f.name().as_str() {
+                "id" | "value" => ids(),
+                "_kafka_topic" => Arc::new(StringArray::from(vec![source.def.topic.as_str(); rows.len()])) as ArrayRef,
+                "_kafka_partition" => Arc::new(Int32Array::from(vec![0; rows.len()])),
+                "_kafka_offset" => Arc::new(Int64Array::from_iter_values(0..rows.len() as i64)),
+                "ts" => {
+                    Arc::new(TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.1)).with_timezone("UTC"))
+                }
+                _ => arrow::array::new_null_array(f.data_type(), rows.len()),
+            })
+            .collect();
+        arrow::record_batch::RecordBatch::try_new(source.schema.clone(), columns).unwrap()
+    }
+
+    /// A pipeline whose sources are [`source`]s with these names, keyed by `id`.
+    pub fn pipeline(sources: &[&str]) -> StreamPipeline {
+        StreamPipeline {
+            name: "test".into(),
+            description: String::new(),
+            pipeline_path: "pipelines/test.toml".into(),
+            max_records: 1000,
+            interval: Duration::from_millis(100),
+            snapshot_interval: Duration::from_secs(30),
+            kafka: KafkaDef::default(),
+            sources: sources.iter().map(|name| source(name, "ts", Some("id"))).collect(),
+            outputs: Vec::new(),
+            alerts: None,
+        }
+    }
+
+    /// An output named `name` with SQL `sql`.
+    pub fn output(name: &str, sql: &str) -> StreamOutput {
+        StreamOutput {
+            name: name.into(),
+            sql_path: format!("sql/{name}.sql"),
+            sql: sql.into(),
+            sinks: Vec::new(),
+        }
+    }
+
+    /// A JSON source with string columns `id` and `value` and a timestamp column `ts`.
+    pub fn source(name: &str, event_time: &str, key: Option<&str>) -> StreamSource {
+        let mut columns = indexmap::IndexMap::new();
+        columns.insert("id".to_string(), "string".to_string());
+        columns.insert("value".to_string(), "string".to_string());
+        columns.insert("ts".to_string(), "timestamp".to_string());
+        let def = StreamSourceDef {
+            topic: name.to_string(),
+            format: RecordFormat::Json,
+            descriptor_set: None,
+            message: None,
+            event_time: event_time.to_string(),
+            watermark: "5 minutes".to_string(),
+            key: key.map(String::from),
+            dedup_within: None,
+            generator: None,
+            late_table: None,
+            columns,
+        };
+        let file = StreamPipelineFile {
+            description: String::new(),
+            mode: crate::config::stream::StreamMode::Streaming,
+            trigger: Default::default(),
+            kafka: Default::default(),
+            state: Default::default(),
+            sources: [(name.to_string(), def)].into_iter().collect(),
+            outputs: Default::default(),
+            alerts: None,
+        };
+        let project = Project::new(crate::config::ProjectLocation::BuiltIn);
+        StreamPipeline::resolve("test", "test.toml", file, &project)
+            .unwrap()
+            .sources
+            .remove(0)
+    }
+}

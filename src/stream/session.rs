@@ -1,0 +1,227 @@
+//! Session windows: per key, events at most `gap` apart belong to one session, from its first
+//! event to its last (exactly `gap` apart stays in the session, as in Spark's
+//! `session_window`).
+//!
+//! The state holds one accumulator row per open session, grouped by the key columns and
+//! `session_start`/`session_end`. When new events fall within `gap` of a session (or bridge two
+//! sessions, events arriving out of order), the sessions merge: the stored rows get the merged
+//! start and end, and reducing the state combines them. A session is final, emitted and
+//! forgotten once the watermark is past its end plus the gap. Because a session's start can
+//! still move while it is open, session outputs go to append sinks only.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, AsArray, BooleanArray, TimestampMicrosecondArray, UInt32Array};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::TimestampMicrosecondType;
+use arrow::record_batch::RecordBatch;
+use arrow::row::{OwnedRow, RowConverter, SortField};
+use datafusion::execution::TaskContext;
+
+use super::aggregate::SplitPlan;
+use super::query::QueryState;
+use super::window::{WindowSpec, with_window_columns};
+use crate::error::{Error, Result};
+
+const BUCKET: (i64, i64) = (i64::MAX, i64::MIN);
+
+/// Session windows over some key columns.
+#[derive(Debug, Clone)]
+pub struct SessionWindows {
+    gap: i64,
+    keys: Vec<String>,
+}
+
+fn internal(e: impl std::fmt::Display) -> Error {
+    Error::Internal(format!("session windows: {e}"))
+}
+
+/// A column of a batch by name, accepting a qualified name (`c.user_id`).
+fn column_index(batch: &RecordBatch, name: &str) -> Result<usize> {
+    batch
+        .schema()
+        .fields()
+        .iter()
+        .position(|f| f.name() == name || f.name().ends_with(&format!(".{name}")))
+        .ok_or_else(|| internal(format!("no column {name}")))
+}
+
+impl SessionWindows {
+    /// Sessions with the largest inner gap `gap` (microseconds), per `keys`.
+    pub fn new(gap: i64, keys: Vec<String>) -> Self {
+        Self { gap, keys }
+    }
+
+    fn converter(&self, batch: &RecordBatch, key_columns: &[usize]) -> Result<RowConverter> {
+        let fields = key_columns
+            .iter()
+            .map(|&i| SortField::new(batch.schema().field(i).data_type().clone()))
+            .collect();
+        RowConverter::new(fields).map_err(internal)
+    }
+
+    fn key_rows(&self, batch: &RecordBatch) -> Result<Vec<OwnedRow>> {
+        let columns: Vec<usize> = self
+            .keys
+            .iter()
+            .map(|k| column_index(batch, k))
+            .collect::<Result<_>>()?;
+        let converter = self.converter(batch, &columns)?;
+        let arrays: Vec<ArrayRef> = columns.iter().map(|&i| batch.column(i).clone()).collect();
+        let rows = converter.convert_columns(&arrays).map_err(internal)?;
+        Ok(rows.iter().map(|r| r.owned()).collect())
+    }
+
+    /// Gives every ready row its session (merging with the stored sessions of its key) and
+    /// moves stored sessions that merged to their new bounds. Returns the rows with
+    /// `session_start`/`session_end`.
+    pub fn assign(
+        &self,
+        ready: &RecordBatch,
+        event_time: usize,
+        state: &mut QueryState,
+        spec: &WindowSpec,
+    ) -> Result<RecordBatch> {
+        let times = ready.column(event_time).as_primitive::<TimestampMicrosecondType>();
+        let ready_keys = self.key_rows(ready)?;
+        let stored = state.windows.get(&BUCKET).cloned().unwrap_or_default();
+
+        // Every key's sessions and new events, as intervals.
+        let mut intervals: HashMap<OwnedRow, Vec<(i64, i64)>> = HashMap::new();
+        for (row, key) in ready_keys.iter().enumerate() {
+            let t = times.value(row);
+            intervals.entry(key.clone()).or_default().push((t, t));
+        }
+        let mut stored_keys = Vec::with_capacity(stored.len());
+        for batch in &stored {
+            let keys = self.key_rows(batch)?;
+            let (starts, ends) = self.bounds(batch)?;
+            for (i, key) in keys.iter().enumerate() {
+                if let Some(list) = intervals.get_mut(key) {
+                    list.push((starts.value(i), ends.value(i)));
+                }
+            }
+            stored_keys.push(keys);
+        }
+        // Merge: sorted by start, an interval within `gap` of the current session joins it.
+        let merged: HashMap<OwnedRow, Vec<(i64, i64)>> = intervals
+            .into_iter()
+            .map(|(key, mut list)| {
+                list.sort_unstable();
+                let mut sessions: Vec<(i64, i64)> = Vec::new();
+                for (start, end) in list {
+                    match sessions.last_mut() {
+                        Some(current) if start - current.1 <= self.gap => current.1 = current.1.max(end),
+                        _ => sessions.push((start, end)),
+                    }
+                }
+                (key, sessions)
+            })
+            .collect();
+        let session_of = |key: &OwnedRow, t: i64| {
+            merged[key]
+                .iter()
+                .copied()
+                .find(|(s, e)| *s <= t && t <= *e)
+                .expect("every point lies in its merged session")
+        };
+
+        // Stored sessions take their merged bounds.
+        let mut moved = Vec::with_capacity(stored.len());
+        for (batch, keys) in stored.iter().zip(&stored_keys) {
+            let (starts, ends) = self.bounds(batch)?;
+            let (mut new_starts, mut new_ends) = (Vec::with_capacity(keys.len()), Vec::with_capacity(keys.len()));
+            for (i, key) in keys.iter().enumerate() {
+                let (s, e) = if merged.contains_key(key) {
+                    session_of(key, starts.value(i))
+                } else {
+                    (starts.value(i), ends.value(i))
+                };
+                new_starts.push(s);
+                new_ends.push(e);
+            }
+            moved.push(self.with_bounds(batch, new_starts, new_ends)?);
+        }
+        state.windows.insert(BUCKET, moved);
+
+        let (starts, ends): (Vec<i64>, Vec<i64>) = ready_keys
+            .iter()
+            .enumerate()
+            .map(|(row, key)| session_of(key, times.value(row)))
+            .unzip();
+        let indices = UInt32Array::from_iter_values(0..ready.num_rows() as u32);
+        Ok(with_window_columns(ready, &indices, starts, ends, spec))
+    }
+
+    fn bounds(
+        &self,
+        batch: &RecordBatch,
+    ) -> Result<(
+        arrow::array::TimestampMicrosecondArray,
+        arrow::array::TimestampMicrosecondArray,
+    )> {
+        let start = batch
+            .column(column_index(batch, "session_start")?)
+            .as_primitive::<TimestampMicrosecondType>()
+            .clone();
+        let end = batch
+            .column(column_index(batch, "session_end")?)
+            .as_primitive::<TimestampMicrosecondType>()
+            .clone();
+        Ok((start, end))
+    }
+
+    fn with_bounds(&self, batch: &RecordBatch, starts: Vec<i64>, ends: Vec<i64>) -> Result<RecordBatch> {
+        let mut columns = batch.columns().to_vec();
+        columns[column_index(batch, "session_start")?] =
+            Arc::new(TimestampMicrosecondArray::from(starts).with_timezone("UTC"));
+        columns[column_index(batch, "session_end")?] =
+            Arc::new(TimestampMicrosecondArray::from(ends).with_timezone("UTC"));
+        RecordBatch::try_new(batch.schema(), columns).map_err(internal)
+    }
+
+    /// Whether some stored session is final at this watermark.
+    pub fn any_closing(&self, state: &QueryState, watermark: i64) -> bool {
+        state.windows.get(&BUCKET).into_iter().flatten().any(|batch| {
+            self.bounds(batch)
+                .is_ok_and(|(_, ends)| ends.values().iter().any(|e| e.saturating_add(self.gap) < watermark))
+        })
+    }
+
+    /// Folds this batch's accumulator states into the sessions and returns the states of the
+    /// sessions now final (removed from the state).
+    pub async fn fold(
+        &self,
+        split: &SplitPlan,
+        partial: Vec<RecordBatch>,
+        state: &mut QueryState,
+        watermark: i64,
+        task: Arc<TaskContext>,
+    ) -> Result<Vec<RecordBatch>> {
+        let mut states = state.windows.remove(&BUCKET).unwrap_or_default();
+        states.extend(partial);
+        let reduced = if states.is_empty() {
+            Vec::new()
+        } else {
+            split.reduce(states, task).await.map_err(internal)?
+        };
+        let (mut closed, mut open) = (Vec::new(), Vec::new());
+        for batch in reduced {
+            let (_, ends) = self.bounds(&batch)?;
+            let is_closed: BooleanArray = ends
+                .values()
+                .iter()
+                .map(|e| Some(e.saturating_add(self.gap) < watermark))
+                .collect();
+            closed.push(filter_record_batch(&batch, &is_closed).map_err(internal)?);
+            open.push(
+                filter_record_batch(&batch, &arrow::compute::not(&is_closed).map_err(internal)?).map_err(internal)?,
+            );
+        }
+        closed.retain(|b| b.num_rows() > 0);
+        open.retain(|b| b.num_rows() > 0);
+        state.windows.insert(BUCKET, open);
+        Ok(closed)
+    }
+}

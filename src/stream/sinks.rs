@@ -1,0 +1,302 @@
+//! An output's rows to its sinks, every write at most once per epoch:
+//!
+//! - Delta: the commit records the epoch as an application transaction
+//!   (`quickchat-etl/<pipeline>/<input>/<target>`); an epoch at or below the recorded one is
+//!   skipped. Update mode merges on the sink's key.
+//! - MySQL: the upserts and the epoch marker commit in one transaction (see `sinks::mysql`).
+//! - Parquet: one file per epoch with a name made of the epoch, so a replay overwrites it.
+//! - Kafka: at least once; only the epoch in flight at a crash can be sent twice (replays of
+//!   committed epochs send nothing).
+//! - Console: printed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, TimestampMicrosecondArray};
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use chrono::Utc;
+use datafusion::prelude::SessionContext;
+use object_store::{ObjectStoreExt, PutPayload};
+
+use super::{StreamPipeline, StreamSource};
+use crate::catalog::Lake;
+use crate::config::columns::timestamp_type;
+use crate::config::stream::{OutputMode, StreamSinkDef};
+use crate::error::{Error, Result};
+use crate::jobs::TableName;
+use crate::sinks::delta::{DeltaSink, Upsert, app_transaction_version};
+use crate::sinks::kafka::KafkaSink;
+use crate::sinks::mysql::MysqlSink;
+use crate::sinks::{Replace, SinkMetrics};
+
+/// Writes the rows of one pipeline's epochs.
+pub struct SinkWriter<'a> {
+    lake: &'a Lake,
+    pipeline: &'a StreamPipeline,
+    input: &'static str,
+    lineage: String,
+    /// Per Delta application id: the last epoch the table holds from it.
+    written: HashMap<String, Option<i64>>,
+    ctx: SessionContext,
+    mysql_url: Option<String>,
+    brokers: Option<String>,
+    mysql: Option<MysqlSink>,
+    kafka: Option<KafkaSink>,
+}
+
+impl<'a> SinkWriter<'a> {
+    /// A writer for `pipeline` run from `input` (`kafka`, `files`, `generator`) in the
+    /// checkpoint lineage `lineage`.
+    pub fn new(
+        lake: &'a Lake,
+        pipeline: &'a StreamPipeline,
+        input: &'static str,
+        lineage: &str,
+        mysql_url: Option<String>,
+        brokers: Option<String>,
+    ) -> Self {
+        Self {
+            lake,
+            pipeline,
+            input,
+            lineage: lineage.to_string(),
+            written: HashMap::new(),
+            ctx: crate::query::new_session(),
+            mysql_url,
+            brokers,
+            mysql: None,
+            kafka: None,
+        }
+    }
+
+    /// Why a sink cannot be written with the settings given (no MySQL URL, no brokers).
+    pub fn unavailable(&self, sink: &StreamSinkDef) -> Option<String> {
+        match sink {
+            StreamSinkDef::Mysql { .. } if self.mysql_url.is_none() => {
+                Some("MYSQL_URL is not set (nor [mysql] url in the config file)".into())
+            }
+            StreamSinkDef::Kafka { .. } if self.brokers.is_none() => {
+                Some("KAFKA_BOOTSTRAP_SERVERS is not set (nor [kafka] brokers in the pipeline file)".into())
+            }
+            _ => None,
+        }
+    }
+
+    /// The application id an epoch is recorded under in a target.
+    pub fn app_id(&self, target: &str) -> String {
+        format!(
+            "quickchat-etl/{}/{}/{}/{target}",
+            self.pipeline.name, self.input, self.lineage
+        )
+    }
+
+    /// Whether `table` already holds `epoch` from application `app_id`.
+    async fn holds(&mut self, table: &TableName, app_id: &str, epoch: u64) -> Result<bool> {
+        let version = match self.written.get(app_id) {
+            Some(version) => *version,
+            None => {
+                let version = app_transaction_version(self.lake, table, app_id).await?;
+                self.written.insert(app_id.to_string(), version);
+                version
+            }
+        };
+        Ok(version.is_some_and(|v| v >= epoch as i64))
+    }
+
+    fn wrote(&mut self, app_id: &str, epoch: u64) {
+        self.written.insert(app_id.to_string(), Some(epoch as i64));
+    }
+
+    /// Writes rows of `output` to one of its sinks for `epoch`. `replay` is set for epochs
+    /// already committed before a restart: sinks that cannot tell (Kafka, console) skip them.
+    pub async fn write(
+        &mut self,
+        output: &str,
+        sink: &StreamSinkDef,
+        epoch: u64,
+        schema: &SchemaRef,
+        rows: &[RecordBatch],
+        replay: bool,
+    ) -> Result<SinkMetrics> {
+        let rows: Vec<RecordBatch> = rows.iter().filter(|b| b.num_rows() > 0).cloned().collect();
+        if rows.is_empty() {
+            return Ok(SinkMetrics::default());
+        }
+        match sink {
+            StreamSinkDef::Delta {
+                table,
+                partition_by,
+                mode,
+                key,
+            } => {
+                let table = TableName::parse(table).map_err(Error::Internal)?;
+                let app_id = self.app_id(&table.to_string());
+                if self.holds(&table, &app_id, epoch).await? {
+                    return Ok(SinkMetrics::default());
+                }
+                let delta = DeltaSink::new(self.lake, table)
+                    .with_partition_columns(partition_by)
+                    .with_app_transaction(&app_id, epoch as i64)
+                    .with_commit_metadata("quickchat.job", &self.pipeline.name)
+                    .with_commit_metadata("quickchat.output", output);
+                let metrics = match mode {
+                    OutputMode::Append => delta.write_batches(&self.ctx, schema.clone(), rows).await?,
+                    // A one-row output (an aggregate without GROUP BY) has no key: it replaces the table.
+                    OutputMode::Update if key.is_empty() => {
+                        delta
+                            .with_replace(Replace::Everything)
+                            .write_batches(&self.ctx, schema.clone(), rows)
+                            .await?
+                    }
+                    OutputMode::Update => {
+                        let on = key
+                            .iter()
+                            .map(|k| format!("existing.{k} = incoming.{k}"))
+                            .collect::<Vec<_>>()
+                            .join(" AND ");
+                        let upsert = Upsert {
+                            on,
+                            delete_unmatched: None,
+                        };
+                        delta.upsert_batches(&self.ctx, schema.clone(), rows, upsert).await?
+                    }
+                };
+                self.wrote(&app_id, epoch);
+                Ok(metrics)
+            }
+            StreamSinkDef::Mysql { table, key, .. } => {
+                let url = self.mysql_url.clone().ok_or_else(|| Error::Sink {
+                    table: format!("mysql:{table}"),
+                    message: "no MySQL URL configured: set MYSQL_URL (and MYSQL_USER/MYSQL_PASSWORD)".into(),
+                    retryable: false,
+                })?;
+                if self.mysql.is_none() {
+                    self.mysql = Some(MysqlSink::connect(&url).await?);
+                }
+                let mysql = self.mysql.as_mut().expect("connected above");
+                let lineage = format!("{}/{}", self.input, self.lineage);
+                mysql
+                    .upsert_epoch(&self.pipeline.name, &lineage, table, key, epoch, schema, &rows)
+                    .await
+            }
+            StreamSinkDef::Parquet { path, .. } => self.write_parquet(output, path, epoch, schema, &rows).await,
+            StreamSinkDef::Kafka { topic, key, .. } => {
+                if replay {
+                    return Ok(SinkMetrics::default());
+                }
+                let brokers = self.brokers.clone().ok_or_else(|| Error::Sink {
+                    table: format!("kafka:{topic}"),
+                    message: "no Kafka brokers configured: set KAFKA_BOOTSTRAP_SERVERS".into(),
+                    retryable: false,
+                })?;
+                if self.kafka.is_none() {
+                    self.kafka = Some(KafkaSink::connect(&brokers)?);
+                }
+                self.kafka
+                    .as_ref()
+                    .expect("connected above")
+                    .send_rows(topic, key, &rows)
+                    .await
+            }
+            StreamSinkDef::Console { .. } => {
+                if !replay {
+                    let table = arrow::util::pretty::pretty_format_batches(&rows)
+                        .map_err(|e| Error::Internal(e.to_string()))?;
+                    println!("== {output} (epoch {epoch}) ==\n{table}");
+                }
+                Ok(SinkMetrics {
+                    rows: rows.iter().map(|b| b.num_rows() as u64).sum(),
+                    ..Default::default()
+                })
+            }
+        }
+    }
+
+    async fn write_parquet(
+        &self,
+        output: &str,
+        path: &str,
+        epoch: u64,
+        schema: &SchemaRef,
+        rows: &[RecordBatch],
+    ) -> Result<SinkMetrics> {
+        let started = std::time::Instant::now();
+        let url = self.lake.location().resolve_folder(path)?;
+        let url = url
+            .join(&format!("{output}-{epoch:020}.parquet"))
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let sink_error = |e: String| Error::Sink {
+            table: url.to_string(),
+            message: e,
+            retryable: true,
+        };
+        let mut bytes = Vec::new();
+        {
+            let mut writer = parquet::arrow::ArrowWriter::try_new(&mut bytes, schema.clone(), None)
+                .map_err(|e| sink_error(e.to_string()))?;
+            for batch in rows {
+                writer.write(batch).map_err(|e| sink_error(e.to_string()))?;
+            }
+            writer.close().map_err(|e| sink_error(e.to_string()))?;
+        }
+        let (store, object) = self.lake.object_store(&url)?;
+        store
+            .put(&object, PutPayload::from(bytes))
+            .await
+            .map_err(|e| sink_error(e.to_string()))?;
+        Ok(SinkMetrics {
+            rows: rows.iter().map(|b| b.num_rows() as u64).sum(),
+            files_added: 1,
+            elapsed: started.elapsed(),
+            ..Default::default()
+        })
+    }
+
+    /// Appends a source's late records of `epoch` to its late table, with the watermark they
+    /// missed.
+    pub async fn write_late(
+        &mut self,
+        source: &StreamSource,
+        epoch: u64,
+        late: &RecordBatch,
+        watermark: i64,
+    ) -> Result<SinkMetrics> {
+        if late.num_rows() == 0 {
+            return Ok(SinkMetrics::default());
+        }
+        let app_id = self.app_id(&source.late_table.to_string());
+        if self.holds(&source.late_table, &app_id, epoch).await? {
+            return Ok(SinkMetrics::default());
+        }
+        let mut fields: Vec<Field> = late.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new("_watermark", timestamp_type(), false));
+        let schema: SchemaRef = Arc::new(Schema::new(fields));
+        let mut columns: Vec<ArrayRef> = late.columns().to_vec();
+        columns.push(Arc::new(
+            TimestampMicrosecondArray::from(vec![watermark; late.num_rows()]).with_timezone("UTC"),
+        ));
+        let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::Internal(e.to_string()))?;
+        let metrics = DeltaSink::new(self.lake, source.late_table.clone())
+            .with_app_transaction(&app_id, epoch as i64)
+            .with_commit_metadata("quickchat.job", &self.pipeline.name)
+            .write_batches(&self.ctx, schema, vec![batch])
+            .await?;
+        self.wrote(&app_id, epoch);
+        Ok(metrics)
+    }
+
+    /// Appends unusable records of `epoch` to the quarantine.
+    pub async fn write_rejects(&self, epoch: u64, rejects: &[super::decode::StreamReject]) -> Result<SinkMetrics> {
+        let app_id = self.app_id("meta.quarantine");
+        crate::meta::quarantine::append_stream_rejects(
+            self.lake,
+            &self.ctx,
+            &self.pipeline.name,
+            &app_id,
+            epoch,
+            rejects,
+            Utc::now(),
+        )
+        .await
+    }
+}

@@ -1,0 +1,12 @@
+//! The integration tests, in one binary (each extra test binary costs a DataFusion link).
+//! Tests that need MariaDB, the S3 server or Kafka expect `scripts/test.sh` to have started
+//! them and exported their addresses.
+
+mod cli;
+mod golden;
+mod services;
+mod sql_files;
+mod stream_support;
+mod streaming;
+mod streaming_runs;
+mod support;

@@ -1,0 +1,154 @@
+//! How a streaming run starts and stops, through the binary: SIGTERM drains and exits 0, an
+//! unreachable broker is named with how to start one, the generator feeds a pipeline with no
+//! broker in the input path, alerts reach their Delta table and Kafka topic once each, and
+//! checkpoint cleanup keeps what a restart needs.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use crate::stream_support::{StreamProject, brokers, input_files, produce_files};
+use crate::support::{TestLake, describe};
+
+/// Messages in a topic (all partitions).
+fn messages_in(topic: &str) -> i64 {
+    let consumer: BaseConsumer = quickchat_etl::stream::kafka::client_config(&brokers())
+        .set("group.id", "quickchat-it-count")
+        .create()
+        .unwrap();
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let mut list = rdkafka::TopicPartitionList::new();
+    for partition in metadata.topics()[0].partitions() {
+        list.add_partition_offset(topic, partition.id(), rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&list).unwrap();
+    let mut count = 0;
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() < Duration::from_secs(2) {
+        if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
+            count += 1;
+            quiet_since = Instant::now();
+        }
+    }
+    count
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_micro_batch_in_progress_commit_and_exits_0() {
+    let name = "clickstream-analytics";
+    let project = StreamProject::new(1_000).await;
+    let pipeline = project.pipeline(name);
+    project.create_topics(&pipeline).await;
+    produce_files(&pipeline, &input_files(&pipeline, 5_000, 2)).await;
+    let lake = TestLake::local();
+    let child = project
+        .command(&lake, &["run", name])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let commits = std::path::Path::new(&lake.root_arg)
+        .join("_checkpoints")
+        .join(name)
+        .join("kafka/commits");
+    let started = Instant::now();
+    while std::fs::read_dir(&commits).map(|d| d.count()).unwrap_or(0) < 5 && started.elapsed() < Duration::from_secs(60)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("; stopped"), "{stdout}");
+    // What it read is committed: a restart goes on from there and ends with every event once.
+    let out = project.run_ok(&lake, &["run", name, "--until-caught-up"]);
+    assert!(!out.contains("replayed"), "nothing was left half done: {out}");
+    assert_eq!(
+        lake.query("SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM bronze.clickstream")
+            .await,
+        "n|d\n4000|4000\n"
+    );
+    project.drop_database().await;
+}
+
+#[test]
+fn an_unreachable_broker_is_named_with_how_to_start_one() {
+    let project = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(StreamProject::new(1_000));
+    let lake = TestLake::local();
+    let output = project.run(&lake, &["run", "chat-analytics", "--brokers", "127.0.0.1:1"]);
+    assert_eq!(output.status.code(), Some(4), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot reach Kafka at 127.0.0.1:1"), "{stderr}");
+    assert!(stderr.contains("scripts/services.sh start"), "{stderr}");
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(project.drop_database());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_generator_feeds_a_pipeline_and_alerts_reach_delta_and_kafka_once() {
+    let name = "interaction-analytics";
+    let project = StreamProject::new(2_000).await;
+    project.set_setting("snapshot_interval", "\"0s\"");
+    let pipeline = project.pipeline(name);
+    project.create_topics(&pipeline).await;
+    let lake = TestLake::local();
+    let out = project.run_ok(
+        &lake,
+        &["run", name, "--from-generator", "--rate", "8000", "--duration", "3s"],
+    );
+    assert!(out.contains("from generator"), "{out}");
+    assert!(out.contains("24000 records"), "{out}");
+    let alerts = lake
+        .query("SELECT rule, count(*) AS n FROM gold.alerts GROUP BY rule")
+        .await;
+    assert!(
+        alerts.contains("busy_item|") && alerts.contains("heavy_user|"),
+        "{alerts}"
+    );
+    let total: i64 = lake
+        .query("SELECT count(*) FROM gold.alerts")
+        .await
+        .lines()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        messages_in(&project.topic("alerts")),
+        total,
+        "each alert once on the topic"
+    );
+
+    // Cleanup keeps the latest snapshot; the next run resumes from it and raises no alert twice.
+    let listing = project.run_ok(&lake, &["checkpoints", name, "--cleanup", "--keep", "1"]);
+    assert!(
+        listing.contains("generator") && listing.contains("snapshots at epochs"),
+        "{listing}"
+    );
+    let out = project.run_ok(
+        &lake,
+        &["run", name, "--from-generator", "--rate", "8000", "--duration", "4s"],
+    );
+    assert!(
+        out.contains(" 8000 records"),
+        "the second run goes on where the first ended: {out}"
+    );
+    let again = lake
+        .query("SELECT rule, alert_key, count(*) AS n FROM gold.alerts GROUP BY 1, 2 HAVING count(*) > 1")
+        .await;
+    assert_eq!(again, "", "no alert raised twice: {again}");
+
+    let reset = project.run_ok(&lake, &["checkpoints", name, "--reset"]);
+    assert!(reset.contains("reset: removed"), "{reset}");
+    let none = project.run_ok(&lake, &["checkpoints", name]);
+    assert!(none.contains("has no checkpoints"), "{none}");
+    project.drop_database().await;
+}
