@@ -13,8 +13,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use crate::catalog::Lake;
 use crate::cli::{BenchArgs, BenchPart};
-use crate::config::{LakeLocation, Settings};
 use crate::config::stream::StreamSinkDef;
+use crate::config::{LakeLocation, Settings};
 use crate::error::{Error, Result};
 use crate::generate::streams::stream_files;
 use crate::sinks::kafka::KafkaSink;
@@ -77,7 +77,10 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> Result<()> {
 }
 
 fn lake_at(path: &std::path::Path) -> Result<Lake> {
-    Ok(Lake::new(LakeLocation::parse(&path.display().to_string(), Default::default())?))
+    Ok(Lake::new(LakeLocation::parse(
+        &path.display().to_string(),
+        Default::default(),
+    )?))
 }
 
 /// Peak resident memory since the last reset, in MiB (Linux; `None` elsewhere).
@@ -124,7 +127,13 @@ fn row(phase: &str, report: &RunReport, note: String) -> Row {
     }
 }
 
-async fn run_engine(pipeline: &StreamPipeline, lake: &Lake, input: Input, sinks: SinkSettings, options: RunOptions) -> Result<RunReport> {
+async fn run_engine(
+    pipeline: &StreamPipeline,
+    lake: &Lake,
+    input: Input,
+    sinks: SinkSettings,
+    options: RunOptions,
+) -> Result<RunReport> {
     let mut engine = Engine::open(pipeline, lake, input, sinks).await?;
     engine.run(&options).await
 }
@@ -152,7 +161,10 @@ async fn files(pipeline: &StreamPipeline, work: &std::path::Path, events: u64, r
         } else {
             "bronze (every event) and gold Delta tables".to_string()
         };
-        println!("{phase}: {:.0} events/s", report.records as f64 / report.elapsed.as_secs_f64());
+        println!(
+            "{phase}: {:.0} events/s",
+            report.records as f64 / report.elapsed.as_secs_f64()
+        );
         rows.push(row(phase, &report, note));
     }
     Ok(())
@@ -207,7 +219,9 @@ fn bare_consumer(pipeline: &StreamPipeline, brokers: &str, expected: u64) -> Res
                 .map_err(|e| crate::stream::kafka::unreachable(brokers, e))?;
         }
     }
-    consumer.assign(&list).map_err(|e| crate::stream::kafka::unreachable(brokers, e))?;
+    consumer
+        .assign(&list)
+        .map_err(|e| crate::stream::kafka::unreachable(brokers, e))?;
     let started = Instant::now();
     let mut read = 0u64;
     let mut bytes = 0usize;
@@ -353,7 +367,12 @@ async fn steady_producer(
     let mut files: Vec<(String, Vec<Vec<u8>>)> = stream_files(&pipeline, total, rate, now, 11)?
         .into_iter()
         .map(|f| {
-            let lines = f.contents.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect();
+            let lines = f
+                .contents
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(<[u8]>::to_vec)
+                .collect();
             (f.topic, lines)
         })
         .collect();
@@ -394,7 +413,10 @@ async fn soak(pipeline: &StreamPipeline, work: &std::path::Path, args: &BenchArg
     let started = Instant::now();
     let mut records = 0;
     let mut latencies = Vec::new();
-    println!("{:>8} {:>12} {:>12} {:>10}", "seconds", "events", "state rows", "RSS MiB");
+    println!(
+        "{:>8} {:>12} {:>12} {:>10}",
+        "seconds", "events", "state rows", "RSS MiB"
+    );
     let mut samples = Vec::new();
     while started.elapsed() < args.soak {
         let stop = Arc::new(AtomicBool::new(false));
@@ -425,7 +447,10 @@ async fn soak(pipeline: &StreamPipeline, work: &std::path::Path, args: &BenchArg
     }
     let half = &samples[samples.len() / 2..];
     let spread = |values: Vec<u64>| {
-        let (min, max) = (values.iter().min().copied().unwrap_or(0), values.iter().max().copied().unwrap_or(0));
+        let (min, max) = (
+            values.iter().min().copied().unwrap_or(0),
+            values.iter().max().copied().unwrap_or(0),
+        );
         (min, max)
     };
     let (state_min, state_max) = spread(half.iter().map(|s| s.0 as u64).collect());

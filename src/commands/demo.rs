@@ -50,7 +50,8 @@ pub async fn run(settings: &Settings, args: DemoArgs, progress: &Progress) -> Re
     println!(
         "Try next:\n  quickchat-etl sql --lake {lake}            # explore bronze.*, silver.*, gold.*, meta.*\n  \
          quickchat-etl run gold-all --date {last} --lake {lake}   # rerun one day (idempotent)\n  \
-         quickchat-etl list                               # every job, its sources and sink",
+         quickchat-etl list                               # every job, its sources and sink\n  \
+         quickchat-etl run clickstream-analytics --from-generator --duration 30s --lake {lake}   # streaming, no broker",
         lake = settings.vars.get("DATA_LAKE_PATH").unwrap_or("./lake"),
         last = args.data.start_date + chrono::Days::new(u64::from(args.data.days.saturating_sub(1))),
     );

@@ -429,9 +429,10 @@ impl GeneratorInput {
             };
             let mut records = RawRecords::default();
             for n in start..end {
-                let time = source
-                    .generator
-                    .event_time(n as u64, self.start_ms, source.rate / self.time_scale, DISORDER_MS);
+                let time =
+                    source
+                        .generator
+                        .event_time(n as u64, self.start_ms, source.rate / self.time_scale, DISORDER_MS);
                 json.clear();
                 source.generator.write_json(n as u64, time, &mut json);
                 match &source.protobuf {

@@ -125,7 +125,11 @@ fn the_airflow_dag_has_one_task_per_job_wired_like_the_job_graph() {
 fn validate_passes_on_the_project_and_reports_every_problem_of_a_broken_one_with_file_names() {
     let ok = binary(&repo_root(), &["validate"]);
     assert!(ok.status.success(), "{}", describe(&ok));
-    assert!(stdout(&ok).contains("11 jobs and 3 streaming pipelines valid"), "{}", describe(&ok));
+    assert!(
+        stdout(&ok).contains("11 jobs and 3 streaming pipelines valid"),
+        "{}",
+        describe(&ok)
+    );
 
     let project = project_copy();
     let edit = |file: &str, from: &str, to: &str| {

@@ -17,7 +17,7 @@ use quickchat_etl::stream::input::json_to_protobuf;
 use quickchat_etl::stream::kafka::ensure_topic;
 use quickchat_etl::stream::protobuf::ProtobufDecoder;
 
-use crate::support::{TestLake, describe, dump_batches, repo_root, required_env, unique_name};
+use crate::support::{TestLake, describe, dump_batches, required_env, unique_name};
 
 /// Event time of the first generated event.
 const START: &str = "2024-01-01T00:00:00Z";
