@@ -165,6 +165,7 @@ async fn files(pipeline: &StreamPipeline, work: &std::path::Path, events: u64, r
             "{phase}: {:.0} events/s",
             report.records as f64 / report.elapsed.as_secs_f64()
         );
+        print_stages(&report);
         rows.push(row(phase, &report, note));
     }
     Ok(())
@@ -286,6 +287,7 @@ async fn kafka(
         let rate = report.records as f64 / report.elapsed.as_secs_f64();
         let note = format!("{:.0}% of the bare consumer (target >= 80%)", 100.0 * rate / bare_rate);
         println!("{phase}: {rate:.0} events/s, {note}");
+        print_stages(&report);
         rows.push(row(phase, &report, note));
     }
     Ok(())
@@ -433,8 +435,9 @@ async fn soak(pipeline: &StreamPipeline, work: &std::path::Path, args: &BenchArg
         };
         let report = engine.run(&options).await?;
         timer.abort();
-        records += report.records;
-        latencies.extend(report.epoch_times.iter().copied());
+        // The engine's report covers all its runs so far.
+        records = report.records;
+        latencies = report.epoch_times.clone();
         let rss = rss_mb().unwrap_or(0);
         println!(
             "{:>8.0} {:>12} {:>12} {:>10}",
@@ -464,6 +467,19 @@ async fn soak(pipeline: &StreamPipeline, work: &std::path::Path, args: &BenchArg
         note: format!("second half: state {state_min}..{state_max} rows, RSS {rss_min}..{rss_max} MiB"),
     });
     Ok(())
+}
+
+/// Where a run's time went: the stages taking the most, with their share of the run.
+fn print_stages(report: &RunReport) {
+    let mut stages: Vec<(&String, &Duration)> = report.stage_times.iter().collect();
+    stages.sort_by(|a, b| b.1.cmp(a.1));
+    let total = report.elapsed.as_secs_f64().max(1e-9);
+    let text: Vec<String> = stages
+        .iter()
+        .take(10)
+        .map(|(stage, time)| format!("{stage} {:.0}%", 100.0 * time.as_secs_f64() / total))
+        .collect();
+    println!("  time: {}", text.join(", "));
 }
 
 fn print_rows(rows: &[Row]) {

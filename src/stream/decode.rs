@@ -41,13 +41,7 @@ pub fn decode(
 ) -> Result<(RecordBatch, Vec<StreamReject>)> {
     let Decoded { batches, ids, rejected } = match protobuf {
         Some(decoder) => decoder.decode(raw),
-        None => {
-            let mut decoder = JsonDecoder::new(source.value_schema.clone(), Dialect::Plain);
-            for i in 0..raw.len() {
-                decoder.push(i as u64, raw.value(i));
-            }
-            decoder.finish()
-        }
+        None => decode_json_in_parallel(source, raw),
     };
     let reject = |i: usize, reason: String| StreamReject {
         source: source.name.clone(),
@@ -102,6 +96,46 @@ pub fn decode(
     Ok((batch, rejects))
 }
 
+/// Below this many records per thread, decoding on one thread is faster than starting more.
+const RECORDS_PER_THREAD: usize = 8_192;
+
+/// Decodes JSON records on every core: the records are cut into consecutive runs, one per
+/// thread, and the results joined in order (ids are the records' indices in `raw`).
+fn decode_json_in_parallel(source: &StreamSource, raw: &RawRecords) -> Decoded {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = cores.min(raw.len() / RECORDS_PER_THREAD).max(1);
+    let decode_run = |range: std::ops::Range<usize>| {
+        let mut decoder = JsonDecoder::new(source.value_schema.clone(), Dialect::Plain);
+        for i in range {
+            decoder.push(i as u64, raw.value(i));
+        }
+        decoder.finish()
+    };
+    if threads == 1 {
+        return decode_run(0..raw.len());
+    }
+    let per_thread = raw.len().div_ceil(threads);
+    let parts: Vec<Decoded> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let range = t * per_thread..((t + 1) * per_thread).min(raw.len());
+                scope.spawn(move || decode_run(range))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("JSON decoding does not panic"))
+            .collect()
+    });
+    let mut all = Decoded::default();
+    for part in parts {
+        all.batches.extend(part.batches);
+        all.ids.extend(part.ids);
+        all.rejected.extend(part.rejected);
+    }
+    all
+}
+
 #[cfg(test)]
 mod tests {
     use arrow::array::AsArray;
@@ -149,5 +183,32 @@ mod tests {
             .collect();
         assert_eq!(where_why, [(0, 101, false), (2, 7, true)]);
         assert_eq!(rejects[0].raw, br#"{"id":"b","ts":"#);
+    }
+
+    #[test]
+    fn a_large_micro_batch_decoded_on_several_threads_keeps_its_order_and_every_bad_record() {
+        let source = source("clicks", "ts", Some("id"));
+        let mut raw = RawRecords::default();
+        let bad = [3, 8_191, 8_192, 30_001];
+        for offset in 0..40_000i64 {
+            let value = if bad.contains(&offset) {
+                b"{not json".to_vec()
+            } else {
+                format!(r#"{{"id":"e{offset}","ts":"2024-01-01T00:00:00Z"}}"#).into_bytes()
+            };
+            raw.push((offset % 3) as i32, offset, None, None, &value);
+        }
+        let (batch, rejects) = decode(&source, None, &raw).unwrap();
+        assert_eq!(batch.num_rows(), 40_000 - bad.len());
+        let offsets = batch
+            .column_by_name("_kafka_offset")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        assert!(offsets.values().windows(2).all(|w| w[0] < w[1]), "in order");
+        let ids = batch.column_by_name("id").unwrap().as_string::<i32>();
+        assert!((0..batch.num_rows()).all(|i| ids.value(i) == format!("e{}", offsets.value(i))));
+        let mut rejected: Vec<i64> = rejects.iter().map(|r| r.offset).collect();
+        rejected.sort_unstable();
+        assert_eq!(rejected, bad);
     }
 }

@@ -84,6 +84,9 @@ pub struct RunReport {
     pub freshness: Vec<Duration>,
     /// Rows held in state at the end (windows, groups, sessions, join buffers).
     pub state_rows: usize,
+    /// Wall time spent per stage (`read`, `decode <source>`, `ingest <source>`, `query <output>`,
+    /// `sink <output> -> <sink>`, `checkpoint`...), to see where an epoch's time goes.
+    pub stage_times: BTreeMap<String, Duration>,
     /// Run time.
     pub elapsed: Duration,
     /// Why it ended.
@@ -384,10 +387,12 @@ impl<'a> Engine<'a> {
             if options.until_caught_up && self.input.caught_up(&self.positions).await? {
                 break Ended::CaughtUp;
             }
+            let stage = Instant::now();
             let batch = self
                 .input
                 .next(&self.positions, self.pipeline.max_records, self.pipeline.interval)
                 .await?;
+            self.timed("read", stage);
             let range = EpochRange {
                 epoch: self.epoch + 1,
                 ranges: batch.ranges.clone(),
@@ -437,6 +442,11 @@ impl<'a> Engine<'a> {
 
     /// Decodes, de-duplicates and splits one epoch's records; returns what the queries get, the
     /// late records (with the watermark they missed) and the rejects.
+    /// Adds the time since `since` to a stage's total.
+    fn timed(&mut self, stage: impl Into<String>, since: Instant) {
+        *self.report.stage_times.entry(stage.into()).or_default() += since.elapsed();
+    }
+
     fn ingest(&mut self, range: &EpochRange, batch: &InputBatch) -> Result<(BatchInput, Vec<Late>, Vec<StreamReject>)> {
         let mut input = BatchInput {
             end_of_input: range.end_of_input,
@@ -448,7 +458,10 @@ impl<'a> Engine<'a> {
             let empty = Default::default();
             let raw = batch.records.get(&source.name).unwrap_or(&empty);
             self.report.records += raw.len() as u64;
+            let stage = Instant::now();
             let (decoded, rejected) = decode(source, self.decoders.get(&source.name), raw)?;
+            self.timed(format!("decode {}", source.name), stage);
+            let stage = Instant::now();
             self.report.rejected += rejected.len() as u64;
             rejects.extend(rejected);
             let state = self.sources.get_mut(&source.name).expect("a state per source");
@@ -478,6 +491,7 @@ impl<'a> Engine<'a> {
             }
             input.on_time.insert(source.name.clone(), ingested.on_time);
             input.all.insert(source.name.clone(), ingested.all);
+            self.timed(format!("ingest {}", source.name), stage);
         }
         Ok((input, late, rejects))
     }
@@ -487,6 +501,7 @@ impl<'a> Engine<'a> {
         let mut finals: HashMap<String, (SchemaRef, Vec<RecordBatch>)> = HashMap::new();
         let mut emitted = Vec::new();
         for query in &mut self.queries {
+            let stage = Instant::now();
             let out = query.run(self.pipeline, input, &finals).await?;
             let schema = query.analysis.schema.clone();
             let out = Emitted {
@@ -495,6 +510,11 @@ impl<'a> Engine<'a> {
             };
             finals.insert(query.output.name.clone(), (schema, out.append.clone()));
             emitted.push(out);
+            *self
+                .report
+                .stage_times
+                .entry(format!("query {}", query.output.name))
+                .or_default() += stage.elapsed();
         }
         Ok(emitted)
     }
@@ -552,6 +572,7 @@ impl<'a> Engine<'a> {
                     OutputMode::Append => &out.append,
                     OutputMode::Update => &out.update,
                 };
+                let stage = Instant::now();
                 let metrics = self
                     .sinks
                     .write(&query.output.name, sink, epoch, &query.analysis.schema, rows, replay)
@@ -561,6 +582,11 @@ impl<'a> Engine<'a> {
                     .written
                     .entry(format!("{} -> {}", query.output.name, sink.display()))
                     .or_default() += metrics.rows;
+                *self
+                    .report
+                    .stage_times
+                    .entry(format!("sink {} -> {}", query.output.name, sink.display()))
+                    .or_default() += stage.elapsed();
                 fault_point("mid-sinks", epoch);
             }
             changed.insert(query.output.name.clone(), out.update.clone());
@@ -610,7 +636,9 @@ impl<'a> Engine<'a> {
         self.sinks.write_rejects(epoch, &rejects).await?;
         fault_point("after-sinks", epoch);
 
+        let stage = Instant::now();
         self.evict(&input);
+        self.timed("evict", stage);
         self.commit(&range, started, oldest_record_ms).await
     }
 
@@ -620,11 +648,14 @@ impl<'a> Engine<'a> {
         let (input, _, _) = self.ingest(&range, &batch)?;
         drop(batch);
         self.run_queries(&input).await?;
+        let stage = Instant::now();
         self.evict(&input);
+        self.timed("evict", stage);
         self.commit(&range, started, None).await
     }
 
     async fn commit(&mut self, range: &EpochRange, started: Instant, oldest_record_ms: Option<i64>) -> Result<()> {
+        let stage = Instant::now();
         let positions = range.end_positions(&self.positions);
         self.checkpoints
             .write_commit(&Commit {
@@ -643,8 +674,11 @@ impl<'a> Engine<'a> {
             let age = Utc::now().timestamp_millis() - oldest;
             self.report.freshness.push(Duration::from_millis(age.max(0) as u64));
         }
+        self.timed("checkpoint", stage);
         if self.last_snapshot.0.elapsed() >= self.pipeline.snapshot_interval || self.finished {
+            let stage = Instant::now();
             self.save_snapshot().await?;
+            self.timed("snapshot", stage);
         }
         self.input.committed(&self.positions);
         Ok(())

@@ -152,3 +152,49 @@ async fn the_generator_feeds_a_pipeline_and_alerts_reach_delta_and_kafka_once() 
     assert!(none.contains("has no checkpoints"), "{none}");
     project.drop_database().await;
 }
+
+/// The figures table of `bench`: every part runs (small sizes), and the runs from files and from
+/// Kafka read every event they were given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_measures_every_part_and_reads_every_event() {
+    let project = StreamProject::new(1_000).await;
+    let lake = TestLake::local();
+    let out = project.run_ok(
+        &lake,
+        &[
+            "bench",
+            "--events",
+            "20000",
+            "--kafka-events",
+            "6000",
+            "--freshness-rate",
+            "500",
+            "--freshness-duration",
+            "3s",
+            "--soak",
+            "10s",
+            "--soak-rate",
+            "1000",
+        ],
+    );
+    let row = |phase: &str| -> Vec<String> {
+        let line = out
+            .lines()
+            .rev()
+            .find(|l| l.starts_with(phase))
+            .unwrap_or_else(|| panic!("no row {phase:?} in:\n{out}"));
+        line[phase.len()..].split_whitespace().map(str::to_string).collect()
+    };
+    let events = |phase: &str| row(phase)[0].parse::<u64>().unwrap();
+    assert_eq!(events("files: decode+dedup+4 windows"), 20_000, "{out}");
+    assert_eq!(events("files: + Delta sinks"), 20_000, "{out}");
+    let produced = events("kafka: producer (acks=all)");
+    assert_eq!(produced, 6_000, "{out}");
+    assert_eq!(events("kafka: bare rdkafka consumer"), produced, "{out}");
+    assert_eq!(events("kafka: pipeline, no sinks"), produced, "{out}");
+    assert_eq!(events("kafka: pipeline + sinks"), produced, "{out}");
+    assert!(events("kafka: freshness, update mode") > 0, "{out}");
+    assert!(events("generator: soak") > 0, "{out}");
+    let p99_ms: u64 = row("kafka: freshness, update mode")[4].parse().unwrap();
+    assert!(p99_ms > 0, "freshness measured: {out}");
+}
