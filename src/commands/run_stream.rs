@@ -30,7 +30,16 @@ pub async fn run(settings: &Settings, pipeline: &StreamPipeline, args: RunArgs) 
         .or(settings.kafka_bootstrap_servers.clone())
         .or(pipeline.kafka.brokers.clone());
     let input = if let Some(dir) = &stream.from_files {
-        Input::Files(FileInput::open(pipeline, &lake, dir).await?)
+        // Like any path on a command line, a relative folder is the working directory's.
+        let dir = match std::path::Path::new(dir) {
+            path if !dir.contains("://") && path.is_relative() => std::env::current_dir()
+                .map_err(|e| Error::io(dir.clone(), e))?
+                .join(path)
+                .display()
+                .to_string(),
+            _ => dir.clone(),
+        };
+        Input::Files(FileInput::open(pipeline, &lake, &dir).await?)
     } else if stream.from_generator {
         let start_ms = chrono::Utc::now().timestamp_millis();
         Input::Generator(GeneratorInput::new(

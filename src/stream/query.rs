@@ -256,27 +256,43 @@ impl Query {
         let (ready, query_watermark) = match &join {
             None => (new_rows, input.watermark(&window.source)),
             Some(join) => {
-                self.state.pending.push(new_rows);
-                let pending =
-                    concat_batches(&source.schema, &self.state.pending).map_err(|e| self.sql_error(pipeline, e))?;
+                if new_rows.num_rows() > 0 {
+                    self.state.pending.push(new_rows);
+                }
                 let joined_watermark = input.watermark(&join.source);
-                let times = pending
-                    .column(source.event_time)
-                    .as_primitive::<TimestampMicrosecondType>();
-                let is_ready: BooleanArray = times
-                    .values()
-                    .iter()
-                    .map(|t| Some(t.saturating_add(join.upper) <= joined_watermark))
-                    .collect();
-                let ready = filter_record_batch(&pending, &is_ready).map_err(|e| self.sql_error(pipeline, e))?;
-                let waiting = filter_record_batch(&pending, &arrow::compute::not(&is_ready).expect("boolean"))
-                    .map_err(|e| self.sql_error(pipeline, e))?;
-                let oldest_waiting = arrow::compute::min(
-                    waiting
+                // Each pending batch is split only when the watermark cuts through it: a batch
+                // wholly waiting stays as it is, so waiting rows are not copied every epoch.
+                let mut ready_batches = Vec::new();
+                let mut waiting_batches = Vec::new();
+                for batch in std::mem::take(&mut self.state.pending) {
+                    let times = batch
                         .column(source.event_time)
-                        .as_primitive::<TimestampMicrosecondType>(),
-                );
-                self.state.pending = vec![waiting];
+                        .as_primitive::<TimestampMicrosecondType>();
+                    let is_ready =
+                        |t: i64| t.saturating_add(join.upper) <= joined_watermark;
+                    let (Some(min), Some(max)) = (arrow::compute::min(times), arrow::compute::max(times)) else {
+                        continue;
+                    };
+                    if is_ready(max) {
+                        ready_batches.push(batch);
+                    } else if !is_ready(min) {
+                        waiting_batches.push(batch);
+                    } else {
+                        let mask: BooleanArray = times.values().iter().map(|t| Some(is_ready(*t))).collect();
+                        ready_batches.push(filter_record_batch(&batch, &mask).map_err(|e| self.sql_error(pipeline, e))?);
+                        let not = arrow::compute::not(&mask).expect("boolean");
+                        waiting_batches.push(filter_record_batch(&batch, &not).map_err(|e| self.sql_error(pipeline, e))?);
+                    }
+                }
+                let ready =
+                    concat_batches(&source.schema, &ready_batches).map_err(|e| self.sql_error(pipeline, e))?;
+                let oldest_waiting = waiting_batches
+                    .iter()
+                    .filter_map(|b| {
+                        arrow::compute::min(b.column(source.event_time).as_primitive::<TimestampMicrosecondType>())
+                    })
+                    .min();
+                self.state.pending = waiting_batches;
                 let watermark = input.watermark(&window.source).min(oldest_waiting.unwrap_or(i64::MAX));
                 (ready, watermark)
             }
