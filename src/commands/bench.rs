@@ -147,8 +147,17 @@ async fn files(pipeline: &StreamPipeline, work: &std::path::Path, events: u64, r
         let path = input_dir.join(format!("{}.jsonl", file.topic));
         std::fs::write(&path, file.contents).map_err(|e| Error::io(path.display().to_string(), e))?;
     }
-    for (phase, without_sinks) in [("files: decode+dedup+4 windows", true), ("files: + Delta sinks", false)] {
-        let lake = lake_at(&work.join(if without_sinks { "lake-compute" } else { "lake-sinks" }))?;
+    // The same without the conversions join, whose output (every click with each purchase of
+    // the same user and product in the next 10 minutes) dwarfs its input on dense data.
+    let mut without_join = pipeline.clone();
+    without_join.outputs.retain(|o| o.name != "conversions");
+    let phases = [
+        ("files: decode+dedup+4 windows", true, pipeline),
+        ("files: same, without the join", true, &without_join),
+        ("files: + Delta sinks", false, pipeline),
+    ];
+    for (n, (phase, without_sinks, pipeline)) in phases.into_iter().enumerate() {
+        let lake = lake_at(&work.join(format!("lake-files-{n}")))?;
         let input = Input::Files(FileInput::open(pipeline, &lake, &input_dir.display().to_string()).await?);
         reset_peak_rss();
         let options = RunOptions {

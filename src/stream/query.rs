@@ -141,6 +141,7 @@ impl Query {
             .create_physical_plan()
             .await
             .map_err(|e| self.sql_error(pipeline, e))?;
+        tracing::trace!(output = %self.output.name, plan = %datafusion::physical_plan::displayable(physical.as_ref()).indent(true), "physical plan");
         SplitPlan::split(&physical)
             .map_err(|e| self.sql_error(pipeline, e))?
             .ok_or_else(|| self.sql_error(pipeline, "the query lost its aggregate"))
@@ -268,8 +269,7 @@ impl Query {
                     let times = batch
                         .column(source.event_time)
                         .as_primitive::<TimestampMicrosecondType>();
-                    let is_ready =
-                        |t: i64| t.saturating_add(join.upper) <= joined_watermark;
+                    let is_ready = |t: i64| t.saturating_add(join.upper) <= joined_watermark;
                     let (Some(min), Some(max)) = (arrow::compute::min(times), arrow::compute::max(times)) else {
                         continue;
                     };
@@ -279,13 +279,14 @@ impl Query {
                         waiting_batches.push(batch);
                     } else {
                         let mask: BooleanArray = times.values().iter().map(|t| Some(is_ready(*t))).collect();
-                        ready_batches.push(filter_record_batch(&batch, &mask).map_err(|e| self.sql_error(pipeline, e))?);
+                        ready_batches
+                            .push(filter_record_batch(&batch, &mask).map_err(|e| self.sql_error(pipeline, e))?);
                         let not = arrow::compute::not(&mask).expect("boolean");
-                        waiting_batches.push(filter_record_batch(&batch, &not).map_err(|e| self.sql_error(pipeline, e))?);
+                        waiting_batches
+                            .push(filter_record_batch(&batch, &not).map_err(|e| self.sql_error(pipeline, e))?);
                     }
                 }
-                let ready =
-                    concat_batches(&source.schema, &ready_batches).map_err(|e| self.sql_error(pipeline, e))?;
+                let ready = concat_batches(&source.schema, &ready_batches).map_err(|e| self.sql_error(pipeline, e))?;
                 let oldest_waiting = waiting_batches
                     .iter()
                     .filter_map(|b| {
