@@ -31,15 +31,8 @@ pub async fn run(settings: &Settings, pipeline: &StreamPipeline, args: RunArgs) 
         .or(pipeline.kafka.brokers.clone());
     let input = if let Some(dir) = &stream.from_files {
         // Like any path on a command line, a relative folder is the working directory's.
-        let dir = match std::path::Path::new(dir) {
-            path if !dir.contains("://") && path.is_relative() => std::env::current_dir()
-                .map_err(|e| Error::io(dir.clone(), e))?
-                .join(path)
-                .display()
-                .to_string(),
-            _ => dir.clone(),
-        };
-        Input::Files(FileInput::open(pipeline, &lake, &dir).await?)
+        let dir = crate::config::location_url(dir)?;
+        Input::Files(FileInput::open(pipeline, &lake, dir.as_str()).await?)
     } else if stream.from_generator {
         let start_ms = chrono::Utc::now().timestamp_millis();
         Input::Generator(GeneratorInput::new(

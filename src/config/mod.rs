@@ -88,7 +88,7 @@ impl LakeLocation {
 }
 
 /// Turns a local path (relative to the working directory) or URL into a URL.
-fn location_url(text: &str) -> Result<Url> {
+pub fn location_url(text: &str) -> Result<Url> {
     if text.contains("://") {
         return Url::parse(text).map_err(|e| Error::config(format!("`{text}` is not a valid URL: {e}")));
     }

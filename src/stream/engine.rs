@@ -93,6 +93,13 @@ pub struct RunReport {
     pub ended: Ended,
 }
 
+impl RunReport {
+    /// Adds the time since `since` to a stage's total.
+    fn timed(&mut self, stage: impl Into<String>, since: Instant) {
+        *self.stage_times.entry(stage.into()).or_default() += since.elapsed();
+    }
+}
+
 /// A test hook: `QUICKCHAT_FAULT=<stage>@<epoch>` aborts the process at that point of that epoch,
 /// as `kill -9` would (stages: `after-offsets`, `mid-sinks`, `after-sinks`, `after-commit`).
 fn fault_point(stage: &str, epoch: u64) {
@@ -392,7 +399,7 @@ impl<'a> Engine<'a> {
                 .input
                 .next(&self.positions, self.pipeline.max_records, self.pipeline.interval)
                 .await?;
-            self.timed("read", stage);
+            self.report.timed("read", stage);
             let range = EpochRange {
                 epoch: self.epoch + 1,
                 ranges: batch.ranges.clone(),
@@ -442,11 +449,6 @@ impl<'a> Engine<'a> {
 
     /// Decodes, de-duplicates and splits one epoch's records; returns what the queries get, the
     /// late records (with the watermark they missed) and the rejects.
-    /// Adds the time since `since` to a stage's total.
-    fn timed(&mut self, stage: impl Into<String>, since: Instant) {
-        *self.report.stage_times.entry(stage.into()).or_default() += since.elapsed();
-    }
-
     fn ingest(&mut self, range: &EpochRange, batch: &InputBatch) -> Result<(BatchInput, Vec<Late>, Vec<StreamReject>)> {
         let mut input = BatchInput {
             end_of_input: range.end_of_input,
@@ -460,7 +462,7 @@ impl<'a> Engine<'a> {
             self.report.records += raw.len() as u64;
             let stage = Instant::now();
             let (decoded, rejected) = decode(source, self.decoders.get(&source.name), raw)?;
-            self.timed(format!("decode {}", source.name), stage);
+            self.report.timed(format!("decode {}", source.name), stage);
             let stage = Instant::now();
             self.report.rejected += rejected.len() as u64;
             rejects.extend(rejected);
@@ -491,7 +493,7 @@ impl<'a> Engine<'a> {
             }
             input.on_time.insert(source.name.clone(), ingested.on_time);
             input.all.insert(source.name.clone(), ingested.all);
-            self.timed(format!("ingest {}", source.name), stage);
+            self.report.timed(format!("ingest {}", source.name), stage);
         }
         Ok((input, late, rejects))
     }
@@ -510,11 +512,7 @@ impl<'a> Engine<'a> {
             };
             finals.insert(query.output.name.clone(), (schema, out.append.clone()));
             emitted.push(out);
-            *self
-                .report
-                .stage_times
-                .entry(format!("query {}", query.output.name))
-                .or_default() += stage.elapsed();
+            self.report.timed(format!("query {}", query.output.name), stage);
         }
         Ok(emitted)
     }
@@ -582,11 +580,8 @@ impl<'a> Engine<'a> {
                     .written
                     .entry(format!("{} -> {}", query.output.name, sink.display()))
                     .or_default() += metrics.rows;
-                *self
-                    .report
-                    .stage_times
-                    .entry(format!("sink {} -> {}", query.output.name, sink.display()))
-                    .or_default() += stage.elapsed();
+                self.report
+                    .timed(format!("sink {} -> {}", query.output.name, sink.display()), stage);
                 fault_point("mid-sinks", epoch);
             }
             changed.insert(query.output.name.clone(), out.update.clone());
@@ -638,7 +633,7 @@ impl<'a> Engine<'a> {
 
         let stage = Instant::now();
         self.evict(&input);
-        self.timed("evict", stage);
+        self.report.timed("evict", stage);
         self.commit(&range, started, oldest_record_ms).await
     }
 
@@ -650,7 +645,7 @@ impl<'a> Engine<'a> {
         self.run_queries(&input).await?;
         let stage = Instant::now();
         self.evict(&input);
-        self.timed("evict", stage);
+        self.report.timed("evict", stage);
         self.commit(&range, started, None).await
     }
 
@@ -674,11 +669,11 @@ impl<'a> Engine<'a> {
             let age = Utc::now().timestamp_millis() - oldest;
             self.report.freshness.push(Duration::from_millis(age.max(0) as u64));
         }
-        self.timed("checkpoint", stage);
+        self.report.timed("checkpoint", stage);
         if self.last_snapshot.0.elapsed() >= self.pipeline.snapshot_interval || self.finished {
             let stage = Instant::now();
             self.save_snapshot().await?;
-            self.timed("snapshot", stage);
+            self.report.timed("snapshot", stage);
         }
         self.input.committed(&self.positions);
         Ok(())

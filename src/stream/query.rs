@@ -265,11 +265,11 @@ impl Query {
                 // wholly waiting stays as it is, so waiting rows are not copied every epoch.
                 let mut ready_batches = Vec::new();
                 let mut waiting_batches = Vec::new();
+                let is_ready = |t: i64| t.saturating_add(join.upper) <= joined_watermark;
                 for batch in std::mem::take(&mut self.state.pending) {
                     let times = batch
                         .column(source.event_time)
                         .as_primitive::<TimestampMicrosecondType>();
-                    let is_ready = |t: i64| t.saturating_add(join.upper) <= joined_watermark;
                     let (Some(min), Some(max)) = (arrow::compute::min(times), arrow::compute::max(times)) else {
                         continue;
                     };

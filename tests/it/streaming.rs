@@ -279,10 +279,19 @@ async fn late_duplicate_and_malformed_records_land_where_promised() {
     clicks.push(b'\n');
     let late = r#"{"event_id":"late_one","user_id":"user_1","session_id":"s","product_id":"prod_001","category":"electronics","action":"view","timestamp":"2023-12-31T22:00:00Z","page_url":"/","referrer":"direct"}"#;
     clicks.extend_from_slice(format!("{late}\n").as_bytes());
-    let dir = tempfile::tempdir().unwrap();
-    write_files(dir.path(), &files);
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("events");
+    std::fs::create_dir(&dir).unwrap();
+    write_files(&dir, &files);
     let lake = TestLake::local();
-    let out = project.run_ok(&lake, &["run", name, "--from-files", dir.path().to_str().unwrap()]);
+    // The folder given relative to the working directory, as a user types it.
+    let run = project
+        .command(&lake, &["run", name, "--from-files", "events"])
+        .current_dir(parent.path())
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", crate::support::describe(&run));
+    let out = String::from_utf8_lossy(&run.stdout).into_owned();
     assert!(out.contains("late 1, duplicates 1, quarantined 3"), "{out}");
 
     let topic = project.topic("clickstream");

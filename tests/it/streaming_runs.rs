@@ -187,6 +187,7 @@ async fn bench_measures_every_part_and_reads_every_event() {
     };
     let events = |phase: &str| row(phase)[0].parse::<u64>().unwrap();
     assert_eq!(events("files: decode+dedup+4 windows"), 20_000, "{out}");
+    assert_eq!(events("files: same, without the join"), 20_000, "{out}");
     assert_eq!(events("files: + Delta sinks"), 20_000, "{out}");
     let produced = events("kafka: producer (acks=all)");
     assert_eq!(produced, 6_000, "{out}");
