@@ -3,6 +3,7 @@
 //! commits for lag monitoring), and able to read an epoch's offset ranges again exactly.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -11,7 +12,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use super::StreamPipeline;
 use super::input::InputBatch;
-use super::records::{EpochRange, Positions};
+use super::records::{EpochRange, Positions, RawRecords};
 use crate::config::stream::StartingOffsets;
 use crate::error::{Error, Result};
 
@@ -31,22 +32,51 @@ const DRAINED_AFTER: Duration = Duration::from_millis(200);
 const REPLAY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Reads the source topics of a pipeline.
+///
+/// While the engine processes a micro-batch, the next one is already being read: when a batch
+/// ends full (not on a quiet poll), a reader thread goes on from where it ended, and the next
+/// call takes its records if it asks for the same positions (otherwise — a replay, a restart —
+/// they are dropped and read again from the positions asked for). Reading and processing thus
+/// overlap, while the records of an epoch are still only those its offset log names.
 pub struct KafkaInput {
-    consumer: BaseConsumer,
+    /// Shared with the reader (metadata, end offsets and commits are safe from any thread).
+    consumer: Arc<BaseConsumer>,
+    brokers: String,
+    /// source name → topic.
+    topics: BTreeMap<String, String>,
+    starting: StartingOffsets,
+    /// The reader, unless a read ahead holds it.
+    reader: Option<Reader>,
+    /// The read ahead in flight.
+    ahead: Option<ReadAhead>,
+    /// End offsets when the run started (for `--until-caught-up`).
+    ends_at_start: Option<Positions>,
+    /// Whether the last batch ended on a quiet poll: nothing more was there to read.
+    drained: bool,
+}
+
+/// Polls the consumer: owned by one thread at a time.
+struct Reader {
+    consumer: Arc<BaseConsumer>,
     brokers: String,
     /// topic → source name.
     sources: HashMap<String, String>,
     /// source name → topic.
     topics: BTreeMap<String, String>,
-    starting: StartingOffsets,
     /// Where the consumer reads next, when it was last assigned by us.
     reading_from: Option<Positions>,
-    /// End offsets when the run started (for `--until-caught-up`).
-    ends_at_start: Option<Positions>,
-    /// Whether the last batch ended on a quiet poll: nothing more was there to read.
-    drained: bool,
-    /// `(topic, partition) -> offset` assigned from: records before it are skipped.
-    skip_below: HashMap<(String, i32), i64>,
+    /// topic → partition → offset assigned from: records before it are skipped.
+    skip_below: HashMap<String, HashMap<i32, i64>>,
+}
+
+/// A micro-batch and whether reading it ended on a quiet poll.
+type Read = Result<(InputBatch, bool)>;
+
+/// The next micro-batch, read on its own thread.
+struct ReadAhead {
+    from: Positions,
+    max_records: usize,
+    thread: std::thread::JoinHandle<(Reader, Read)>,
 }
 
 /// Client settings shared by the consumer, the producer and the admin client.
@@ -116,43 +146,32 @@ impl KafkaInput {
             }
             topics.insert(source.name.clone(), source.def.topic.clone());
         }
-        let sources = topics
-            .iter()
-            .map(|(source, topic)| (topic.clone(), source.clone()))
-            .collect();
+        let consumer = Arc::new(consumer);
+        let reader = Reader {
+            consumer: consumer.clone(),
+            brokers: brokers.to_string(),
+            sources: topics
+                .iter()
+                .map(|(source, topic)| (topic.clone(), source.clone()))
+                .collect(),
+            topics: topics.clone(),
+            reading_from: None,
+            skip_below: HashMap::new(),
+        };
         Ok(Self {
             consumer,
             brokers: brokers.to_string(),
-            sources,
             topics,
             starting: pipeline.kafka.starting_offsets,
-            reading_from: None,
+            reader: Some(reader),
+            ahead: None,
             ends_at_start: None,
             drained: false,
-            skip_below: HashMap::new(),
         })
     }
 
-    /// Runs a broker request again while it fails (a broker away, a leader moving), waiting
-    /// 100 ms, 200 ms, ... up to 5 s between tries, for at most [`RETRY_FOR`].
-    fn with_retries<T>(&self, what: &str, request: impl Fn() -> rdkafka::error::KafkaResult<T>) -> Result<T> {
-        let started = Instant::now();
-        let mut wait = Duration::from_millis(100);
-        loop {
-            match request() {
-                Ok(value) => return Ok(value),
-                Err(e) if started.elapsed() < RETRY_FOR => {
-                    tracing::warn!(brokers = %self.brokers, error = %e, retry_in_ms = wait.as_millis() as u64, "{what} failed; retrying");
-                    std::thread::sleep(wait);
-                    wait = (wait * 2).min(Duration::from_secs(5));
-                }
-                Err(e) => return Err(unreachable(&self.brokers, e)),
-            }
-        }
-    }
-
     fn partitions(&self, topic: &str) -> Result<Vec<i32>> {
-        let metadata = self.with_retries("reading topic metadata", || {
+        let metadata = with_retries(&self.brokers, "reading topic metadata", || {
             self.consumer.fetch_metadata(Some(topic), CONNECT_TIMEOUT)
         })?;
         Ok(metadata
@@ -162,19 +181,14 @@ impl KafkaInput {
             .collect())
     }
 
-    fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64)> {
-        self.with_retries("reading end offsets", || {
-            self.consumer.fetch_watermarks(topic, partition, CONNECT_TIMEOUT)
-        })
-    }
-
     /// Every partition's first offset to read, per `starting_offsets`.
     pub async fn start_positions(&mut self) -> Result<Positions> {
         let mut positions = Positions::new();
         for (source, topic) in self.topics.clone() {
             let entry = positions.entry(source).or_default();
             for partition in self.partitions(&topic)? {
-                let (low, high) = tokio::task::block_in_place(|| self.watermarks(&topic, partition))?;
+                let (low, high) =
+                    tokio::task::block_in_place(|| watermarks(&self.consumer, &self.brokers, &topic, partition))?;
                 entry.insert(
                     partition,
                     if self.starting == StartingOffsets::Latest {
@@ -188,177 +202,67 @@ impl KafkaInput {
         Ok(positions)
     }
 
-    /// Points the consumer at `positions`, unless it already reads from there.
-    fn assign(&mut self, positions: &Positions) -> Result<()> {
-        if self.reading_from.as_ref() == Some(positions) {
-            return Ok(());
+    /// Takes the reader back, waiting for a read ahead (its records are dropped).
+    fn reclaim(&mut self) -> Reader {
+        if let Some(ahead) = self.ahead.take() {
+            let (reader, _) = tokio::task::block_in_place(|| ahead.thread.join()).expect("the Kafka reader panicked");
+            return reader;
         }
-        let mut list = TopicPartitionList::new();
-        self.skip_below.clear();
-        for (source, partitions) in positions {
-            let topic = &self.topics[source];
-            for (partition, offset) in partitions {
-                let from = (*offset - REWIND).max(0);
-                list.add_partition_offset(topic, *partition, Offset::Offset(from))
-                    .map_err(|e| unreachable(&self.brokers, e))?;
-                self.skip_below.insert((topic.clone(), *partition), *offset);
-            }
-        }
-        self.consumer.assign(&list).map_err(|e| unreachable(&self.brokers, e))?;
-        self.reading_from = Some(positions.clone());
-        Ok(())
-    }
-
-    /// Whether a record comes before the position it was assigned from (read because of the
-    /// rewind).
-    fn before_start(&self, topic: &str, partition: i32, offset: i64) -> bool {
-        self.skip_below
-            .get(&(topic.to_string(), partition))
-            .is_some_and(|start| offset < *start)
+        self.reader.take().expect("the reader is here when nothing reads ahead")
     }
 
     /// Up to `max_records` from `positions` on, waiting at most `interval`.
     pub async fn next(&mut self, positions: &Positions, max_records: usize, interval: Duration) -> Result<InputBatch> {
-        self.assign(positions)?;
-        let deadline = Instant::now() + interval;
-        let mut batch = empty_batch(positions);
-        let mut count = 0;
-        let mut drained = false;
-        tokio::task::block_in_place(|| {
-            while count < max_records {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                let wait = left.min(DRAINED_AFTER);
-                match self.consumer.poll(wait) {
-                    Some(Ok(message)) => {
-                        let Some(source) = self.sources.get(message.topic()) else {
-                            continue;
-                        };
-                        let (partition, offset) = (message.partition(), message.offset());
-                        if self.before_start(message.topic(), partition, offset) {
-                            continue;
-                        }
-                        let range = batch.ranges.get_mut(source).and_then(|p| p.get_mut(&partition));
-                        if let Some(range) = range {
-                            range.1 = offset + 1;
-                        }
-                        let timestamp = message.timestamp().to_millis();
-                        batch.records.entry(source.clone()).or_default().push(
-                            partition,
-                            offset,
-                            timestamp,
-                            message.key(),
-                            message.payload().unwrap_or_default(),
-                        );
-                        count += 1;
-                    }
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, brokers = %self.brokers, "Kafka fetch error; retrying");
-                    }
-                    None => {
-                        drained = wait == DRAINED_AFTER;
-                        break;
-                    }
-                }
+        let ahead_matches = self
+            .ahead
+            .as_ref()
+            .is_some_and(|a| a.from == *positions && a.max_records == max_records);
+        let (reader, read) = if ahead_matches {
+            let ahead = self.ahead.take().expect("checked above");
+            tokio::task::block_in_place(|| ahead.thread.join()).expect("the Kafka reader panicked")
+        } else {
+            let mut reader = self.reclaim();
+            let read = tokio::task::block_in_place(|| reader.read(positions, max_records, interval));
+            (reader, read)
+        };
+        let (batch, drained) = match read {
+            Ok(read) => read,
+            Err(e) => {
+                self.reader = Some(reader);
+                return Err(e);
             }
-        });
-        self.reading_from = Some(end_positions(positions, &batch));
+        };
         self.drained = drained;
-        // After a quiet poll every partition is read to its end (idle). Otherwise a partition
-        // that gave records has more; the others are asked where their end is.
-        for (source, partitions) in &batch.ranges {
-            let topic = &self.topics[source];
-            let mut idle = BTreeMap::new();
-            for (partition, (start, end)) in partitions {
-                let is_idle = if drained {
-                    true
-                } else if end > start {
-                    false
-                } else {
-                    let (_, high) = tokio::task::block_in_place(|| self.watermarks(topic, *partition))?;
-                    *end >= high
-                };
-                idle.insert(*partition, is_idle);
-            }
-            batch.idle.insert(source.clone(), idle);
+        if drained {
+            // Nothing more was there: the next read starts when it is asked for, so records
+            // that arrive meanwhile are read with the least delay.
+            self.reader = Some(reader);
+        } else {
+            let from = end_positions(positions, &batch);
+            let mut reader = reader;
+            let start = from.clone();
+            let thread = std::thread::Builder::new()
+                .name("kafka-reader".into())
+                .spawn(move || {
+                    let read = reader.read(&start, max_records, interval);
+                    (reader, read)
+                })
+                .map_err(|e| Error::io("a Kafka reader thread", e))?;
+            self.ahead = Some(ReadAhead {
+                from,
+                max_records,
+                thread,
+            });
         }
         Ok(batch)
     }
 
     /// Exactly the records of an epoch.
     pub async fn replay(&mut self, range: &EpochRange) -> Result<InputBatch> {
-        let starts: Positions = range
-            .ranges
-            .iter()
-            .map(|(s, p)| (s.clone(), p.iter().map(|(part, (start, _))| (*part, *start)).collect()))
-            .collect();
-        self.reading_from = None;
-        self.assign(&starts)?;
-        let mut batch = InputBatch {
-            ranges: range.ranges.clone(),
-            ..Default::default()
-        };
-        // Partitions not read to the end of their range yet (offsets may have gaps: read until
-        // an offset at or past the range's last one arrives).
-        let mut unfinished: std::collections::HashSet<(String, i32)> = range
-            .ranges
-            .iter()
-            .flat_map(|(source, p)| {
-                p.iter()
-                    .filter(|(_, (start, end))| end > start)
-                    .map(move |(partition, _)| (source.clone(), *partition))
-            })
-            .collect();
-        let deadline = Instant::now() + REPLAY_TIMEOUT;
-        tokio::task::block_in_place(|| {
-            while !unfinished.is_empty() && Instant::now() < deadline {
-                let Some(Ok(message)) = self.consumer.poll(Duration::from_millis(200)) else {
-                    continue;
-                };
-                let Some(source) = self.sources.get(message.topic()) else {
-                    continue;
-                };
-                let Some((start, end)) = range
-                    .ranges
-                    .get(source)
-                    .and_then(|p| p.get(&message.partition()))
-                    .copied()
-                else {
-                    continue;
-                };
-                if message.offset() >= end - 1 {
-                    unfinished.remove(&(source.clone(), message.partition()));
-                }
-                if message.offset() < start || message.offset() >= end {
-                    continue;
-                }
-                batch.records.entry(source.clone()).or_default().push(
-                    message.partition(),
-                    message.offset(),
-                    message.timestamp().to_millis(),
-                    message.key(),
-                    message.payload().unwrap_or_default(),
-                );
-            }
-        });
-        self.reading_from = None;
-        if !unfinished.is_empty() {
-            let missing: Vec<String> = unfinished.iter().map(|(s, p)| format!("{s}/{p}")).collect();
-            return Err(Error::Source {
-                source_name: "kafka".into(),
-                location: self.brokers.clone(),
-                message: format!(
-                    "cannot replay epoch {}: records of {} are no longer in Kafka (retention?); \
-                     `quickchat-etl checkpoints <pipeline> --reset` starts over",
-                    range.epoch,
-                    missing.join(", ")
-                ),
-                retryable: false,
-            });
-        }
-        Ok(batch)
+        let mut reader = self.reclaim();
+        let replayed = tokio::task::block_in_place(|| reader.replay(range));
+        self.reader = Some(reader);
+        replayed
     }
 
     /// Whether `positions` reached the end offsets seen at the first call and the last batch
@@ -373,7 +277,8 @@ impl KafkaInput {
             for (source, topic) in self.topics.clone() {
                 let entry = ends.entry(source).or_default();
                 for partition in self.partitions(&topic)? {
-                    let (_, high) = tokio::task::block_in_place(|| self.watermarks(&topic, partition))?;
+                    let (_, high) =
+                        tokio::task::block_in_place(|| watermarks(&self.consumer, &self.brokers, &topic, partition))?;
                     entry.insert(partition, high);
                 }
             }
@@ -402,6 +307,208 @@ impl KafkaInput {
             tracing::debug!(error = %e, "consumer group commit failed (only lag monitoring is affected)");
         }
     }
+}
+
+impl Reader {
+    /// Points the consumer at `positions`, unless it already reads from there.
+    fn assign(&mut self, positions: &Positions) -> Result<()> {
+        if self.reading_from.as_ref() == Some(positions) {
+            return Ok(());
+        }
+        let mut list = TopicPartitionList::new();
+        self.skip_below.clear();
+        for (source, partitions) in positions {
+            let topic = &self.topics[source];
+            for (partition, offset) in partitions {
+                let from = (*offset - REWIND).max(0);
+                list.add_partition_offset(topic, *partition, Offset::Offset(from))
+                    .map_err(|e| unreachable(&self.brokers, e))?;
+                self.skip_below
+                    .entry(topic.clone())
+                    .or_default()
+                    .insert(*partition, *offset);
+            }
+        }
+        self.consumer.assign(&list).map_err(|e| unreachable(&self.brokers, e))?;
+        self.reading_from = Some(positions.clone());
+        Ok(())
+    }
+
+    /// Whether a record comes before the position it was assigned from (read because of the
+    /// rewind).
+    fn before_start(&self, topic: &str, partition: i32, offset: i64) -> bool {
+        self.skip_below
+            .get(topic)
+            .and_then(|p| p.get(&partition))
+            .is_some_and(|start| offset < *start)
+    }
+
+    /// Up to `max_records` from `positions` on, waiting at most `interval` (blocking).
+    fn read(&mut self, positions: &Positions, max_records: usize, interval: Duration) -> Read {
+        self.assign(positions)?;
+        let deadline = Instant::now() + interval;
+        let mut batch = empty_batch(positions);
+        for source in self.topics.keys() {
+            batch.records.insert(source.clone(), RawRecords::default());
+        }
+        let mut count = 0;
+        let mut drained = false;
+        while count < max_records {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let wait = left.min(DRAINED_AFTER);
+            match self.consumer.poll(wait) {
+                Some(Ok(message)) => {
+                    let Some(source) = self.sources.get(message.topic()) else {
+                        continue;
+                    };
+                    let (partition, offset) = (message.partition(), message.offset());
+                    if self.before_start(message.topic(), partition, offset) {
+                        continue;
+                    }
+                    if let Some(range) = batch.ranges.get_mut(source).and_then(|p| p.get_mut(&partition)) {
+                        range.1 = offset + 1;
+                    }
+                    let records = batch.records.get_mut(source).expect("every source has records");
+                    records.push(
+                        partition,
+                        offset,
+                        message.timestamp().to_millis(),
+                        message.key(),
+                        message.payload().unwrap_or_default(),
+                    );
+                    count += 1;
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, brokers = %self.brokers, "Kafka fetch error; retrying");
+                }
+                None => {
+                    drained = wait == DRAINED_AFTER;
+                    break;
+                }
+            }
+        }
+        batch.records.retain(|_, records| !records.is_empty());
+        self.reading_from = Some(end_positions(positions, &batch));
+        // After a quiet poll every partition is read to its end (idle). Otherwise a partition
+        // that gave records has more; the others are asked where their end is.
+        for (source, partitions) in &batch.ranges {
+            let topic = &self.topics[source];
+            let mut idle = BTreeMap::new();
+            for (partition, (start, end)) in partitions {
+                let is_idle = if drained {
+                    true
+                } else if end > start {
+                    false
+                } else {
+                    let (_, high) = watermarks(&self.consumer, &self.brokers, topic, *partition)?;
+                    *end >= high
+                };
+                idle.insert(*partition, is_idle);
+            }
+            batch.idle.insert(source.clone(), idle);
+        }
+        Ok((batch, drained))
+    }
+
+    /// Exactly the records of an epoch (blocking).
+    fn replay(&mut self, range: &EpochRange) -> Result<InputBatch> {
+        let starts: Positions = range
+            .ranges
+            .iter()
+            .map(|(s, p)| (s.clone(), p.iter().map(|(part, (start, _))| (*part, *start)).collect()))
+            .collect();
+        self.reading_from = None;
+        self.assign(&starts)?;
+        let mut batch = InputBatch {
+            ranges: range.ranges.clone(),
+            ..Default::default()
+        };
+        // Partitions not read to the end of their range yet (offsets may have gaps: read until
+        // an offset at or past the range's last one arrives).
+        let mut unfinished: std::collections::HashSet<(String, i32)> = range
+            .ranges
+            .iter()
+            .flat_map(|(source, p)| {
+                p.iter()
+                    .filter(|(_, (start, end))| end > start)
+                    .map(move |(partition, _)| (source.clone(), *partition))
+            })
+            .collect();
+        let deadline = Instant::now() + REPLAY_TIMEOUT;
+        while !unfinished.is_empty() && Instant::now() < deadline {
+            let Some(Ok(message)) = self.consumer.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let Some(source) = self.sources.get(message.topic()) else {
+                continue;
+            };
+            let Some((start, end)) = range
+                .ranges
+                .get(source)
+                .and_then(|p| p.get(&message.partition()))
+                .copied()
+            else {
+                continue;
+            };
+            if message.offset() >= end - 1 {
+                unfinished.remove(&(source.clone(), message.partition()));
+            }
+            if message.offset() < start || message.offset() >= end {
+                continue;
+            }
+            batch.records.entry(source.clone()).or_default().push(
+                message.partition(),
+                message.offset(),
+                message.timestamp().to_millis(),
+                message.key(),
+                message.payload().unwrap_or_default(),
+            );
+        }
+        self.reading_from = None;
+        if !unfinished.is_empty() {
+            let missing: Vec<String> = unfinished.iter().map(|(s, p)| format!("{s}/{p}")).collect();
+            return Err(Error::Source {
+                source_name: "kafka".into(),
+                location: self.brokers.clone(),
+                message: format!(
+                    "cannot replay epoch {}: records of {} are no longer in Kafka (retention?); \
+                     `quickchat-etl checkpoints <pipeline> --reset` starts over",
+                    range.epoch,
+                    missing.join(", ")
+                ),
+                retryable: false,
+            });
+        }
+        Ok(batch)
+    }
+}
+
+/// Runs a broker request again while it fails (a broker away, a leader moving), waiting 100 ms,
+/// 200 ms, ... up to 5 s between tries, for at most [`RETRY_FOR`].
+fn with_retries<T>(brokers: &str, what: &str, request: impl Fn() -> rdkafka::error::KafkaResult<T>) -> Result<T> {
+    let started = Instant::now();
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match request() {
+            Ok(value) => return Ok(value),
+            Err(e) if started.elapsed() < RETRY_FOR => {
+                tracing::warn!(brokers = %brokers, error = %e, retry_in_ms = wait.as_millis() as u64, "{what} failed; retrying");
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(unreachable(brokers, e)),
+        }
+    }
+}
+
+/// A partition's first and end offsets (blocking).
+fn watermarks(consumer: &BaseConsumer, brokers: &str, topic: &str, partition: i32) -> Result<(i64, i64)> {
+    with_retries(brokers, "reading end offsets", || {
+        consumer.fetch_watermarks(topic, partition, CONNECT_TIMEOUT)
+    })
 }
 
 fn empty_batch(positions: &Positions) -> InputBatch {

@@ -161,13 +161,26 @@ impl Query {
             .map(|s| (s.name.clone(), s.schema.clone()))
             .collect();
         let tables = Arc::new(WindowTables::new(schemas));
-        if let Some((window, rows)) = windowed {
-            tables.prepare(window.clone(), rows);
+        if let Some((window, rows)) = &windowed {
+            tables.prepare((*window).clone(), rows.clone());
         }
         let output_schemas = outputs
             .iter()
             .map(|(name, (schema, _))| (name.clone(), schema.clone()))
             .collect();
+        // In a join, only joined rows inside the time bounds of some windowed row can match.
+        let join_span = match (&self.analysis.kind, &windowed) {
+            (QueryKind::Windowed { join: Some(join), .. }, Some((window, rows))) => {
+                let source = pipeline.source(&window.source).expect("analysed windows name sources");
+                let times = rows
+                    .column(source.event_time)
+                    .as_primitive::<TimestampMicrosecondType>();
+                arrow::compute::min(times)
+                    .zip(arrow::compute::max(times))
+                    .map(|(min, max)| (join, min.saturating_add(join.lower), max.saturating_add(join.upper)))
+            }
+            _ => None,
+        };
         let ctx = planning_session(pipeline, &output_schemas, &tables);
         for name in &self.analysis.reads {
             let (schema, rows) = match pipeline.source(name) {
@@ -177,7 +190,13 @@ impl Query {
                         QueryKind::Global => input.on_time.get(name),
                         QueryKind::Windowed { .. } => input.buffers.get(name),
                     };
-                    (source.schema.clone(), rows.cloned().into_iter().collect::<Vec<_>>())
+                    let rows = match (rows, join_span) {
+                        (Some(rows), Some((join, from, to))) if join.source == *name => {
+                            Some(rows_between(rows, source.event_time, from, to))
+                        }
+                        (rows, _) => rows.cloned(),
+                    };
+                    (source.schema.clone(), rows.into_iter().collect::<Vec<_>>())
                 }
                 None => outputs
                     .get(name)
@@ -536,6 +555,21 @@ pub fn rows_with_keys_of(states: &[RecordBatch], keys: &[RecordBatch], columns: 
     Ok(out)
 }
 
+/// The rows of `batch` whose event time (column `time`) is within `[from, to]`; the batch itself
+/// when all are.
+fn rows_between(batch: &RecordBatch, time: usize, from: i64, to: i64) -> RecordBatch {
+    let times = batch.column(time).as_primitive::<TimestampMicrosecondType>();
+    let within = |t: i64| t >= from && t <= to;
+    match (arrow::compute::min(times), arrow::compute::max(times)) {
+        (Some(min), Some(max)) if within(min) && within(max) => batch.clone(),
+        (None, _) | (_, None) => batch.clone(),
+        _ => {
+            let mask: BooleanArray = times.iter().map(|t| Some(t.is_some_and(within))).collect();
+            filter_record_batch(batch, &mask).expect("a mask as long as the batch")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -580,6 +614,24 @@ mod tests {
             .collect();
         lines.sort();
         lines
+    }
+
+    #[test]
+    fn joined_rows_are_pruned_to_the_bounds_inclusive() {
+        let pipeline = pipeline(&["buys"]);
+        let source = pipeline.source("buys").unwrap();
+        let all = rows(source, &[("a", 0), ("b", MINUTE), ("c", 2 * MINUTE), ("d", 3 * MINUTE)]);
+        let kept = rows_between(&all, source.event_time, MINUTE, 2 * MINUTE);
+        assert_eq!(kept.num_rows(), 2);
+        let times = kept
+            .column(source.event_time)
+            .as_primitive::<TimestampMicrosecondType>();
+        assert_eq!(times.values().to_vec(), [MINUTE, 2 * MINUTE]);
+        assert_eq!(rows_between(&all, source.event_time, 0, 3 * MINUTE).num_rows(), 4);
+        assert_eq!(
+            rows_between(&all, source.event_time, 4 * MINUTE, 5 * MINUTE).num_rows(),
+            0
+        );
     }
 
     #[tokio::test]
