@@ -3,6 +3,7 @@
 //! say which file failed and what to do.
 
 pub mod expectations;
+pub mod intervals;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -106,7 +107,7 @@ fn date_value(date: NaiveDate) -> ScalarValue {
 }
 
 /// A DataFusion session configured for quickchat-etl: UTC, information_schema (for `\d`),
-/// and the Delta planner the sinks need.
+/// the Delta planner the sinks need, and fixed-length intervals added as durations.
 pub fn new_session() -> SessionContext {
     let config = SessionConfig::new()
         .with_information_schema(true)
@@ -120,6 +121,7 @@ pub fn new_session() -> SessionContext {
         .with_config(config)
         .with_default_features()
         .with_query_planner(Arc::new(QuickchatPlanner))
+        .with_optimizer_rule(Arc::new(intervals::FixedIntervalsAsDurations))
         .build();
     SessionContext::new_with_state(state)
 }

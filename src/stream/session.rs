@@ -151,7 +151,7 @@ impl SessionWindows {
             .map(|(row, key)| session_of(key, times.value(row)))
             .unzip();
         let indices = UInt32Array::from_iter_values(0..ready.num_rows() as u32);
-        Ok(with_window_columns(ready, &indices, starts, ends, spec))
+        Ok(with_window_columns(ready, Some(&indices), starts, ends, spec))
     }
 
     fn bounds(

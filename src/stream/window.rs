@@ -232,6 +232,12 @@ pub fn assign_windows(rows: &RecordBatch, event_time: usize, spec: &WindowSpec) 
         WindowSpec::Session { .. } => panic!("sessions are assigned by the session state"),
     };
     let per_row = (size / slide) as usize;
+    if per_row == 1 {
+        // Tumbling: every row is in exactly one window, so the rows are kept as they are.
+        let starts: Vec<i64> = times.values().iter().map(|t| t - t.rem_euclid(slide)).collect();
+        let ends: Vec<i64> = starts.iter().map(|s| s + size).collect();
+        return with_window_columns(rows, None, starts, ends, spec);
+    }
     let mut indices = Vec::with_capacity(rows.num_rows() * per_row);
     let mut starts = Vec::with_capacity(rows.num_rows() * per_row);
     for (row, time) in times.values().iter().enumerate() {
@@ -243,13 +249,13 @@ pub fn assign_windows(rows: &RecordBatch, event_time: usize, spec: &WindowSpec) 
         }
     }
     let ends: Vec<i64> = starts.iter().map(|s| s + size).collect();
-    with_window_columns(rows, &UInt32Array::from(indices), starts, ends, spec)
+    with_window_columns(rows, Some(&UInt32Array::from(indices)), starts, ends, spec)
 }
 
-/// Rows (picked by `indices`) with start and end columns appended.
+/// Rows (picked by `indices`; all of them, in order, without) with start and end columns appended.
 pub fn with_window_columns(
     rows: &RecordBatch,
-    indices: &UInt32Array,
+    indices: Option<&UInt32Array>,
     starts: Vec<i64>,
     ends: Vec<i64>,
     spec: &WindowSpec,
@@ -257,7 +263,10 @@ pub fn with_window_columns(
     let mut columns: Vec<ArrayRef> = rows
         .columns()
         .iter()
-        .map(|c| take(c.as_ref(), indices, None).expect("indices are in range"))
+        .map(|c| match indices {
+            Some(indices) => take(c.as_ref(), indices, None).expect("indices are in range"),
+            None => c.clone(),
+        })
         .collect();
     columns.push(Arc::new(TimestampMicrosecondArray::from(starts).with_timezone("UTC")));
     columns.push(Arc::new(TimestampMicrosecondArray::from(ends).with_timezone("UTC")));
