@@ -11,6 +11,7 @@
 //! while their record is within `dedup_within` of the watermark.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use arrow::array::{Array, AsArray, BooleanArray};
 use arrow::compute::{cast, filter_record_batch, not};
@@ -36,7 +37,31 @@ pub struct SourceState {
     /// Latest event times and the watermark.
     pub progress: EventTimeProgress,
     /// Key hash -> event time of the record first seen with it.
-    pub keys: HashMap<u128, i64>,
+    pub keys: KeyHashes,
+}
+
+/// Key hashes (already 128-bit xxh3 hashes) to event times, without hashing them again.
+pub type KeyHashes = HashMap<u128, i64, BuildHasherDefault<Prehashed>>;
+
+/// A hasher for keys that are hashes already: their low 64 bits are the hash.
+#[derive(Debug, Default)]
+pub struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used by `u128` keys; fold anything else in all the same.
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u128(&mut self, value: u128) {
+        self.0 = value as u64;
+    }
 }
 
 /// A micro-batch of one source after de-duplication.
@@ -77,9 +102,13 @@ impl SourceState {
         let (on_time, late) = match self.watermark() {
             Some(watermark) => {
                 let late_mask: BooleanArray = times.iter().map(|t| Some(t.is_some_and(|t| t < watermark))).collect();
-                let on_time = filter_record_batch(&batch, &not(&late_mask).expect("boolean")).expect("filter");
-                let late = filter_record_batch(&batch, &late_mask).expect("filter");
-                (on_time, late)
+                if late_mask.true_count() == 0 {
+                    (batch.clone(), batch.slice(0, 0))
+                } else {
+                    let on_time = filter_record_batch(&batch, &not(&late_mask).expect("boolean")).expect("filter");
+                    let late = filter_record_batch(&batch, &late_mask).expect("filter");
+                    (on_time, late)
+                }
             }
             None => (batch.clone(), batch.slice(0, 0)),
         };
