@@ -113,8 +113,9 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 2_000_000)]
     pub events: u64,
 
-    /// Events for the runs from Kafka.
-    #[arg(long, default_value_t = 500_000)]
+    /// Events for the runs from Kafka (enough that connecting and the final quiet poll, ~1 s in
+    /// all, do not dominate the rates).
+    #[arg(long, default_value_t = 2_000_000)]
     pub kafka_events: u64,
 
     /// Kafka bootstrap servers for the Kafka and freshness parts [default:
