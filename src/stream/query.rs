@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use arrow::array::{AsArray, BooleanArray, UInt32Array};
+use arrow::array::{Array, AsArray, BooleanArray, UInt32Array};
 use arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
 use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
 use arrow::record_batch::RecordBatch;
@@ -343,17 +343,33 @@ impl Query {
             return Ok(Emitted::default());
         }
 
-        let ctx = self.session(pipeline, input, outputs, Some((&window, windowed.clone())));
-        let split = self.split(pipeline, &ctx).await?;
-        let task = ctx.task_ctx();
-        let partial = if windowed.num_rows() > 0 {
-            split
-                .partial(task.clone())
-                .await
-                .map_err(|e| self.sql_error(pipeline, e))?
-        } else {
-            Vec::new()
+        // A join runs over slices of the windowed rows by event time, each against the joined
+        // rows its bounds can reach: fewer candidate pairs, and a large catch-up (the end of
+        // the input, a restart after a pause) streams through in pieces instead of at once.
+        let chunks = match &join {
+            Some(join) if sessions.is_none() => {
+                let span = ((join.upper - join.lower) / 4).max(JOIN_SLICE_MIN);
+                time_slices(&windowed, source.event_time, span).map_err(|e| self.sql_error(pipeline, e))?
+            }
+            _ => vec![windowed.clone()],
         };
+        let mut partial = Vec::new();
+        let mut planned = None;
+        for chunk in chunks {
+            let ctx = self.session(pipeline, input, outputs, Some((&window, chunk.clone())));
+            let split = self.split(pipeline, &ctx).await?;
+            let task = ctx.task_ctx();
+            if chunk.num_rows() > 0 {
+                partial.extend(
+                    split
+                        .partial(task.clone())
+                        .await
+                        .map_err(|e| self.sql_error(pipeline, e))?,
+                );
+            }
+            planned.get_or_insert((split, task));
+        }
+        let (split, task) = planned.expect("at least one slice");
         let mut emitted = Emitted::default();
         if let Some(sessions) = &sessions {
             let closed = sessions
@@ -555,6 +571,46 @@ pub fn rows_with_keys_of(states: &[RecordBatch], keys: &[RecordBatch], columns: 
     Ok(out)
 }
 
+/// The shortest slice of event time a join runs over.
+const JOIN_SLICE_MIN: i64 = 60_000_000;
+
+/// `rows` cut into slices of `span` of event time (column `time`), in time order; `rows` whole
+/// when they cover less than two slices.
+fn time_slices(
+    rows: &RecordBatch,
+    time: usize,
+    span: i64,
+) -> std::result::Result<Vec<RecordBatch>, arrow::error::ArrowError> {
+    let times = rows.column(time).as_primitive::<TimestampMicrosecondType>();
+    let (Some(min), Some(max)) = (arrow::compute::min(times), arrow::compute::max(times)) else {
+        return Ok(vec![rows.clone()]);
+    };
+    if times.null_count() > 0 || max - min < 2 * span {
+        return Ok(vec![rows.clone()]);
+    }
+    let slice_of = |t: i64| ((t - min) / span) as usize;
+    let slices = slice_of(max) + 1;
+    let mut starts = vec![0usize; slices + 1];
+    for t in times.values() {
+        starts[slice_of(*t) + 1] += 1;
+    }
+    for i in 1..=slices {
+        starts[i] += starts[i - 1];
+    }
+    let mut next = starts.clone();
+    let mut order = vec![0u32; rows.num_rows()];
+    for (row, t) in times.values().iter().enumerate() {
+        let slice = slice_of(*t);
+        order[next[slice]] = row as u32;
+        next[slice] += 1;
+    }
+    let sorted = take_record_batch(rows, &UInt32Array::from(order))?;
+    Ok((0..slices)
+        .filter(|s| starts[s + 1] > starts[*s])
+        .map(|s| sorted.slice(starts[s], starts[s + 1] - starts[s]))
+        .collect())
+}
+
 /// The rows of `batch` whose event time (column `time`) is within `[from, to]`; the batch itself
 /// when all are.
 fn rows_between(batch: &RecordBatch, time: usize, from: i64, to: i64) -> RecordBatch {
@@ -614,6 +670,28 @@ mod tests {
             .collect();
         lines.sort();
         lines
+    }
+
+    #[test]
+    fn time_slices_keep_every_row_once_in_time_order() {
+        let pipeline = pipeline(&["clicks"]);
+        let source = pipeline.source("clicks").unwrap();
+        let times = [7, 0, 3, 9, 1, 4, 8, 2];
+        let records: Vec<(&str, i64)> = times.iter().map(|t| ("x", t * MINUTE)).collect();
+        let all = rows(source, &records);
+        let slices = time_slices(&all, source.event_time, 3 * MINUTE).unwrap();
+        let minutes: Vec<Vec<i64>> = slices
+            .iter()
+            .map(|s| {
+                let times = s.column(source.event_time).as_primitive::<TimestampMicrosecondType>();
+                let mut m: Vec<i64> = times.values().iter().map(|t| t / MINUTE).collect();
+                m.sort_unstable();
+                m
+            })
+            .collect();
+        assert_eq!(minutes, [vec![0, 1, 2], vec![3, 4], vec![7, 8], vec![9]]);
+        // Less than two slices of time: the rows as they are.
+        assert_eq!(time_slices(&all, source.event_time, 5 * MINUTE).unwrap().len(), 1);
     }
 
     #[test]

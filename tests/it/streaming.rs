@@ -215,11 +215,14 @@ async fn a_run_killed_at_any_point_and_restarted_counts_every_event_once() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let out = crashed.run_ok(&lake, &["run", name, "--until-caught-up"]);
     assert!(
-        out.contains("replayed after a restart") || out.contains(" 0 records"),
-        "{out}"
+        count() >= before + 3,
+        "the continuous run committed epochs before it was killed"
     );
+    // The restart replays the epochs committed since the last snapshot, if any, then reads on
+    // (where the kill fell between snapshots and reads varies with the machine's load).
+    let out = crashed.run_ok(&lake, &["run", name, "--until-caught-up"]);
+    assert!(out.contains("caught up"), "{out}");
 
     let reference_lake = TestLake::local();
     reference.run_ok(&reference_lake, &["run", name, "--until-caught-up"]);
