@@ -11,14 +11,15 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
-use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::Column;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::datasource::MemTable;
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{BinaryExpr, Expr, JoinType, LogicalPlan, Operator};
 use datafusion::prelude::SessionContext;
 
 use super::aggregate::SplitPlan;
-use super::window::{WindowSpec, WindowTables, WindowUse, interval_micros};
+use super::window::{WindowSpec, WindowTables, WindowUse, interval_micros, windowed_schema};
 use super::{StreamOutput, StreamPipeline};
 use crate::error::{Error, Result};
 use crate::query::new_session;
@@ -92,6 +93,9 @@ pub struct Analysis {
     pub reads: BTreeSet<String>,
     /// Its result schema.
     pub schema: SchemaRef,
+    /// Conditions on the windowed source's own columns that the query applies before anything
+    /// else (its `WHERE` on that source): rows failing them never reach a window or a join.
+    pub source_filter: Option<Expr>,
 }
 
 /// A session holding an empty table for every source and earlier output, and the window
@@ -135,6 +139,7 @@ pub async fn analyse(
     let ctx = planning_session(pipeline, outputs, &tables);
     let df = ctx.sql(&output.sql).await.map_err(|e| sql_error(e.to_string()))?;
     let plan = df.logical_plan().clone();
+    let optimized = ctx.state().optimize(&plan).map_err(|e| sql_error(e.to_string()))?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     let physical = df.create_physical_plan().await.map_err(|e| sql_error(e.to_string()))?;
     let split = SplitPlan::split(&physical).map_err(|e| sql_error(e.to_string()))?;
@@ -186,7 +191,56 @@ pub async fn analyse(
         }
         (_, _) => return Err(sql_error("a query uses at most one window function".into())),
     };
-    Ok(Analysis { kind, reads, schema })
+    let source_filter = match &kind {
+        QueryKind::Windowed { window, .. } => {
+            let source = pipeline.source(&window.source).expect("window functions name sources");
+            filter_on_window_scan(
+                &optimized,
+                &windowed_schema(&source.schema, &window.spec),
+                &source.schema,
+            )
+        }
+        _ => None,
+    };
+    Ok(Analysis {
+        kind,
+        reads,
+        schema,
+        source_filter,
+    })
+}
+
+/// The conjunction of the conditions the optimizer left directly on the window function's scan
+/// that use only the source's own columns (not the window's start and end), unqualified.
+fn filter_on_window_scan(plan: &LogicalPlan, windowed: &SchemaRef, source: &SchemaRef) -> Option<Expr> {
+    let mut found = Vec::new();
+    let _ = plan.apply(|node| {
+        if let LogicalPlan::Filter(filter) = node {
+            if let LogicalPlan::TableScan(scan) = filter.input.as_ref() {
+                if scan.source.schema().fields() == windowed.fields() {
+                    for condition in split_conjunction(&filter.predicate) {
+                        let columns = condition.column_refs();
+                        if columns.iter().all(|c| source.field_with_name(&c.name).is_ok()) {
+                            found.push(unqualified(condition.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found.into_iter().reduce(Expr::and)
+}
+
+fn unqualified(expr: Expr) -> Expr {
+    expr.transform(|e| {
+        Ok(match e {
+            Expr::Column(column) => Transformed::yes(Expr::Column(Column::new_unqualified(column.name))),
+            other => Transformed::no(other),
+        })
+    })
+    .map(|t| t.data)
+    .expect("renaming columns cannot fail")
 }
 
 fn describe(window: &WindowUse) -> String {

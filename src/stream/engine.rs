@@ -746,7 +746,10 @@ pub async fn plan(pipeline: &StreamPipeline) -> std::result::Result<(Vec<Query>,
             problems.push(e);
         }
         schemas.insert(output.name.clone(), analysis.schema.clone());
-        queries.push(Query::new(output.clone(), analysis));
+        match Query::new(pipeline, output.clone(), analysis) {
+            Ok(query) => queries.push(query),
+            Err(e) => problems.push(e),
+        }
     }
     match Alerts::new(pipeline, &schemas) {
         Ok(alerts) if problems.is_empty() => Ok((queries, alerts)),

@@ -18,7 +18,9 @@ use arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
 use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
 use arrow::record_batch::RecordBatch;
 use arrow::row::{RowConverter, SortField};
+use datafusion::common::DFSchema;
 use datafusion::datasource::MemTable;
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 
 use super::aggregate::SplitPlan;
@@ -27,6 +29,7 @@ use super::session::SessionWindows;
 use super::window::{WindowSpec, WindowTables, assign_windows};
 use super::{StreamOutput, StreamPipeline};
 use crate::error::{Error, Result};
+use crate::query::new_session;
 
 /// Everything one micro-batch brings, shared by all outputs.
 #[derive(Debug, Default)]
@@ -81,19 +84,55 @@ pub struct Query {
     pub analysis: Analysis,
     /// Its state.
     pub state: QueryState,
+    /// The analysis' `source_filter`, ready to evaluate on the windowed source's rows.
+    source_filter: Option<Arc<dyn PhysicalExpr>>,
 }
 
 /// The bucket of aggregates without windows, and of sessions.
 const ONE_BUCKET: (i64, i64) = (i64::MAX, i64::MIN);
 
 impl Query {
-    /// A query with empty state.
-    pub fn new(output: StreamOutput, analysis: Analysis) -> Self {
-        Self {
+    /// A query with empty state, for `pipeline`.
+    pub fn new(pipeline: &StreamPipeline, output: StreamOutput, analysis: Analysis) -> Result<Self> {
+        let source_filter = match (&analysis.kind, &analysis.source_filter) {
+            (QueryKind::Windowed { window, .. }, Some(condition)) => {
+                let source = pipeline.source(&window.source).expect("analysed windows name sources");
+                let schema = DFSchema::try_from(source.schema.as_ref().clone()).map_err(|e| Error::Sql {
+                    job: pipeline.name.clone(),
+                    file: output.sql_path.clone(),
+                    message: e.to_string(),
+                })?;
+                let expr = new_session()
+                    .create_physical_expr(condition.clone(), &schema)
+                    .map_err(|e| Error::Sql {
+                        job: pipeline.name.clone(),
+                        file: output.sql_path.clone(),
+                        message: e.to_string(),
+                    })?;
+                Some(expr)
+            }
+            _ => None,
+        };
+        Ok(Self {
             output,
             analysis,
             state: QueryState::default(),
-        }
+            source_filter,
+        })
+    }
+
+    /// The rows of the windowed source the query's own conditions on it accept.
+    fn accepted(&self, rows: RecordBatch) -> Result<RecordBatch> {
+        let Some(filter) = &self.source_filter else {
+            return Ok(rows);
+        };
+        let error = |e: String| Error::Internal(format!("{}: the WHERE on the windowed source: {e}", self.output.name));
+        let mask = filter
+            .evaluate(&rows)
+            .and_then(|v| v.into_array(rows.num_rows()))
+            .map_err(|e| error(e.to_string()))?;
+        let mask = mask.as_boolean_opt().ok_or_else(|| error("not a condition".into()))?;
+        filter_record_batch(&rows, mask).map_err(|e| error(e.to_string()))
     }
 
     fn sql_error(&self, pipeline: &StreamPipeline, e: impl std::fmt::Display) -> Error {
@@ -276,6 +315,8 @@ impl Query {
         let (ready, query_watermark) = match &join {
             None => (new_rows, input.watermark(&window.source)),
             Some(join) => {
+                // Only rows the query's WHERE accepts wait for the joined stream.
+                let new_rows = self.accepted(new_rows)?;
                 if new_rows.num_rows() > 0 {
                     self.state.pending.push(new_rows);
                 }
@@ -637,7 +678,7 @@ mod tests {
     async fn query(pipeline: &StreamPipeline, sql: &str) -> Query {
         let output = output("q", sql);
         let analysis = analyse(pipeline, &output, &HashMap::new()).await.unwrap();
-        Query::new(output, analysis)
+        Query::new(pipeline, output, analysis).unwrap()
     }
 
     /// A micro-batch: new rows per source, watermark = latest time - 5 minutes.
@@ -800,6 +841,35 @@ mod tests {
         assert_eq!(text(&out.append), ["1970-01-01T00:00:00Z 1970-01-01T00:05:00Z 1 1"]);
         // Click `b` (0:30) still waits; purchases before 0:25 (the clicks' watermark) can go.
         assert_eq!(q.join_retention(&pipeline, &second), Some(("buys".into(), 25 * MINUTE)));
+    }
+
+    #[tokio::test]
+    async fn rows_the_where_rejects_do_not_wait_for_the_joined_stream() {
+        let pipeline = pipeline(&["clicks", "buys"]);
+        let sql = "SELECT c.window_start, c.window_end, count(c.id) AS clicks, count(t.id) AS purchases \
+                   FROM TUMBLE(clicks, INTERVAL '5 minutes') AS c \
+                   LEFT JOIN buys AS t ON t.value = c.value AND t.ts BETWEEN c.ts AND c.ts + INTERVAL '10 minutes' \
+                   WHERE c.value <> 'view' AND t.value IS DISTINCT FROM 'other' \
+                   GROUP BY c.window_start, c.window_end";
+        let mut q = query(&pipeline, sql).await;
+        let condition = q
+            .analysis
+            .source_filter
+            .as_ref()
+            .expect("a condition on the clicks alone");
+        assert_eq!(condition.to_string(), "value != Utf8(\"view\")");
+        let none = HashMap::new();
+        let first = batch(
+            &pipeline,
+            &[("clicks", &[("a", MINUTE), ("view", MINUTE), ("view", 2 * MINUTE)])],
+            &[("clicks", MINUTE), ("buys", MINUTE)],
+        );
+        q.run(&pipeline, &first, &none).await.unwrap();
+        assert_eq!(q.state_rows(), 1, "only the click waits");
+        let mut last = batch(&pipeline, &[], &[]);
+        last.end_of_input = true;
+        let out = q.run(&pipeline, &last, &none).await.unwrap();
+        assert_eq!(text(&out.append), ["1970-01-01T00:00:00Z 1970-01-01T00:05:00Z 1 0"]);
     }
 
     #[tokio::test]
