@@ -97,19 +97,17 @@ impl Query {
         let source_filter = match (&analysis.kind, &analysis.source_filter) {
             (QueryKind::Windowed { window, .. }, Some(condition)) => {
                 let source = pipeline.source(&window.source).expect("analysed windows name sources");
-                let schema = DFSchema::try_from(source.schema.as_ref().clone()).map_err(|e| Error::Sql {
+                let sql_error = |e: datafusion::error::DataFusionError| Error::Sql {
                     job: pipeline.name.clone(),
                     file: output.sql_path.clone(),
                     message: e.to_string(),
-                })?;
-                let expr = new_session()
-                    .create_physical_expr(condition.clone(), &schema)
-                    .map_err(|e| Error::Sql {
-                        job: pipeline.name.clone(),
-                        file: output.sql_path.clone(),
-                        message: e.to_string(),
-                    })?;
-                Some(expr)
+                };
+                let schema = DFSchema::try_from(source.schema.as_ref().clone()).map_err(sql_error)?;
+                Some(
+                    new_session()
+                        .create_physical_expr(condition.clone(), &schema)
+                        .map_err(sql_error)?,
+                )
             }
             _ => None,
         };
