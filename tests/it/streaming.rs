@@ -332,6 +332,95 @@ async fn late_duplicate_and_malformed_records_land_where_promised() {
     project.drop_database().await;
 }
 
+/// The Kafka input reads the next micro-batch ahead; asked for other positions than the ones it
+/// read ahead from (a replay, a restart), it reads those instead: a micro-batch is always the
+/// records from the positions asked for, none skipped, none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kafka_read_ahead_is_used_only_for_the_positions_it_was_read_from() {
+    use std::collections::BTreeMap;
+
+    use quickchat_etl::stream::input::InputBatch;
+    use quickchat_etl::stream::kafka::KafkaInput;
+    use quickchat_etl::stream::records::Positions;
+    use rdkafka::mocking::MockCluster;
+
+    let project = StreamProject::new(1_000).await;
+    let pipeline = project.pipeline("clickstream-analytics");
+    let cluster = MockCluster::new(1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    for source in &pipeline.sources {
+        cluster.create_topic(&source.def.topic, 3, 1).unwrap();
+    }
+    let sink = KafkaSink::connect(&bootstrap).unwrap();
+    for (topic, contents) in &input_files(&pipeline, 4_000, 3) {
+        let records: Vec<_> = contents
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| (None, l.to_vec()))
+            .collect();
+        sink.send(topic, records).await.unwrap();
+    }
+
+    /// `source -> partition -> offsets` of a batch's records, and where it ends.
+    fn read(batch: &InputBatch) -> (BTreeMap<String, BTreeMap<i32, Vec<i64>>>, Positions) {
+        let mut offsets: BTreeMap<String, BTreeMap<i32, Vec<i64>>> = BTreeMap::new();
+        for (source, records) in &batch.records {
+            for (partition, offset) in records.partitions.iter().zip(&records.offsets) {
+                offsets
+                    .entry(source.clone())
+                    .or_default()
+                    .entry(*partition)
+                    .or_default()
+                    .push(*offset);
+            }
+        }
+        let ends = batch
+            .ranges
+            .iter()
+            .map(|(s, p)| (s.clone(), p.iter().map(|(part, (_, end))| (*part, *end)).collect()))
+            .collect();
+        (offsets, ends)
+    }
+
+    /// Every partition's records are the offsets right after `from`, and the batch ends after
+    /// its last one; returns how many records.
+    fn follows(read: &(BTreeMap<String, BTreeMap<i32, Vec<i64>>>, Positions), from: &Positions) -> usize {
+        let (offsets, ends) = read;
+        for (source, partitions) in from {
+            for (partition, at) in partitions {
+                let got = offsets
+                    .get(source)
+                    .and_then(|p| p.get(partition))
+                    .cloned()
+                    .unwrap_or_default();
+                let expected: Vec<i64> = (*at..*at + got.len() as i64).collect();
+                assert_eq!(got, expected, "{source}/{partition} goes on from offset {at}");
+                assert_eq!(
+                    ends[source][partition],
+                    at + got.len() as i64,
+                    "{source}/{partition} ends after its last record"
+                );
+            }
+        }
+        offsets.values().flat_map(|p| p.values()).map(Vec::len).sum()
+    }
+
+    let mut input = tokio::task::block_in_place(|| KafkaInput::connect(&pipeline, &bootstrap)).unwrap();
+    let start = input.start_positions().await.unwrap();
+    let wait = Duration::from_secs(10);
+    let first = read(&input.next(&start, 500, wait).await.unwrap());
+    assert_eq!(follows(&first, &start), 500);
+    // The next batch is being read ahead from where `first` ended; asking for `start` again
+    // reads from `start` (which partitions come first may differ: both are the stream from there).
+    let again = read(&input.next(&start, 500, wait).await.unwrap());
+    assert_eq!(follows(&again, &start), 500);
+    // The read ahead from where `again` ended is taken: it goes on exactly from there.
+    let second = read(&input.next(&again.1, 500, wait).await.unwrap());
+    assert_eq!(follows(&second, &again.1), 500);
+    let third = read(&input.next(&second.1, 500, wait).await.unwrap());
+    assert_eq!(follows(&third, &second.1), 500);
+}
+
 /// Broker faults from librdkafka's mock cluster — failing fetches, a partition leader moving,
 /// a broker going down and coming back — delay the stream but lose and double nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
