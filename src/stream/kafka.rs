@@ -181,25 +181,25 @@ impl KafkaInput {
             .collect())
     }
 
-    /// Every partition's first offset to read, per `starting_offsets`.
-    pub async fn start_positions(&mut self) -> Result<Positions> {
+    /// Every partition of every source topic, at the offset `pick` chooses from its first and
+    /// end offsets.
+    fn offsets(&self, pick: impl Fn((i64, i64)) -> i64) -> Result<Positions> {
         let mut positions = Positions::new();
-        for (source, topic) in self.topics.clone() {
-            let entry = positions.entry(source).or_default();
-            for partition in self.partitions(&topic)? {
-                let (low, high) =
-                    tokio::task::block_in_place(|| watermarks(&self.consumer, &self.brokers, &topic, partition))?;
-                entry.insert(
-                    partition,
-                    if self.starting == StartingOffsets::Latest {
-                        high
-                    } else {
-                        low
-                    },
-                );
+        for (source, topic) in &self.topics {
+            let entry = positions.entry(source.clone()).or_default();
+            for partition in self.partitions(topic)? {
+                let first_and_end =
+                    tokio::task::block_in_place(|| watermarks(&self.consumer, &self.brokers, topic, partition))?;
+                entry.insert(partition, pick(first_and_end));
             }
         }
         Ok(positions)
+    }
+
+    /// Every partition's first offset to read, per `starting_offsets`.
+    pub async fn start_positions(&mut self) -> Result<Positions> {
+        let latest = self.starting == StartingOffsets::Latest;
+        self.offsets(|(first, end)| if latest { end } else { first })
     }
 
     /// Takes the reader back, waiting for a read ahead (its records are dropped).
@@ -273,16 +273,7 @@ impl KafkaInput {
             return Ok(false);
         }
         if self.ends_at_start.is_none() {
-            let mut ends = Positions::new();
-            for (source, topic) in self.topics.clone() {
-                let entry = ends.entry(source).or_default();
-                for partition in self.partitions(&topic)? {
-                    let (_, high) =
-                        tokio::task::block_in_place(|| watermarks(&self.consumer, &self.brokers, &topic, partition))?;
-                    entry.insert(partition, high);
-                }
-            }
-            self.ends_at_start = Some(ends);
+            self.ends_at_start = Some(self.offsets(|(_, end)| end)?);
         }
         let ends = self.ends_at_start.as_ref().expect("set above");
         Ok(ends.iter().all(|(source, partitions)| {

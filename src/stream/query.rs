@@ -323,6 +323,8 @@ impl Query {
                 // wholly waiting stays as it is, so waiting rows are not copied every epoch.
                 let mut ready_batches = Vec::new();
                 let mut waiting_batches = Vec::new();
+                let mut oldest_waiting: Option<i64> = None;
+                let earliest = |a: Option<i64>, b: Option<i64>| a.into_iter().chain(b).min();
                 let is_ready = |t: i64| t.saturating_add(join.upper) <= joined_watermark;
                 for batch in std::mem::take(&mut self.state.pending) {
                     let times = batch
@@ -334,8 +336,11 @@ impl Query {
                     if is_ready(max) {
                         ready_batches.push(batch);
                     } else if !is_ready(min) {
+                        oldest_waiting = earliest(oldest_waiting, Some(min));
                         waiting_batches.push(batch);
                     } else {
+                        let waiting_min = times.values().iter().copied().filter(|t| !is_ready(*t)).min();
+                        oldest_waiting = earliest(oldest_waiting, waiting_min);
                         let mask: BooleanArray = times.values().iter().map(|t| Some(is_ready(*t))).collect();
                         ready_batches
                             .push(filter_record_batch(&batch, &mask).map_err(|e| self.sql_error(pipeline, e))?);
@@ -345,12 +350,6 @@ impl Query {
                     }
                 }
                 let ready = concat_batches(&source.schema, &ready_batches).map_err(|e| self.sql_error(pipeline, e))?;
-                let oldest_waiting = waiting_batches
-                    .iter()
-                    .filter_map(|b| {
-                        arrow::compute::min(b.column(source.event_time).as_primitive::<TimestampMicrosecondType>())
-                    })
-                    .min();
                 self.state.pending = waiting_batches;
                 let watermark = input.watermark(&window.source).min(oldest_waiting.unwrap_or(i64::MAX));
                 (ready, watermark)

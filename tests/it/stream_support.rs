@@ -234,9 +234,15 @@ pub fn write_files(dir: &Path, files: &BTreeMap<String, Vec<u8>>) {
     }
 }
 
-/// Sends every line of the files to its topic (Protobuf-encoded for Protobuf sources).
+/// Sends every line of the files to its topic on the test broker (Protobuf-encoded for Protobuf
+/// sources).
 pub async fn produce_files(pipeline: &StreamPipeline, files: &BTreeMap<String, Vec<u8>>) -> u64 {
-    let sink = KafkaSink::connect(&brokers()).unwrap();
+    produce_files_to(&brokers(), pipeline, files).await
+}
+
+/// [`produce_files`] to other brokers (librdkafka's mock cluster).
+pub async fn produce_files_to(brokers: &str, pipeline: &StreamPipeline, files: &BTreeMap<String, Vec<u8>>) -> u64 {
+    let sink = KafkaSink::connect(brokers).unwrap();
     let mut sent = 0;
     for (topic, contents) in files {
         let source = pipeline.sources.iter().find(|s| &s.def.topic == topic).unwrap();

@@ -7,11 +7,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use quickchat_etl::sinks::kafka::KafkaSink;
 use quickchat_etl::stream::StreamPipeline;
 
 use crate::stream_support::{
-    StreamProject, assert_same, concat, input_files, produce_files, query, sentinels, stream_tables, write_files,
+    StreamProject, assert_same, concat, input_files, produce_files, produce_files_to, query, sentinels, stream_tables,
+    write_files,
 };
 use crate::support::{TestLake, describe};
 
@@ -351,15 +351,7 @@ async fn the_kafka_read_ahead_is_used_only_for_the_positions_it_was_read_from() 
     for source in &pipeline.sources {
         cluster.create_topic(&source.def.topic, 3, 1).unwrap();
     }
-    let sink = KafkaSink::connect(&bootstrap).unwrap();
-    for (topic, contents) in &input_files(&pipeline, 4_000, 3) {
-        let records: Vec<_> = contents
-            .split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| (None, l.to_vec()))
-            .collect();
-        sink.send(topic, records).await.unwrap();
-    }
+    produce_files_to(&bootstrap, &pipeline, &input_files(&pipeline, 4_000, 3)).await;
 
     /// `source -> partition -> offsets` of a batch's records, and where it ends.
     fn read(batch: &InputBatch) -> (BTreeMap<String, BTreeMap<i32, Vec<i64>>>, Positions) {
@@ -440,16 +432,7 @@ async fn broker_faults_lose_and_double_nothing() {
         cluster.create_topic(&source.def.topic, 3, 3).unwrap();
     }
     let files = input_files(&pipeline, 10_000, 3);
-    let sink = KafkaSink::connect(&bootstrap).unwrap();
-    let mut sent = 0;
-    for (topic, contents) in &files {
-        let records: Vec<_> = contents
-            .split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| (None, l.to_vec()))
-            .collect();
-        sent += sink.send(topic, records).await.unwrap();
-    }
+    let mut sent = produce_files_to(&bootstrap, &pipeline, &files).await;
     assert_eq!(sent, 10_000);
 
     let lake = TestLake::local();
@@ -480,15 +463,11 @@ async fn broker_faults_lose_and_double_nothing() {
 
     // A broker goes down for a moment during a second run.
     let more = input_files(&pipeline, 12_000, 3);
-    for (topic, contents) in &more {
-        let old = files[topic].len();
-        let records: Vec<_> = contents[old..]
-            .split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| (None, l.to_vec()))
-            .collect();
-        sent += sink.send(topic, records).await.unwrap();
-    }
+    let added = more
+        .iter()
+        .map(|(topic, contents)| (topic.clone(), contents[files[topic].len()..].to_vec()))
+        .collect();
+    sent += produce_files_to(&bootstrap, &pipeline, &added).await;
     cluster.broker_down(2).unwrap();
     let second = std::thread::scope(|scope| {
         let running = scope.spawn(|| {
