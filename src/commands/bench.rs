@@ -22,6 +22,7 @@ use crate::stream::StreamPipeline;
 use crate::stream::engine::{Engine, RunOptions, RunReport, SinkSettings};
 use crate::stream::input::{FileInput, GeneratorInput, Input};
 use crate::stream::kafka::{KafkaInput, client_config, ensure_topic};
+use crate::stream::report::Latencies;
 
 const PIPELINE: &str = "clickstream-analytics";
 /// Event time between generated events: 1,000 events per second of event time.
@@ -103,25 +104,12 @@ fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-fn percentile(values: &[Duration], p: f64) -> Duration {
-    if values.is_empty() {
-        return Duration::ZERO;
-    }
-    let mut sorted = values.to_vec();
-    sorted.sort_unstable();
-    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
 fn row(phase: &str, report: &RunReport, note: String) -> Row {
     Row {
         phase: phase.to_string(),
         events: report.records,
         seconds: report.elapsed.as_secs_f64(),
-        latency: Some((
-            percentile(&report.epoch_times, 0.5),
-            percentile(&report.epoch_times, 0.99),
-        )),
+        latency: Some((report.epoch_times.quantile(0.5), report.epoch_times.quantile(0.99))),
         peak_rss_mb: peak_rss_mb(),
         note,
     }
@@ -350,7 +338,7 @@ async fn freshness(
     reset_peak_rss();
     let report = run_engine(&topics, &lake, input, sinks, options).await?;
     producer.await.map_err(|e| Error::Internal(e.to_string()))??;
-    let (p50, p99) = (percentile(&report.freshness, 0.5), percentile(&report.freshness, 0.99));
+    let (p50, p99) = (report.freshness.quantile(0.5), report.freshness.quantile(0.99));
     println!("freshness: p50 {} ms, p99 {} ms", p50.as_millis(), p99.as_millis());
     rows.push(Row {
         phase: "kafka: freshness, update mode".into(),
@@ -423,7 +411,7 @@ async fn soak(pipeline: &StreamPipeline, work: &std::path::Path, args: &BenchArg
     let sample_every = (args.soak / 10).max(Duration::from_secs(5));
     let started = Instant::now();
     let mut records = 0;
-    let mut latencies = Vec::new();
+    let mut latencies = Latencies::default();
     println!(
         "{:>8} {:>12} {:>12} {:>10}",
         "seconds", "events", "state rows", "RSS MiB"
@@ -471,7 +459,7 @@ async fn soak(pipeline: &StreamPipeline, work: &std::path::Path, args: &BenchArg
         phase: "generator: soak".into(),
         events: records,
         seconds: started.elapsed().as_secs_f64(),
-        latency: Some((percentile(&latencies, 0.5), percentile(&latencies, 0.99))),
+        latency: Some((latencies.quantile(0.5), latencies.quantile(0.99))),
         peak_rss_mb: peak_rss_mb(),
         note: format!("second half: state {state_min}..{state_max} rows, RSS {rss_min}..{rss_max} MiB"),
     });

@@ -30,6 +30,7 @@ use super::input::{Codec, Input, InputBatch};
 use super::protobuf::ProtobufDecoder;
 use super::query::{BatchInput, Emitted, Query};
 use super::records::{EpochRange, Positions};
+pub use super::report::{Ended, RunReport};
 use super::sinks::SinkWriter;
 use super::{StreamPipeline, StreamSource};
 use crate::catalog::Lake;
@@ -45,59 +46,6 @@ pub struct RunOptions {
     pub stop: Arc<AtomicBool>,
     /// Skip the sinks (benchmarks of decoding, state and windows alone).
     pub without_sinks: bool,
-}
-
-/// Why a run ended.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Ended {
-    /// A bounded input (files, a generator with a duration) was consumed and every window closed.
-    #[default]
-    EndOfInput,
-    /// `--until-caught-up`: the input's end was reached.
-    CaughtUp,
-    /// Stopped by a signal after committing the epoch in progress.
-    Stopped,
-}
-
-/// What a run did.
-#[derive(Debug, Clone, Default)]
-pub struct RunReport {
-    /// Epochs processed (replayed ones included).
-    pub epochs: u64,
-    /// Epochs processed again after a restart.
-    pub replayed: u64,
-    /// The last epoch committed.
-    pub last_epoch: u64,
-    /// Records read.
-    pub records: u64,
-    /// Records quarantined (undecodable, wrong types, no event time).
-    pub rejected: u64,
-    /// Records behind the watermark, written to late tables.
-    pub late: u64,
-    /// Records dropped as repeats of a key.
-    pub duplicates: u64,
-    /// Rows written per `output -> sink`.
-    pub written: BTreeMap<String, u64>,
-    /// Wall time of each epoch (read to commit).
-    pub epoch_times: Vec<Duration>,
-    /// For Kafka input: per epoch, the age of its oldest record when its sinks had committed.
-    pub freshness: Vec<Duration>,
-    /// Rows held in state at the end (windows, groups, sessions, join buffers).
-    pub state_rows: usize,
-    /// Wall time spent per stage (`read`, `decode <source>`, `ingest <source>`, `query <output>`,
-    /// `sink <output> -> <sink>`, `checkpoint`...), to see where an epoch's time goes.
-    pub stage_times: BTreeMap<String, Duration>,
-    /// Run time.
-    pub elapsed: Duration,
-    /// Why it ended.
-    pub ended: Ended,
-}
-
-impl RunReport {
-    /// Adds the time since `since` to a stage's total.
-    fn timed(&mut self, stage: impl Into<String>, since: Instant) {
-        *self.stage_times.entry(stage.into()).or_default() += since.elapsed();
-    }
 }
 
 /// A test hook: `QUICKCHAT_FAULT=<stage>@<epoch>` aborts the process at that point of that epoch,
@@ -664,10 +612,10 @@ impl<'a> Engine<'a> {
         self.epoch = range.epoch;
         self.finished = range.end_of_input;
         self.report.epochs += 1;
-        self.report.epoch_times.push(started.elapsed());
+        self.report.epoch_times.record(started.elapsed());
         if let (Some(oldest), Input::Kafka(_)) = (oldest_record_ms, &self.input) {
             let age = Utc::now().timestamp_millis() - oldest;
-            self.report.freshness.push(Duration::from_millis(age.max(0) as u64));
+            self.report.freshness.record(Duration::from_millis(age.max(0) as u64));
         }
         self.report.timed("checkpoint", stage);
         if self.last_snapshot.0.elapsed() >= self.pipeline.snapshot_interval || self.finished {

@@ -27,6 +27,7 @@ pub mod pipeline;
 pub mod protobuf;
 pub mod query;
 pub mod records;
+pub mod report;
 pub mod session;
 pub mod sinks;
 pub mod window;
