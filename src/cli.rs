@@ -139,6 +139,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 20_000.0)]
     pub soak_rate: f64,
 
+    /// Soak without the sinks, to tell the memory of state and queries from that of the writers.
+    #[arg(long)]
+    pub soak_without_sinks: bool,
+
     /// Run only these parts (comma-separated) [default: all].
     #[arg(long, value_enum, value_delimiter = ',')]
     pub only: Vec<BenchPart>,

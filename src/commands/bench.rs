@@ -400,9 +400,10 @@ async fn steady_producer(
 /// join buffer reach their steady size early): state rows and memory sampled ten times.
 async fn soak(pipeline: &StreamPipeline, work: &std::path::Path, args: &BenchArgs, rows: &mut Vec<Row>) -> Result<()> {
     println!(
-        "soak: {} events/s from the generator for {}s ...",
+        "soak: {} events/s from the generator for {}s{} ...",
         args.soak_rate,
-        args.soak.as_secs()
+        args.soak.as_secs(),
+        if args.soak_without_sinks { ", without sinks" } else { "" }
     );
     let lake = lake_at(&work.join("lake-soak"))?;
     let generator = GeneratorInput::new(pipeline, args.soak_rate, None, chrono::Utc::now().timestamp_millis(), 5)?
@@ -413,10 +414,23 @@ async fn soak(pipeline: &StreamPipeline, work: &std::path::Path, args: &BenchArg
     let mut records = 0;
     let mut latencies = Latencies::default();
     println!(
-        "{:>8} {:>12} {:>12} {:>10}",
-        "seconds", "events", "state rows", "RSS MiB"
+        "{:>8} {:>12} {:>12} {:>10} {:>15} {:>15}",
+        "seconds", "events", "state rows", "RSS MiB", "sinks ms/epoch", "other ms/epoch"
     );
     let mut samples = Vec::new();
+    // Per sample: the epochs' busy time (read excluded: it waits for the generator's rate).
+    let busy = |report: &RunReport| {
+        let sum = |sinks: bool| {
+            report
+                .stage_times
+                .iter()
+                .filter(|(stage, _)| stage.as_str() != "read" && stage.starts_with("sink ") == sinks)
+                .map(|(_, time)| time.as_secs_f64() * 1000.0)
+                .sum::<f64>()
+        };
+        (report.epochs, sum(true), sum(false))
+    };
+    let mut busy_before = (0, 0.0, 0.0);
     while started.elapsed() < args.soak {
         let stop = Arc::new(AtomicBool::new(false));
         let timer = {
@@ -428,6 +442,7 @@ async fn soak(pipeline: &StreamPipeline, work: &std::path::Path, args: &BenchArg
         };
         let options = RunOptions {
             stop,
+            without_sinks: args.soak_without_sinks,
             ..Default::default()
         };
         let report = engine.run(&options).await?;
@@ -436,13 +451,18 @@ async fn soak(pipeline: &StreamPipeline, work: &std::path::Path, args: &BenchArg
         records = report.records;
         latencies = report.epoch_times.clone();
         let rss = rss_mb().unwrap_or(0);
+        let busy_now = busy(&report);
+        let epochs = (busy_now.0 - busy_before.0).max(1) as f64;
         println!(
-            "{:>8.0} {:>12} {:>12} {:>10}",
+            "{:>8.0} {:>12} {:>12} {:>10} {:>15.0} {:>15.0}",
             started.elapsed().as_secs_f64(),
             records,
             report.state_rows,
-            rss
+            rss,
+            (busy_now.1 - busy_before.1) / epochs,
+            (busy_now.2 - busy_before.2) / epochs
         );
+        busy_before = busy_now;
         samples.push((report.state_rows, rss));
     }
     let half = &samples[samples.len() / 2..];
