@@ -6,6 +6,7 @@ use quickchat_etl::cli::{Cli, LogFormat};
 use quickchat_etl::{ExitCode, commands, progress};
 
 fn main() -> std::process::ExitCode {
+    cap_malloc_arenas();
     let cli = Cli::parse();
     let log_format = cli.global.log_format;
     let progress = progress::init(log_format, &cli.global.log_level);
@@ -29,5 +30,17 @@ fn main() -> std::process::ExitCode {
             }
             std::process::ExitCode::from(code.code())
         }
+    }
+}
+
+/// glibc's malloc gives each thread that allocates its own arena (up to 8 per core) and they
+/// fragment under a long-running stream's mix of runtime and writer threads: in a 5-minute soak
+/// with flat state, RSS grew 510 → 606 MB; with 2 arenas it stayed at 410–413 MB, at the same
+/// throughput. (mimalloc was tried too: 1.2–1.7 GB.) Must run before any thread starts.
+fn cap_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; no other thread exists yet.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }

@@ -211,6 +211,11 @@ pub enum StreamSinkDef {
         /// Columns identifying a row, for `update` mode.
         #[serde(default)]
         key: Vec<String>,
+        /// Compacts the table's small files (Delta OPTIMIZE, bin-packing) after every this many
+        /// micro-batch commits of a run; 0 (the default) never does. Each micro-batch adds a file
+        /// per partition; compaction keeps readers fast but stalls the micro-batch it runs in.
+        #[serde(default)]
+        compact_every: u64,
     },
     /// A MySQL table (created when missing), upserted by `key`.
     Mysql {

@@ -37,6 +37,8 @@ pub struct SinkWriter<'a> {
     lineage: String,
     /// Per Delta application id: the last epoch the table holds from it.
     written: HashMap<String, Option<i64>>,
+    /// Per Delta table: commits since this run last compacted it.
+    commits_since_compaction: HashMap<String, u64>,
     ctx: SessionContext,
     mysql_url: Option<String>,
     brokers: Option<String>,
@@ -61,6 +63,7 @@ impl<'a> SinkWriter<'a> {
             input,
             lineage: lineage.to_string(),
             written: HashMap::new(),
+            commits_since_compaction: HashMap::new(),
             ctx: crate::query::new_session(),
             mysql_url,
             brokers,
@@ -128,13 +131,14 @@ impl<'a> SinkWriter<'a> {
                 partition_by,
                 mode,
                 key,
+                compact_every,
             } => {
                 let table = TableName::parse(table).map_err(Error::Internal)?;
                 let app_id = self.app_id(&table.to_string());
                 if self.holds(&table, &app_id, epoch).await? {
                     return Ok(SinkMetrics::default());
                 }
-                let delta = DeltaSink::new(self.lake, table)
+                let delta = DeltaSink::new(self.lake, table.clone())
                     .with_partition_columns(partition_by)
                     .with_app_transaction(&app_id, epoch as i64)
                     .with_commit_metadata("quickchat.job", &self.pipeline.name)
@@ -162,6 +166,7 @@ impl<'a> SinkWriter<'a> {
                     }
                 };
                 self.wrote(&app_id, epoch);
+                self.compact_now_and_then(output, &table, *compact_every).await;
                 Ok(metrics)
             }
             StreamSinkDef::Mysql { table, key, .. } => {
@@ -209,6 +214,32 @@ impl<'a> SinkWriter<'a> {
                     ..Default::default()
                 })
             }
+        }
+    }
+
+    /// Compacts `table` after every `every` commits of this run. A compaction that fails is
+    /// logged and tried again after the next `every` commits: the rows are written either way.
+    async fn compact_now_and_then(&mut self, output: &str, table: &TableName, every: u64) {
+        let commits = self.commits_since_compaction.entry(table.to_string()).or_default();
+        *commits += 1;
+        if every == 0 || *commits < every {
+            return;
+        }
+        *commits = 0;
+        let compacted = DeltaSink::new(self.lake, table.clone())
+            .with_commit_metadata("quickchat.job", &self.pipeline.name)
+            .with_commit_metadata("quickchat.output", output)
+            .compact(&self.ctx)
+            .await;
+        match compacted {
+            Ok(metrics) => tracing::debug!(
+                table = %table,
+                files_removed = metrics.files_removed,
+                files_added = metrics.files_added,
+                elapsed_ms = metrics.elapsed.as_millis() as u64,
+                "compacted"
+            ),
+            Err(e) => tracing::warn!(table = %table, error = %e, "compaction failed; trying again later"),
         }
     }
 
@@ -298,5 +329,55 @@ impl<'a> SinkWriter<'a> {
             Utc::now(),
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::Int64Array;
+    use arrow::datatypes::DataType;
+
+    use super::*;
+    use crate::config::LakeLocation;
+    use crate::sinks::delta::open;
+    use crate::stream::pipeline::tests::pipeline;
+
+    #[tokio::test]
+    async fn a_delta_sink_compacts_after_every_n_commits_and_keeps_rows_and_epochs() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::new(LakeLocation::parse(dir.path().to_str().unwrap(), HashMap::new()).unwrap());
+        let pipeline = pipeline(&["clicks"]);
+        let mut writer = SinkWriter::new(&lake, &pipeline, "files", "lineage", None, None);
+        let sink = StreamSinkDef::Delta {
+            table: "gold.compacted".into(),
+            partition_by: Vec::new(),
+            mode: OutputMode::Append,
+            key: Vec::new(),
+            compact_every: 3,
+        };
+        let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let table = TableName::parse("gold.compacted").unwrap();
+        let mut files_after = Vec::new();
+        for epoch in 1..=4u64 {
+            let rows =
+                RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![epoch as i64; 10]))]).unwrap();
+            writer
+                .write("out", &sink, epoch, &schema, &[rows], false)
+                .await
+                .unwrap();
+            let opened = open(&lake, &table).await.unwrap().unwrap();
+            files_after.push(opened.get_file_uris().unwrap().count());
+        }
+        assert_eq!(files_after, [1, 2, 1, 2], "three one-file commits compacted into one");
+
+        let ctx = crate::query::new_session();
+        let provider = crate::sinks::delta::table_provider(&lake, &table, &ctx).await.unwrap();
+        assert_eq!(
+            ctx.read_table(provider).unwrap().count().await.unwrap(),
+            40,
+            "no row lost or doubled"
+        );
+        let recorded = app_transaction_version(&lake, &table, &writer.app_id("gold.compacted")).await;
+        assert_eq!(recorded.unwrap(), Some(4), "the epoch marker survives compaction");
     }
 }
