@@ -35,6 +35,15 @@ impl Lake {
         }
     }
 
+    /// A lake in a new temporary folder, for tests; the folder goes when the guard drops.
+    #[cfg(test)]
+    pub fn temporary() -> (tempfile::TempDir, Self) {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let location = LakeLocation::parse(dir.path().to_str().expect("a UTF-8 path"), HashMap::new())
+            .expect("a folder is a lake location");
+        (dir, Self::new(location))
+    }
+
     /// The lake's location and storage options.
     pub fn location(&self) -> &LakeLocation {
         &self.location

@@ -19,10 +19,10 @@ use crate::error::{Error, Result};
 use crate::generate::streams::stream_files;
 use crate::sinks::kafka::KafkaSink;
 use crate::stream::StreamPipeline;
-use crate::stream::engine::{Engine, RunOptions, RunReport, SinkSettings};
+use crate::stream::engine::{Engine, RunOptions, SinkSettings};
 use crate::stream::input::{FileInput, GeneratorInput, Input};
 use crate::stream::kafka::{KafkaInput, client_config, ensure_topic};
-use crate::stream::report::Latencies;
+use crate::stream::report::{Latencies, RunReport};
 
 const PIPELINE: &str = "clickstream-analytics";
 /// Event time between generated events: 1,000 events per second of event time.

@@ -10,9 +10,10 @@ use crate::cli::RunArgs;
 use crate::config::Settings;
 use crate::error::{Error, ExitCode, Result};
 use crate::stream::StreamPipeline;
-use crate::stream::engine::{Ended, Engine, RunOptions, RunReport, SinkSettings};
+use crate::stream::engine::{Engine, RunOptions, SinkSettings};
 use crate::stream::input::{FileInput, GeneratorInput, Input};
 use crate::stream::kafka::KafkaInput;
+use crate::stream::report::{Ended, RunReport};
 
 /// Runs a streaming pipeline as the flags say.
 pub async fn run(settings: &Settings, pipeline: &StreamPipeline, args: RunArgs) -> Result<()> {

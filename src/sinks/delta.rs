@@ -345,7 +345,6 @@ mod tests {
     use arrow::datatypes::{DataType, Field, Schema};
 
     use super::*;
-    use crate::config::LakeLocation;
     use crate::query::new_session;
 
     fn ids(values: &[i64]) -> RecordBatch {
@@ -355,8 +354,7 @@ mod tests {
 
     #[tokio::test]
     async fn each_write_reports_its_own_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let lake = Lake::new(LakeLocation::parse(dir.path().to_str().unwrap(), HashMap::new()).unwrap());
+        let (_dir, lake) = Lake::temporary();
         let table = TableName::parse("gold.commits").unwrap();
         let ctx = new_session();
         for (values, version) in [(&[1i64, 2][..], 0), (&[3, 4, 5][..], 1)] {

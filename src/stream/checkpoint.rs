@@ -408,16 +408,13 @@ fn keys_of(batch: &RecordBatch) -> Vec<(u128, i64)> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
 
     use super::*;
-    use crate::config::LakeLocation;
     use crate::stream::pipeline::tests::{rows, source};
 
     #[tokio::test]
     async fn logs_and_snapshots_round_trip_and_cleanup_keeps_what_replay_needs() {
-        let dir = tempfile::tempdir().unwrap();
-        let lake = Lake::new(LakeLocation::parse(dir.path().to_str().unwrap(), HashMap::new()).unwrap());
+        let (_dir, lake) = Lake::temporary();
         let checkpoints = Checkpoints::new(&lake, "p", "files").unwrap();
         assert!(checkpoints.last_commit().await.unwrap().is_none());
         let source = source("clicks", "ts", Some("id"));

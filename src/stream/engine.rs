@@ -30,7 +30,7 @@ use super::input::{Codec, Input, InputBatch};
 use super::protobuf::ProtobufDecoder;
 use super::query::{BatchInput, Emitted, Query};
 use super::records::{EpochRange, Positions};
-pub use super::report::{Ended, RunReport};
+use super::report::{Ended, RunReport};
 use super::sinks::SinkWriter;
 use super::{StreamPipeline, StreamSource};
 use crate::catalog::Lake;

@@ -338,14 +338,12 @@ mod tests {
     use arrow::datatypes::DataType;
 
     use super::*;
-    use crate::config::LakeLocation;
     use crate::sinks::delta::open;
     use crate::stream::pipeline::tests::pipeline;
 
     #[tokio::test]
     async fn a_delta_sink_compacts_after_every_n_commits_and_keeps_rows_and_epochs() {
-        let dir = tempfile::tempdir().unwrap();
-        let lake = Lake::new(LakeLocation::parse(dir.path().to_str().unwrap(), HashMap::new()).unwrap());
+        let (_dir, lake) = Lake::temporary();
         let pipeline = pipeline(&["clicks"]);
         let mut writer = SinkWriter::new(&lake, &pipeline, "files", "lineage", None, None);
         let sink = StreamSinkDef::Delta {

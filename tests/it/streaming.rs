@@ -418,9 +418,10 @@ async fn the_kafka_read_ahead_is_used_only_for_the_positions_it_was_read_from() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_faults_lose_and_double_nothing() {
     use quickchat_etl::catalog::Lake;
-    use quickchat_etl::stream::engine::{Engine, RunOptions, RunReport, SinkSettings};
+    use quickchat_etl::stream::engine::{Engine, RunOptions, SinkSettings};
     use quickchat_etl::stream::input::Input;
     use quickchat_etl::stream::kafka::KafkaInput;
+    use quickchat_etl::stream::report::RunReport;
     use rdkafka::mocking::MockCluster;
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
