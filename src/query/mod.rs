@@ -2,6 +2,8 @@
 //! sees as `$start_date`, `$end_date`, `$run_id` and `$ingested_at`, and error messages that
 //! say which file failed and what to do.
 
+pub mod counting_join;
+mod counting_join_exec;
 pub mod expectations;
 pub mod intervals;
 
@@ -122,6 +124,7 @@ pub fn new_session() -> SessionContext {
         .with_default_features()
         .with_query_planner(Arc::new(QuickchatPlanner))
         .with_optimizer_rule(Arc::new(intervals::FixedIntervalsAsDurations))
+        .with_optimizer_rule(Arc::new(counting_join::CountedJoins))
         .build();
     SessionContext::new_with_state(state)
 }
@@ -140,6 +143,7 @@ impl QueryPlanner for QuickchatPlanner {
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
         let planners: Vec<Arc<dyn ExtensionPlanner + Send + Sync>> = vec![
             Arc::new(expectations::ExpectationsPlanner),
+            Arc::new(counting_join::CountingJoinPlanner),
             crate::sinks::delta::extension_planner(),
         ];
         DefaultPhysicalPlanner::with_extension_planners(planners)

@@ -96,6 +96,8 @@ pub struct Analysis {
     /// Conditions on the windowed source's own columns that the query applies before anything
     /// else (its `WHERE` on that source): rows failing them never reach a window or a join.
     pub source_filter: Option<Expr>,
+    /// The schema of its aggregate's accumulator states (what snapshots hold), if it aggregates.
+    pub state_schema: Option<SchemaRef>,
 }
 
 /// A session holding an empty table for every source and earlier output, and the window
@@ -202,11 +204,17 @@ pub async fn analyse(
         }
         _ => None,
     };
+    let state_schema = split
+        .as_ref()
+        .map(SplitPlan::state_schema)
+        .transpose()
+        .map_err(|e| sql_error(e.to_string()))?;
     Ok(Analysis {
         kind,
         reads,
         schema,
         source_filter,
+        state_schema,
     })
 }
 

@@ -35,7 +35,7 @@ use super::sinks::SinkWriter;
 use super::{StreamPipeline, StreamSource};
 use crate::catalog::Lake;
 use crate::config::stream::{OutputMode, StreamSinkDef};
-use crate::error::{Error, Result};
+use crate::error::{ConfigProblem, Error, Result};
 
 /// How a run is driven.
 #[derive(Debug, Clone, Default)]
@@ -266,6 +266,30 @@ impl<'a> Engine<'a> {
         for query in &mut self.queries {
             let name = &query.output.name;
             let windows = snapshot.windows.get(name).cloned().unwrap_or_default();
+            // A state saved by another plan (the SQL changed, or the way quickchat-etl computes
+            // it) cannot be merged with this one's.
+            if let (Some(expected), Some(saved)) = (&query.analysis.state_schema, windows.first()) {
+                let shape = |schema: &arrow::datatypes::Schema| {
+                    schema
+                        .fields()
+                        .iter()
+                        .map(|f| (f.name().clone(), f.data_type().clone()))
+                        .collect::<Vec<_>>()
+                };
+                if shape(&saved.schema()) != shape(expected) {
+                    return Err(Error::Config(vec![ConfigProblem::in_file(
+                        query.output.sql_path.clone(),
+                        format!(
+                            "the state of output `{name}` saved in {} (snapshot {}) does not fit this query: its \
+                             SQL, or how quickchat-etl computes it, changed since. `quickchat-etl checkpoints {} \
+                             --reset` starts over from the configured starting offsets",
+                            self.checkpoints.location(),
+                            snapshot.epoch,
+                            self.pipeline.name
+                        ),
+                    )]));
+                }
+            }
             let pending = snapshot.pending.get(name).cloned().unwrap_or_default();
             query.restore(windows, pending)?;
         }

@@ -76,6 +76,41 @@ async fn sigterm_lets_the_micro_batch_in_progress_commit_and_exits_0() {
     project.drop_database().await;
 }
 
+/// State saved by one query cannot be folded into another's: a changed SQL file is refused with
+/// the way out, until the checkpoint is reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_changed_under_saved_state_is_refused_until_the_checkpoint_is_reset() {
+    let name = "clickstream-analytics";
+    let project = StreamProject::new(1_000).await;
+    // A snapshot at every epoch: without one the restart rebuilds state by replaying the log.
+    project.set_setting("snapshot_interval", "\"0s\"");
+    let pipeline = project.pipeline(name);
+    project.create_topics(&pipeline).await;
+    produce_files(&pipeline, &input_files(&pipeline, 3_000, 4)).await;
+    let lake = TestLake::local();
+    // Caught up with windows still open: their states are in the checkpoint.
+    project.run_ok(&lake, &["run", name, "--until-caught-up"]);
+
+    let sql = project.path().join("sql/streaming/clickstream/sessions.sql");
+    let text = std::fs::read_to_string(&sql).unwrap();
+    let changed = text.replace(
+        "count(*) AS event_count,",
+        "count(*) AS event_count, max(product_id) AS last_product,",
+    );
+    assert_ne!(text, changed);
+    std::fs::write(&sql, changed).unwrap();
+    let output = project.run(&lake, &["run", name, "--until-caught-up"]);
+    assert_eq!(output.status.code(), Some(3), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("sessions.sql"), "{stderr}");
+    assert!(stderr.contains("state of output `sessions`"), "{stderr}");
+    assert!(stderr.contains(&format!("checkpoints {name} --reset")), "{stderr}");
+
+    project.run_ok(&lake, &["checkpoints", name, "--reset"]);
+    project.run_ok(&lake, &["run", name, "--until-caught-up"]);
+    project.drop_database().await;
+}
+
 #[test]
 fn an_unreachable_broker_is_named_with_how_to_start_one() {
     let project = tokio::runtime::Runtime::new()
