@@ -802,14 +802,17 @@ mod tests {
         assert!(q.state.windows.is_empty());
     }
 
+    /// Clicks with the buys of the same value in the 10 minutes after, by 5-minute window of the
+    /// click; a test adds its `WHERE` and `GROUP BY`.
+    const CLICKS_JOINED_WITH_BUYS: &str = "SELECT c.window_start, c.window_end, count(c.id) AS clicks, \
+        count(t.id) AS purchases FROM TUMBLE(clicks, INTERVAL '5 minutes') AS c LEFT JOIN buys AS t \
+        ON t.value = c.value AND t.ts BETWEEN c.ts AND c.ts + INTERVAL '10 minutes'";
+
     #[tokio::test]
     async fn a_join_waits_for_the_joined_stream_and_then_lets_its_buffer_go() {
         let pipeline = pipeline(&["clicks", "buys"]);
-        let sql = "SELECT c.window_start, c.window_end, count(c.id) AS clicks, count(t.id) AS purchases \
-                   FROM TUMBLE(clicks, INTERVAL '5 minutes') AS c \
-                   LEFT JOIN buys AS t ON t.value = c.value AND t.ts BETWEEN c.ts AND c.ts + INTERVAL '10 minutes' \
-                   GROUP BY c.window_start, c.window_end";
-        let mut q = query(&pipeline, sql).await;
+        let sql = format!("{CLICKS_JOINED_WITH_BUYS} GROUP BY c.window_start, c.window_end");
+        let mut q = query(&pipeline, &sql).await;
         let none = HashMap::new();
         let buy = rows(pipeline.source("buys").unwrap(), &[("a", 3 * MINUTE)]);
 
@@ -843,12 +846,11 @@ mod tests {
     #[tokio::test]
     async fn rows_the_where_rejects_do_not_wait_for_the_joined_stream() {
         let pipeline = pipeline(&["clicks", "buys"]);
-        let sql = "SELECT c.window_start, c.window_end, count(c.id) AS clicks, count(t.id) AS purchases \
-                   FROM TUMBLE(clicks, INTERVAL '5 minutes') AS c \
-                   LEFT JOIN buys AS t ON t.value = c.value AND t.ts BETWEEN c.ts AND c.ts + INTERVAL '10 minutes' \
-                   WHERE c.value <> 'view' AND t.value IS DISTINCT FROM 'other' \
-                   GROUP BY c.window_start, c.window_end";
-        let mut q = query(&pipeline, sql).await;
+        let sql = format!(
+            "{CLICKS_JOINED_WITH_BUYS} WHERE c.value <> 'view' AND t.value IS DISTINCT FROM 'other' \
+             GROUP BY c.window_start, c.window_end"
+        );
+        let mut q = query(&pipeline, &sql).await;
         let condition = q
             .analysis
             .source_filter

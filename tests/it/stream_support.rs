@@ -16,6 +16,8 @@ use quickchat_etl::stream::StreamPipeline;
 use quickchat_etl::stream::input::json_to_protobuf;
 use quickchat_etl::stream::kafka::ensure_topic;
 use quickchat_etl::stream::protobuf::ProtobufDecoder;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
 
 use crate::support::{TestLake, describe, dump_batches, required_env, unique_name};
 
@@ -268,6 +270,23 @@ pub async fn produce_files_to(brokers: &str, pipeline: &StreamPipeline, files: &
         }
     }
     sent
+}
+
+/// librdkafka's mock cluster of `brokers` brokers holding the pipeline's topics (3 partitions,
+/// a replica on every broker) with `files` sent to them: the cluster, its bootstrap address and
+/// the records sent.
+pub async fn mock_cluster_with(
+    pipeline: &StreamPipeline,
+    brokers: i32,
+    files: &BTreeMap<String, Vec<u8>>,
+) -> (MockCluster<'static, DefaultProducerContext>, String, u64) {
+    let cluster = MockCluster::new(brokers).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    for source in &pipeline.sources {
+        cluster.create_topic(&source.def.topic, 3, brokers).unwrap();
+    }
+    let sent = produce_files_to(&bootstrap, pipeline, files).await;
+    (cluster, bootstrap, sent)
 }
 
 /// Every table of the lake, dumped without Kafka metadata, sentinel rows, or what differs by

@@ -10,8 +10,8 @@ use std::time::Duration;
 use quickchat_etl::stream::StreamPipeline;
 
 use crate::stream_support::{
-    StreamProject, assert_same, concat, input_files, produce_files, produce_files_to, query, sentinels, stream_tables,
-    write_files,
+    StreamProject, assert_same, concat, input_files, mock_cluster_with, produce_files, produce_files_to, query,
+    sentinels, stream_tables, write_files,
 };
 use crate::support::{TestLake, describe};
 
@@ -345,16 +345,10 @@ async fn the_kafka_read_ahead_is_used_only_for_the_positions_it_was_read_from() 
     use quickchat_etl::stream::input::InputBatch;
     use quickchat_etl::stream::kafka::KafkaInput;
     use quickchat_etl::stream::records::Positions;
-    use rdkafka::mocking::MockCluster;
 
     let project = StreamProject::new(1_000).await;
     let pipeline = project.pipeline("clickstream-analytics");
-    let cluster = MockCluster::new(1).unwrap();
-    let bootstrap = cluster.bootstrap_servers();
-    for source in &pipeline.sources {
-        cluster.create_topic(&source.def.topic, 3, 1).unwrap();
-    }
-    produce_files_to(&bootstrap, &pipeline, &input_files(&pipeline, 4_000, 3)).await;
+    let (_cluster, bootstrap, _) = mock_cluster_with(&pipeline, 1, &input_files(&pipeline, 4_000, 3)).await;
 
     /// `source -> partition -> offsets` of a batch's records, and where it ends.
     fn read(batch: &InputBatch) -> (BTreeMap<String, BTreeMap<i32, Vec<i64>>>, Positions) {
@@ -425,18 +419,12 @@ async fn broker_faults_lose_and_double_nothing() {
     use quickchat_etl::stream::input::Input;
     use quickchat_etl::stream::kafka::KafkaInput;
     use quickchat_etl::stream::report::RunReport;
-    use rdkafka::mocking::MockCluster;
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
     let project = StreamProject::new(1_000).await;
     let pipeline = project.pipeline("clickstream-analytics");
-    let cluster = MockCluster::new(3).unwrap();
-    let bootstrap = cluster.bootstrap_servers();
-    for source in &pipeline.sources {
-        cluster.create_topic(&source.def.topic, 3, 3).unwrap();
-    }
     let files = input_files(&pipeline, 10_000, 3);
-    let mut sent = produce_files_to(&bootstrap, &pipeline, &files).await;
+    let (cluster, bootstrap, mut sent) = mock_cluster_with(&pipeline, 3, &files).await;
     assert_eq!(sent, 10_000);
 
     let lake = TestLake::local();
