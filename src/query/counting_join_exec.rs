@@ -19,6 +19,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, PlanProperties};
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
+use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
 /// A bound on the right's bounded column, computed from the left row.
 #[derive(Debug, Clone)]
@@ -178,7 +179,7 @@ impl ExecutionPlan for CountingJoinExec {
 struct RightIndex {
     converter: RowConverter,
     /// Key (in the converter's row format) to its group's span in `values`.
-    groups: HashMap<Box<[u8]>, (usize, usize)>,
+    groups: HashMap<Box<[u8]>, (usize, usize), Xxh3DefaultBuilder>,
     /// The bounded column's values, group after group, ascending within each.
     values: Vec<i64>,
     /// Per counted expression: how many of the first `i` rows of `values` have it not null.
@@ -193,47 +194,65 @@ impl RightIndex {
             .map(|k| k.data_type(schema))
             .collect::<Result<Vec<_>>>()?;
         let converter = RowConverter::new(key_types.into_iter().map(SortField::new).collect())?;
-        let mut group_of: HashMap<Box<[u8]>, u32> = HashMap::new();
-        // (group, value, bit n set when counted expression n is not null)
-        let mut entries: Vec<(u32, i64, u64)> = Vec::new();
+        let mut group_of: HashMap<Box<[u8]>, u32, Xxh3DefaultBuilder> = HashMap::default();
+        // Per right row that can match: its group, value and a bit per counted expression not null.
+        let (mut groups, mut values, mut flags) = (Vec::new(), Vec::new(), Vec::new());
         for batch in batches {
             let keys = evaluate(&spec.right_keys, batch)?;
             let rows = converter.convert_columns(&keys)?;
-            let values = match &spec.range_column {
+            let bounded = match &spec.range_column {
                 Some(column) => Some(as_i64(&column.evaluate(batch)?.into_array(batch.num_rows())?)?),
                 None => None,
             };
             let counted = evaluate(&spec.counted, batch)?;
             for row in 0..batch.num_rows() {
                 // NULL matches nothing, in a key as in a bound.
-                if keys.iter().any(|k| k.is_null(row)) || values.as_ref().is_some_and(|v| v.is_null(row)) {
+                if keys.iter().any(|k| k.is_null(row)) || bounded.as_ref().is_some_and(|v| v.is_null(row)) {
                     continue;
                 }
-                let next = group_of.len() as u32;
-                let group = *group_of.entry(rows.row(row).as_ref().into()).or_insert(next);
-                let value = values.as_ref().map_or(0, |v| v.value(row));
-                let flags = counted
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, c)| c.is_valid(row))
-                    .fold(0u64, |flags, (n, _)| flags | (1 << n));
-                entries.push((group, value, flags));
+                let key = rows.row(row);
+                let group = match group_of.get(key.as_ref()) {
+                    Some(group) => *group,
+                    None => {
+                        let next = group_of.len() as u32;
+                        group_of.insert(key.as_ref().into(), next);
+                        next
+                    }
+                };
+                groups.push(group);
+                values.push(bounded.as_ref().map_or(0, |v| v.value(row)));
+                flags.push(
+                    counted
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, c)| c.is_valid(row))
+                        .fold(0u64, |flags, (n, _)| flags | (1 << n)),
+                );
             }
         }
-        entries.sort_unstable_by_key(|(group, value, _)| (*group, *value));
-        let mut spans = vec![(0usize, 0usize); group_of.len()];
-        for (i, (group, _, _)) in entries.iter().enumerate() {
-            let span = &mut spans[*group as usize];
-            if span.1 == 0 {
-                span.0 = i;
-            }
-            span.1 = i + 1;
+        // Grouped by a counting sort, then each (small, mostly ordered) group sorted by value.
+        let mut starts = vec![0usize; group_of.len() + 1];
+        for group in &groups {
+            starts[*group as usize + 1] += 1;
+        }
+        for g in 1..starts.len() {
+            starts[g] += starts[g - 1];
+        }
+        let mut next = starts.clone();
+        let mut sorted = vec![(0i64, 0u64); groups.len()];
+        for ((group, value), flag) in groups.iter().zip(&values).zip(&flags) {
+            let at = &mut next[*group as usize];
+            sorted[*at] = (*value, *flag);
+            *at += 1;
+        }
+        for g in 0..group_of.len() {
+            sorted[starts[g]..starts[g + 1]].sort_unstable_by_key(|(value, _)| *value);
         }
         let not_null_before = (0..spec.counted.len())
             .map(|n| {
-                let mut before = Vec::with_capacity(entries.len() + 1);
+                let mut before = Vec::with_capacity(sorted.len() + 1);
                 before.push(0u32);
-                for (_, _, flags) in &entries {
+                for (_, flags) in &sorted {
                     before.push(before.last().copied().unwrap_or(0) + ((flags >> n) & 1) as u32);
                 }
                 before
@@ -243,9 +262,9 @@ impl RightIndex {
             converter,
             groups: group_of
                 .into_iter()
-                .map(|(key, group)| (key, spans[group as usize]))
+                .map(|(key, g)| (key, (starts[g as usize], starts[g as usize + 1])))
                 .collect(),
-            values: entries.iter().map(|(_, value, _)| *value).collect(),
+            values: sorted.iter().map(|(value, _)| *value).collect(),
             not_null_before,
         })
     }
