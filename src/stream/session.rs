@@ -12,12 +12,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, BooleanArray, TimestampMicrosecondArray, UInt32Array};
+use arrow::array::{ArrayRef, AsArray, BooleanArray, TimestampMicrosecondArray};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::TimestampMicrosecondType;
 use arrow::record_batch::RecordBatch;
-use arrow::row::{OwnedRow, RowConverter, SortField};
+use arrow::row::{RowConverter, SortField};
 use datafusion::execution::TaskContext;
+use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
 use super::aggregate::SplitPlan;
 use super::query::QueryState;
@@ -53,24 +54,11 @@ impl SessionWindows {
         Self { gap, keys }
     }
 
-    fn converter(&self, batch: &RecordBatch, key_columns: &[usize]) -> Result<RowConverter> {
-        let fields = key_columns
+    fn key_columns(&self, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+        self.keys
             .iter()
-            .map(|&i| SortField::new(batch.schema().field(i).data_type().clone()))
-            .collect();
-        RowConverter::new(fields).map_err(internal)
-    }
-
-    fn key_rows(&self, batch: &RecordBatch) -> Result<Vec<OwnedRow>> {
-        let columns: Vec<usize> = self
-            .keys
-            .iter()
-            .map(|k| column_index(batch, k))
-            .collect::<Result<_>>()?;
-        let converter = self.converter(batch, &columns)?;
-        let arrays: Vec<ArrayRef> = columns.iter().map(|&i| batch.column(i).clone()).collect();
-        let rows = converter.convert_columns(&arrays).map_err(internal)?;
-        Ok(rows.iter().map(|r| r.owned()).collect())
+            .map(|k| column_index(batch, k).map(|i| batch.column(i).clone()))
+            .collect()
     }
 
     /// Gives every ready row its session (merging with the stored sessions of its key) and
@@ -84,30 +72,46 @@ impl SessionWindows {
         spec: &WindowSpec,
     ) -> Result<RecordBatch> {
         let times = ready.column(event_time).as_primitive::<TimestampMicrosecondType>();
-        let ready_keys = self.key_rows(ready)?;
+        let ready_columns = self.key_columns(ready)?;
+        let fields = ready_columns
+            .iter()
+            .map(|c| SortField::new(c.data_type().clone()))
+            .collect();
+        // One converter for the new rows and the stored ones, so equal keys encode equally.
+        let converter = RowConverter::new(fields).map_err(internal)?;
+        let ready_keys = converter.convert_columns(&ready_columns).map_err(internal)?;
         let stored = state.windows.get(&BUCKET).cloned().unwrap_or_default();
 
-        // Every key's sessions and new events, as intervals.
-        let mut intervals: HashMap<OwnedRow, Vec<(i64, i64)>> = HashMap::new();
+        // Every key of the new rows numbered, with its new events and stored sessions as
+        // intervals; a key allocates once, not each row.
+        let mut key_number: HashMap<&[u8], usize, Xxh3DefaultBuilder> = HashMap::default();
+        let mut intervals: Vec<Vec<(i64, i64)>> = Vec::new();
+        let mut row_keys = Vec::with_capacity(ready.num_rows());
         for (row, key) in ready_keys.iter().enumerate() {
+            let number = *key_number.entry(key.data()).or_insert_with(|| {
+                intervals.push(Vec::new());
+                intervals.len() - 1
+            });
             let t = times.value(row);
-            intervals.entry(key.clone()).or_default().push((t, t));
+            intervals[number].push((t, t));
+            row_keys.push(number);
         }
-        let mut stored_keys = Vec::with_capacity(stored.len());
+        let mut stored_keys: Vec<Vec<Option<usize>>> = Vec::with_capacity(stored.len());
         for batch in &stored {
-            let keys = self.key_rows(batch)?;
+            let keys = converter.convert_columns(&self.key_columns(batch)?).map_err(internal)?;
             let (starts, ends) = self.bounds(batch)?;
-            for (i, key) in keys.iter().enumerate() {
-                if let Some(list) = intervals.get_mut(key) {
-                    list.push((starts.value(i), ends.value(i)));
+            let numbers: Vec<Option<usize>> = keys.iter().map(|k| key_number.get(k.data()).copied()).collect();
+            for (i, number) in numbers.iter().enumerate() {
+                if let Some(number) = number {
+                    intervals[*number].push((starts.value(i), ends.value(i)));
                 }
             }
-            stored_keys.push(keys);
+            stored_keys.push(numbers);
         }
         // Merge: sorted by start, an interval within `gap` of the current session joins it.
-        let merged: HashMap<OwnedRow, Vec<(i64, i64)>> = intervals
+        let merged: Vec<Vec<(i64, i64)>> = intervals
             .into_iter()
-            .map(|(key, mut list)| {
+            .map(|mut list| {
                 list.sort_unstable();
                 let mut sessions: Vec<(i64, i64)> = Vec::new();
                 for (start, end) in list {
@@ -116,42 +120,39 @@ impl SessionWindows {
                         _ => sessions.push((start, end)),
                     }
                 }
-                (key, sessions)
+                sessions
             })
             .collect();
-        let session_of = |key: &OwnedRow, t: i64| {
-            merged[key]
-                .iter()
-                .copied()
-                .find(|(s, e)| *s <= t && t <= *e)
-                .expect("every point lies in its merged session")
+        // Merged sessions are sorted and disjoint: a point's is the last one starting at or before it.
+        let session_of = |number: usize, t: i64| {
+            let sessions = &merged[number];
+            let found = sessions[sessions.partition_point(|(s, _)| *s <= t) - 1];
+            debug_assert!(found.0 <= t && t <= found.1, "every point lies in its merged session");
+            found
         };
 
         // Stored sessions take their merged bounds.
         let mut moved = Vec::with_capacity(stored.len());
-        for (batch, keys) in stored.iter().zip(&stored_keys) {
+        for (batch, numbers) in stored.iter().zip(&stored_keys) {
             let (starts, ends) = self.bounds(batch)?;
-            let (mut new_starts, mut new_ends) = (Vec::with_capacity(keys.len()), Vec::with_capacity(keys.len()));
-            for (i, key) in keys.iter().enumerate() {
-                let (s, e) = if merged.contains_key(key) {
-                    session_of(key, starts.value(i))
-                } else {
-                    (starts.value(i), ends.value(i))
-                };
-                new_starts.push(s);
-                new_ends.push(e);
-            }
+            let (new_starts, new_ends): (Vec<i64>, Vec<i64>) = numbers
+                .iter()
+                .enumerate()
+                .map(|(i, number)| match number {
+                    Some(number) => session_of(*number, starts.value(i)),
+                    None => (starts.value(i), ends.value(i)),
+                })
+                .unzip();
             moved.push(self.with_bounds(batch, new_starts, new_ends)?);
         }
         state.windows.insert(BUCKET, moved);
 
-        let (starts, ends): (Vec<i64>, Vec<i64>) = ready_keys
+        let (starts, ends): (Vec<i64>, Vec<i64>) = row_keys
             .iter()
             .enumerate()
-            .map(|(row, key)| session_of(key, times.value(row)))
+            .map(|(row, number)| session_of(*number, times.value(row)))
             .unzip();
-        let indices = UInt32Array::from_iter_values(0..ready.num_rows() as u32);
-        Ok(with_window_columns(ready, Some(&indices), starts, ends, spec))
+        Ok(with_window_columns(ready, None, starts, ends, spec))
     }
 
     fn bounds(
