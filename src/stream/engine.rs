@@ -1,8 +1,8 @@
 //! The micro-batch loop of a streaming pipeline, and its recovery.
 //!
 //! Each epoch: log what it reads (`offsets/`), decode and de-duplicate each source, split late
-//! records off, run every output's query in file order (later outputs read the final rows of
-//! earlier ones), check the alert rules, write every sink (each idempotent per epoch), let join
+//! records off, run every output's query (side by side; an output reading an earlier one waits for
+//! its final rows), check the alert rules, write every sink (each idempotent per epoch), let join
 //! buffers and remembered keys go once no future record can need them, log the commit
 //! (`commits/`), and now and then save the whole state (`state/`).
 //!
@@ -10,7 +10,7 @@
 //! exactly the same records: the sinks recognise what they already hold, so every event counts
 //! once however the previous run ended.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -44,7 +44,8 @@ pub struct RunOptions {
     pub until_caught_up: bool,
     /// Set to stop after the epoch in progress (Ctrl-C, SIGTERM).
     pub stop: Arc<AtomicBool>,
-    /// Skip the sinks (benchmarks of decoding, state and windows alone).
+    /// Skip the sinks, and the stateless outputs (bronze copies) no other output reads, whose
+    /// rows would go nowhere: benchmarks of decoding, state and windows alone.
     pub without_sinks: bool,
 }
 
@@ -66,6 +67,8 @@ fn fault_point(stage: &str, epoch: u64) {
 /// A pipeline ready to run: queries analysed, state restored.
 pub struct Engine<'a> {
     pipeline: &'a StreamPipeline,
+    /// The same pipeline, for the queries' tasks.
+    shared: Arc<StreamPipeline>,
     lake: &'a Lake,
     input: Input,
     checkpoints: Checkpoints,
@@ -161,6 +164,7 @@ impl<'a> Engine<'a> {
         }
         let mut engine = Self {
             pipeline,
+            shared: Arc::new(pipeline.clone()),
             lake,
             input,
             checkpoints,
@@ -470,23 +474,88 @@ impl<'a> Engine<'a> {
         Ok((input, late, rejects))
     }
 
-    /// Runs every query over an epoch: per output, what it emitted.
-    async fn run_queries(&mut self, input: &BatchInput) -> Result<Vec<Emitted>> {
+    /// Runs every query over an epoch: per output, what it emitted, in file order. With
+    /// `only_needed` (no sinks), stateless outputs no other output reads are skipped: their rows
+    /// would go nowhere.
+    ///
+    /// Outputs that do not read one another run at the same time, each on its own task: most
+    /// plans over one micro-batch are single-partition, so this is what keeps both cores busy.
+    /// An output reading an earlier one waits for it (it sees its final rows of the epoch).
+    async fn run_queries(&mut self, input: &Arc<BatchInput>, only_needed: bool) -> Result<Vec<Emitted>> {
+        let read: HashSet<String> = self
+            .queries
+            .iter()
+            .flat_map(|q| q.analysis.reads.iter().cloned())
+            .collect();
         let mut finals: HashMap<String, (SchemaRef, Vec<RecordBatch>)> = HashMap::new();
-        let mut emitted = Vec::new();
-        for query in &mut self.queries {
-            let stage = Instant::now();
-            let out = query.run(self.pipeline, input, &finals).await?;
-            let schema = query.analysis.schema.clone();
-            let out = Emitted {
-                append: conform(&schema, out.append)?,
-                update: conform(&schema, out.update)?,
-            };
-            finals.insert(query.output.name.clone(), (schema, out.append.clone()));
-            emitted.push(out);
-            self.report.timed(format!("query {}", query.output.name), stage);
+        let mut emitted = Vec::with_capacity(self.queries.len());
+        let mut waiting = std::mem::take(&mut self.queries).into_iter().peekable();
+        let mut failure = None;
+        while waiting.peek().is_some() {
+            let mut wave: Vec<Query> = Vec::new();
+            while let Some(query) = waiting.next_if(|q| {
+                !wave
+                    .iter()
+                    .any(|earlier| q.analysis.reads.contains(&earlier.output.name))
+            }) {
+                wave.push(query);
+            }
+            let finals_so_far = Arc::new(finals.clone());
+            let runs: Vec<QueryRun> = wave
+                .into_iter()
+                .map(|mut query| {
+                    if only_needed && query.analysis.kind == QueryKind::Stateless && !read.contains(&query.output.name)
+                    {
+                        return QueryRun::Skipped(query);
+                    }
+                    let (pipeline, input, finals) = (self.shared.clone(), input.clone(), finals_so_far.clone());
+                    QueryRun::Task(tokio::spawn(async move {
+                        let stage = Instant::now();
+                        let out = query.run(&pipeline, &input, &finals).await;
+                        (query, out, stage.elapsed())
+                    }))
+                })
+                .collect();
+            for run in runs {
+                let (query, out) = match run {
+                    QueryRun::Skipped(query) => (query, Ok(Emitted::default())),
+                    QueryRun::Task(task) => {
+                        let (query, out, elapsed) = task
+                            .await
+                            .map_err(|e| Error::Internal(format!("a query task failed: {e}")))?;
+                        *self
+                            .report
+                            .stage_times
+                            .entry(format!("query {}", query.output.name))
+                            .or_default() += elapsed;
+                        (query, out)
+                    }
+                };
+                let schema = query.analysis.schema.clone();
+                let conformed = out.and_then(|out| {
+                    Ok(Emitted {
+                        append: conform(&schema, out.append)?,
+                        update: conform(&schema, out.update)?,
+                    })
+                });
+                match conformed {
+                    Ok(out) => {
+                        finals.insert(query.output.name.clone(), (schema, out.append.clone()));
+                        emitted.push(out);
+                    }
+                    Err(e) => failure = failure.or(Some(e)),
+                }
+                self.queries.push(query);
+            }
+            if failure.is_some() {
+                break;
+            }
         }
-        Ok(emitted)
+        self.queries.extend(waiting);
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(emitted),
+        }
     }
 
     /// Lets join buffers drop rows no waiting row can match, and sources forget old keys.
@@ -528,8 +597,9 @@ impl<'a> Engine<'a> {
             .min()
             .copied();
         let (input, late, rejects) = self.ingest(&range, &batch)?;
+        let input = Arc::new(input);
         drop(batch);
-        let emitted = self.run_queries(&input).await?;
+        let emitted = self.run_queries(&input, false).await?;
         let epoch = range.epoch;
 
         let mut changed: HashMap<String, Vec<RecordBatch>> = HashMap::new();
@@ -612,9 +682,9 @@ impl<'a> Engine<'a> {
     /// Processes one epoch without writing anything but the checkpoint (benchmarks).
     async fn process_without_sinks(&mut self, range: EpochRange, batch: InputBatch) -> Result<()> {
         let started = Instant::now();
-        let (input, _, _) = self.ingest(&range, &batch)?;
+        let input = Arc::new(self.ingest(&range, &batch)?.0);
         drop(batch);
-        self.run_queries(&input).await?;
+        self.run_queries(&input, true).await?;
         let stage = Instant::now();
         self.evict(&input);
         self.report.timed("evict", stage);
@@ -650,6 +720,12 @@ impl<'a> Engine<'a> {
         self.input.committed(&self.positions);
         Ok(())
     }
+}
+
+/// One output's query in an epoch: running on its own task, or skipped.
+enum QueryRun {
+    Task(tokio::task::JoinHandle<(Query, Result<Emitted>, Duration)>),
+    Skipped(Query),
 }
 
 /// A source's late records of an epoch.
