@@ -137,7 +137,7 @@ impl Progress {
                     if interactive {
                         bar.set_message(format!("{count} rows"));
                         bar.tick();
-                    } else if ticks % 50 == 0 {
+                    } else if ticks.is_multiple_of(50) {
                         tracing::info!(job = %job, rows = count, "job running");
                     }
                 }

@@ -163,12 +163,13 @@ impl EventGenerator {
             1..=9 => 200 + rng.below(800),
             _ => 20 + rng.below(180),
         } as i64;
+        let message_type = *rng.pick::<&'static str>(MESSAGE_TYPES);
         ChatMessage {
             message_id: format!("msg_{:016x}", rng.next()),
             channel_id: format!("channel_{}", 1 + rng.below(20)),
             user_id: format!("user_{}", 1 + rng.below(self.users)),
             content,
-            message_type: *rng.pick(MESSAGE_TYPES),
+            message_type,
             sent_at_ms: time_ms,
             delivered_at_ms: time_ms + latency,
         }

@@ -160,12 +160,11 @@ fn sql_message(error: &crate::error::Error) -> String {
 fn tables_read(plan: &LogicalPlan) -> Vec<TableName> {
     let mut tables = BTreeSet::new();
     plan.apply_with_subqueries(|node| {
-        if let LogicalPlan::TableScan(scan) = node {
-            if let Some(schema) = scan.table_name.schema() {
-                if let Ok(name) = TableName::parse(&format!("{schema}.{}", scan.table_name.table())) {
-                    tables.insert(name);
-                }
-            }
+        if let LogicalPlan::TableScan(scan) = node
+            && let Some(schema) = scan.table_name.schema()
+            && let Ok(name) = TableName::parse(&format!("{schema}.{}", scan.table_name.table()))
+        {
+            tables.insert(name);
         }
         Ok(TreeNodeRecursion::Continue)
     })
@@ -178,10 +177,10 @@ fn upstream_jobs<'r>(registry: &'r Registry, job: &'r Job) -> BTreeSet<&'r str> 
     let mut seen = BTreeSet::new();
     let mut stack: Vec<&str> = job.depends_on.iter().map(String::as_str).collect();
     while let Some(name) = stack.pop() {
-        if seen.insert(name) {
-            if let Some(dep) = registry.get(name) {
-                stack.extend(dep.depends_on.iter().map(String::as_str));
-            }
+        if seen.insert(name)
+            && let Some(dep) = registry.get(name)
+        {
+            stack.extend(dep.depends_on.iter().map(String::as_str));
         }
     }
     seen

@@ -130,13 +130,13 @@ impl Registry {
                     ));
                 }
             }
-            if let Some(table) = &job.sink_table {
-                if let Some(other) = writers.insert(table.clone(), &job.name) {
-                    problems.push(ConfigProblem::in_file(
-                        &job.pipeline_path,
-                        format!("sink table {table} is also written by job `{other}`"),
-                    ));
-                }
+            if let Some(table) = &job.sink_table
+                && let Some(other) = writers.insert(table.clone(), &job.name)
+            {
+                problems.push(ConfigProblem::in_file(
+                    &job.pipeline_path,
+                    format!("sink table {table} is also written by job `{other}`"),
+                ));
             }
         }
         for stream in self.streams.values() {

@@ -198,7 +198,7 @@ mod tests {
     #[test]
     fn full_refresh_spans_every_plausible_date() {
         let (start, end) = DateRange::All.bounds();
-        assert!(start.to_string() < "1970-01-01".to_string() && end.to_string() == "9999-12-31");
+        assert!(start.to_string().as_str() < "1970-01-01" && end.to_string() == "9999-12-31");
         let day = NaiveDate::from_ymd_opt(2024, 1, 2).unwrap();
         assert_eq!(DateRange::Days { start: day, end: day }.to_string(), "2024-01-02");
         assert_eq!(date_value(day), ScalarValue::Date32(Some(19724)));

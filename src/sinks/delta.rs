@@ -32,10 +32,10 @@ pub fn extension_planner() -> Arc<dyn datafusion::physical_planner::ExtensionPla
 pub async fn open(lake: &Lake, table: &TableName) -> Result<Option<DeltaTable>> {
     let url = lake.table_url(table);
     // deltalake refuses a local folder that does not exist rather than reporting no table.
-    if let Ok(path) = url.to_file_path() {
-        if !path.join("_delta_log").is_dir() {
-            return Ok(None);
-        }
+    if let Ok(path) = url.to_file_path()
+        && !path.join("_delta_log").is_dir()
+    {
+        return Ok(None);
     }
     let opened = DeltaTable::try_from_url_with_storage_options(url.clone(), lake.location().storage_options.clone())
         .await

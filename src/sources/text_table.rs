@@ -106,19 +106,19 @@ impl TextTable {
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(texts.len());
         for (text, field) in texts.iter().zip(self.schema.fields()) {
             let typed = cast_with_options(text, field.data_type(), &safe).expect("text casts to declared types");
-            for row in 0..rows {
-                if reasons[row].is_some() {
+            for (row, reason) in reasons.iter_mut().enumerate() {
+                if reason.is_some() {
                     continue;
                 }
                 if text.is_valid(row) && typed.is_null(row) {
-                    reasons[row] = Some(format!(
+                    *reason = Some(format!(
                         "column `{}`: cannot read {:?} as {}",
                         field.name(),
                         text.value(row),
                         field.data_type()
                     ));
                 } else if typed.is_null(row) && !field.is_nullable() {
-                    reasons[row] = Some(format!("column `{}` is required but empty", field.name()));
+                    *reason = Some(format!("column `{}` is required but empty", field.name()));
                 }
             }
             columns.push(typed);

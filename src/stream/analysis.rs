@@ -161,12 +161,12 @@ pub async fn analyse(
                     describe(window)
                 )));
             }
-            if let WindowSpec::Session { keys, .. } = &window.spec {
-                if let Some(key) = keys.iter().find(|k| !grouped_by(k)) {
-                    return Err(sql_error(format!(
-                        "a query over SESSION(...) must GROUP BY its key `{key}` too"
-                    )));
-                }
+            if let WindowSpec::Session { keys, .. } = &window.spec
+                && let Some(key) = keys.iter().find(|k| !grouped_by(k))
+            {
+                return Err(sql_error(format!(
+                    "a query over SESSION(...) must GROUP BY its key `{key}` too"
+                )));
             }
             let join = match reads.iter().collect::<Vec<_>>().as_slice() {
                 [] => None,
@@ -223,15 +223,14 @@ pub async fn analyse(
 fn filter_on_window_scan(plan: &LogicalPlan, windowed: &SchemaRef, source: &SchemaRef) -> Option<Expr> {
     let mut found = Vec::new();
     let _ = plan.apply(|node| {
-        if let LogicalPlan::Filter(filter) = node {
-            if let LogicalPlan::TableScan(scan) = filter.input.as_ref() {
-                if scan.source.schema().fields() == windowed.fields() {
-                    for condition in split_conjunction(&filter.predicate) {
-                        let columns = condition.column_refs();
-                        if columns.iter().all(|c| source.field_with_name(&c.name).is_ok()) {
-                            found.push(unqualified(condition.clone()));
-                        }
-                    }
+        if let LogicalPlan::Filter(filter) = node
+            && let LogicalPlan::TableScan(scan) = filter.input.as_ref()
+            && scan.source.schema().fields() == windowed.fields()
+        {
+            for condition in split_conjunction(&filter.predicate) {
+                let columns = condition.column_refs();
+                if columns.iter().all(|c| source.field_with_name(&c.name).is_ok()) {
+                    found.push(unqualified(condition.clone()));
                 }
             }
         }

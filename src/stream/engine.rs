@@ -506,7 +506,7 @@ impl<'a> Engine<'a> {
                 .map(|mut query| {
                     if only_needed && query.analysis.kind == QueryKind::Stateless && !read.contains(&query.output.name)
                     {
-                        return QueryRun::Skipped(query);
+                        return QueryRun::Skipped(Box::new(query));
                     }
                     let (pipeline, input, finals) = (self.shared.clone(), input.clone(), finals_so_far.clone());
                     QueryRun::Task(tokio::spawn(async move {
@@ -518,7 +518,7 @@ impl<'a> Engine<'a> {
                 .collect();
             for run in runs {
                 let (query, out) = match run {
-                    QueryRun::Skipped(query) => (query, Ok(Emitted::default())),
+                    QueryRun::Skipped(query) => (*query, Ok(Emitted::default())),
                     QueryRun::Task(task) => {
                         let (query, out, elapsed) = task
                             .await
@@ -725,7 +725,7 @@ impl<'a> Engine<'a> {
 /// One output's query in an epoch: running on its own task, or skipped.
 enum QueryRun {
     Task(tokio::task::JoinHandle<(Query, Result<Emitted>, Duration)>),
-    Skipped(Query),
+    Skipped(Box<Query>),
 }
 
 /// A source's late records of an epoch.
@@ -828,13 +828,12 @@ fn check_sinks(pipeline: &StreamPipeline, output: &str, kind: &QueryKind, sinks:
             key,
             ..
         } = sink
+            && key.is_empty()
+            && *kind != QueryKind::Global
         {
-            if key.is_empty() && *kind != QueryKind::Global {
-                return problem(
-                    "update mode needs `key` (the columns to merge on); only a one-row aggregate may leave it out"
-                        .into(),
-                );
-            }
+            return problem(
+                "update mode needs `key` (the columns to merge on); only a one-row aggregate may leave it out".into(),
+            );
         }
     }
     Ok(())
