@@ -6,7 +6,7 @@ use crate::error::{ConfigProblem, Error, Result};
 use crate::jobs::Registry;
 use crate::jobs::planner::plan_all;
 use crate::project::Project;
-use crate::stream::engine::plan;
+use crate::stream::outputs::plan;
 
 /// Validates the project; exit code 3 with the list of problems when anything is wrong.
 pub async fn run(settings: &Settings) -> Result<()> {

@@ -10,23 +10,24 @@
 //! exactly the same records: the sinks recognise what they already hold, so every event counts
 //! once however the previous run ended.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use arrow::array::{AsArray, BooleanArray};
 use arrow::compute::{concat_batches, filter_record_batch};
-use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
+use arrow::datatypes::TimestampMicrosecondType;
 use arrow::record_batch::RecordBatch;
 use chrono::Utc;
 
 use super::alerts::{Alerts, alert_schema};
-use super::analysis::{QueryKind, analyse};
+use super::analysis::QueryKind;
 use super::checkpoint::{Checkpoints, Commit, Snapshot};
 use super::decode::{StreamReject, decode};
 use super::ingest::SourceState;
 use super::input::{Codec, Input, InputBatch};
+use super::outputs::{plan, run_outputs};
 use super::protobuf::ProtobufDecoder;
 use super::query::{BatchInput, Emitted, Query};
 use super::records::{EpochRange, Positions};
@@ -34,7 +35,7 @@ use super::report::{Ended, RunReport};
 use super::sinks::SinkWriter;
 use super::{StreamPipeline, StreamSource};
 use crate::catalog::Lake;
-use crate::config::stream::{OutputMode, StreamSinkDef};
+use crate::config::stream::OutputMode;
 use crate::error::{ConfigProblem, Error, Result};
 
 /// How a run is driven.
@@ -474,88 +475,9 @@ impl<'a> Engine<'a> {
         Ok((input, late, rejects))
     }
 
-    /// Runs every query over an epoch: per output, what it emitted, in file order. With
-    /// `only_needed` (no sinks), stateless outputs no other output reads are skipped: their rows
-    /// would go nowhere.
-    ///
-    /// Outputs that do not read one another run at the same time, each on its own task: most
-    /// plans over one micro-batch are single-partition, so this is what keeps both cores busy.
-    /// An output reading an earlier one waits for it (it sees its final rows of the epoch).
+    /// Runs every output's query over an epoch (see [`run_outputs`]).
     async fn run_queries(&mut self, input: &Arc<BatchInput>, only_needed: bool) -> Result<Vec<Emitted>> {
-        let read: HashSet<String> = self
-            .queries
-            .iter()
-            .flat_map(|q| q.analysis.reads.iter().cloned())
-            .collect();
-        let mut finals: HashMap<String, (SchemaRef, Vec<RecordBatch>)> = HashMap::new();
-        let mut emitted = Vec::with_capacity(self.queries.len());
-        let mut waiting = std::mem::take(&mut self.queries).into_iter().peekable();
-        let mut failure = None;
-        while waiting.peek().is_some() {
-            let mut wave: Vec<Query> = Vec::new();
-            while let Some(query) = waiting.next_if(|q| {
-                !wave
-                    .iter()
-                    .any(|earlier| q.analysis.reads.contains(&earlier.output.name))
-            }) {
-                wave.push(query);
-            }
-            let finals_so_far = Arc::new(finals.clone());
-            let runs: Vec<QueryRun> = wave
-                .into_iter()
-                .map(|mut query| {
-                    if only_needed && query.analysis.kind == QueryKind::Stateless && !read.contains(&query.output.name)
-                    {
-                        return QueryRun::Skipped(Box::new(query));
-                    }
-                    let (pipeline, input, finals) = (self.shared.clone(), input.clone(), finals_so_far.clone());
-                    QueryRun::Task(tokio::spawn(async move {
-                        let stage = Instant::now();
-                        let out = query.run(&pipeline, &input, &finals).await;
-                        (query, out, stage.elapsed())
-                    }))
-                })
-                .collect();
-            for run in runs {
-                let (query, out) = match run {
-                    QueryRun::Skipped(query) => (*query, Ok(Emitted::default())),
-                    QueryRun::Task(task) => {
-                        let (query, out, elapsed) = task
-                            .await
-                            .map_err(|e| Error::Internal(format!("a query task failed: {e}")))?;
-                        *self
-                            .report
-                            .stage_times
-                            .entry(format!("query {}", query.output.name))
-                            .or_default() += elapsed;
-                        (query, out)
-                    }
-                };
-                let schema = query.analysis.schema.clone();
-                let conformed = out.and_then(|out| {
-                    Ok(Emitted {
-                        append: conform(&schema, out.append)?,
-                        update: conform(&schema, out.update)?,
-                    })
-                });
-                match conformed {
-                    Ok(out) => {
-                        finals.insert(query.output.name.clone(), (schema, out.append.clone()));
-                        emitted.push(out);
-                    }
-                    Err(e) => failure = failure.or(Some(e)),
-                }
-                self.queries.push(query);
-            }
-            if failure.is_some() {
-                break;
-            }
-        }
-        self.queries.extend(waiting);
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(emitted),
-        }
+        run_outputs(&mut self.queries, &self.shared, input, only_needed, &mut self.report).await
     }
 
     /// Lets join buffers drop rows no waiting row can match, and sources forget old keys.
@@ -722,12 +644,6 @@ impl<'a> Engine<'a> {
     }
 }
 
-/// One output's query in an epoch: running on its own task, or skipped.
-enum QueryRun {
-    Task(tokio::task::JoinHandle<(Query, Result<Emitted>, Duration)>),
-    Skipped(Box<Query>),
-}
-
 /// A source's late records of an epoch.
 struct Late {
     source: StreamSource,
@@ -738,103 +654,4 @@ struct Late {
 /// A new checkpoint lineage id: the time it began and a random suffix.
 fn new_lineage() -> String {
     format!("{}-{:04x}", Utc::now().format("%Y%m%dT%H%M%SZ"), rand::random::<u16>())
-}
-
-/// Rows with the output's declared schema (names and nullability as analysed).
-fn conform(schema: &SchemaRef, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
-    batches
-        .into_iter()
-        .filter(|b| b.num_rows() > 0)
-        .map(|batch| {
-            if batch.schema() == *schema {
-                return Ok(batch);
-            }
-            let columns = schema
-                .fields()
-                .iter()
-                .zip(batch.columns())
-                .map(|(field, column)| {
-                    if column.data_type() == field.data_type() {
-                        Ok(column.clone())
-                    } else {
-                        arrow::compute::cast(column, field.data_type())
-                    }
-                })
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|e| Error::Internal(e.to_string()))?;
-            let relaxed = Arc::new(arrow::datatypes::Schema::new(
-                schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.as_ref().clone().with_nullable(true))
-                    .collect::<Vec<_>>(),
-            ));
-            RecordBatch::try_new(schema.clone(), columns.clone())
-                .or_else(|_| RecordBatch::try_new(relaxed, columns))
-                .map_err(|e| Error::Internal(e.to_string()))
-        })
-        .collect()
-}
-
-/// Analyses every output's SQL in file order and checks its sinks, then the alert rules; every
-/// problem found is returned (an output whose SQL fails is left out of the later ones' tables).
-pub async fn plan(pipeline: &StreamPipeline) -> std::result::Result<(Vec<Query>, Alerts), Vec<Error>> {
-    let mut queries = Vec::new();
-    let mut problems = Vec::new();
-    let mut schemas: HashMap<String, SchemaRef> = HashMap::new();
-    for output in &pipeline.outputs {
-        let analysis = match analyse(pipeline, output, &schemas).await {
-            Ok(analysis) => analysis,
-            Err(e) => {
-                problems.push(e);
-                continue;
-            }
-        };
-        if let Err(e) = check_sinks(pipeline, &output.name, &analysis.kind, &output.sinks) {
-            problems.push(e);
-        }
-        schemas.insert(output.name.clone(), analysis.schema.clone());
-        match Query::new(pipeline, output.clone(), analysis) {
-            Ok(query) => queries.push(query),
-            Err(e) => problems.push(e),
-        }
-    }
-    match Alerts::new(pipeline, &schemas) {
-        Ok(alerts) if problems.is_empty() => Ok((queries, alerts)),
-        Ok(_) => Err(problems),
-        Err(e) => {
-            problems.push(e);
-            Err(problems)
-        }
-    }
-}
-
-/// Checks an output's sinks against what its query is.
-fn check_sinks(pipeline: &StreamPipeline, output: &str, kind: &QueryKind, sinks: &[StreamSinkDef]) -> Result<()> {
-    for sink in sinks {
-        let problem = |message: String| {
-            Err(Error::config_in(
-                &pipeline.pipeline_path,
-                format!("outputs.{output}: sink {}: {message}", sink.display()),
-            ))
-        };
-        if *kind == QueryKind::Global && sink.mode() == OutputMode::Append {
-            return problem(
-                "the query aggregates without a window, so its rows never become final: use mode = \"update\"".into(),
-            );
-        }
-        if let StreamSinkDef::Delta {
-            mode: OutputMode::Update,
-            key,
-            ..
-        } = sink
-            && key.is_empty()
-            && *kind != QueryKind::Global
-        {
-            return problem(
-                "update mode needs `key` (the columns to merge on); only a one-row aggregate may leave it out".into(),
-            );
-        }
-    }
-    Ok(())
 }

@@ -23,6 +23,7 @@ pub mod engine;
 pub mod ingest;
 pub mod input;
 pub mod kafka;
+pub mod outputs;
 pub mod pipeline;
 pub mod protobuf;
 pub mod query;
