@@ -204,11 +204,9 @@ impl FileInput {
             };
             let mut lines = Vec::new();
             let mut start = 0;
-            for (i, byte) in bytes.iter().enumerate() {
-                if *byte == b'\n' {
-                    lines.push((start, i));
-                    start = i + 1;
-                }
+            for end in memchr::memchr_iter(b'\n', &bytes) {
+                lines.push((start, end));
+                start = end + 1;
             }
             if start < bytes.len() {
                 lines.push((start, bytes.len()));
@@ -252,6 +250,10 @@ impl FileInput {
             let Some(file) = self.sources.get(name) else { continue };
             let mut records = RawRecords::default();
             for (start, end) in partitions.values() {
+                let lines = file.lines.get(*start as usize..*end as usize).unwrap_or_default();
+                if let (Some(first), Some(last)) = (lines.first(), lines.last()) {
+                    records.reserve(lines.len(), last.1 - first.0);
+                }
                 for line in *start..*end {
                     let (from, to) = file.lines[line as usize];
                     records.push(0, line, None, None, &file.bytes[from..to]);

@@ -23,6 +23,17 @@ pub struct RawRecords {
 }
 
 impl RawRecords {
+    /// Room for `records` more records of `value_bytes` value bytes in all, without keys.
+    pub fn reserve(&mut self, records: usize, value_bytes: usize) {
+        self.values.reserve(value_bytes);
+        self.value_ends.reserve(records);
+        self.key_ends.reserve(records);
+        self.has_key.reserve(records);
+        self.partitions.reserve(records);
+        self.offsets.reserve(records);
+        self.timestamps.reserve(records);
+    }
+
     /// Adds a record.
     pub fn push(&mut self, partition: i32, offset: i64, timestamp_ms: Option<i64>, key: Option<&[u8]>, value: &[u8]) {
         self.values.extend_from_slice(value);
