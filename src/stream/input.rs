@@ -133,7 +133,7 @@ impl Input {
     pub async fn replay(&mut self, range: &EpochRange) -> Result<InputBatch> {
         match self {
             Input::Kafka(kafka) => kafka.replay(range).await,
-            Input::Files(files) => Ok(files.read(&range.ranges)),
+            Input::Files(files) => files.replay(&range.ranges),
             Input::Generator(generator) => Ok(generator.read(&range.ranges)),
         }
     }
@@ -171,6 +171,8 @@ pub struct FileInput {
 
 struct LinesFile {
     topic: String,
+    /// Where it was read from, for messages.
+    location: String,
     bytes: Bytes,
     /// Byte range of each line (without its newline).
     lines: Vec<(usize, usize)>,
@@ -215,6 +217,7 @@ impl FileInput {
                 source.name.clone(),
                 LinesFile {
                     topic: source.def.topic.clone(),
+                    location: url.to_string(),
                     bytes,
                     lines,
                 },
@@ -250,18 +253,40 @@ impl FileInput {
             let Some(file) = self.sources.get(name) else { continue };
             let mut records = RawRecords::default();
             for (start, end) in partitions.values() {
-                let lines = file.lines.get(*start as usize..*end as usize).unwrap_or_default();
+                let lines = &file.lines[*start as usize..*end as usize];
                 if let (Some(first), Some(last)) = (lines.first(), lines.last()) {
                     records.reserve(lines.len(), last.1 - first.0);
                 }
-                for line in *start..*end {
-                    let (from, to) = file.lines[line as usize];
-                    records.push(0, line, None, None, &file.bytes[from..to]);
+                for (line, (from, to)) in (*start..).zip(lines) {
+                    records.push(0, line, None, None, &file.bytes[*from..*to]);
                 }
             }
             batch.records.insert(name.clone(), records);
         }
         batch
+    }
+
+    /// The lines of a logged epoch again; an error when the files no longer hold them (they
+    /// were replaced by shorter ones since the checkpoint was written).
+    fn replay(&self, ranges: &BTreeMap<String, BTreeMap<i32, (i64, i64)>>) -> Result<InputBatch> {
+        for (name, partitions) in ranges {
+            let Some(file) = self.sources.get(name) else { continue };
+            for (start, end) in partitions.values() {
+                if *start < 0 || start > end || *end as usize > file.lines.len() {
+                    return Err(Error::Source {
+                        source_name: name.clone(),
+                        location: file.location.clone(),
+                        message: format!(
+                            "the checkpoint logged lines {start}..{end} but the file has {} lines: it changed since; \
+                             `quickchat-etl checkpoints <pipeline> --reset` starts over",
+                            file.lines.len()
+                        ),
+                        retryable: false,
+                    });
+                }
+            }
+        }
+        Ok(self.read(ranges))
     }
 
     fn exhausted(&self, positions: &Positions) -> bool {

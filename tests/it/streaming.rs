@@ -335,6 +335,52 @@ async fn late_duplicate_and_malformed_records_land_where_promised() {
     project.drop_database().await;
 }
 
+/// A files run that stopped after logging an epoch, restarted over a file that has since been
+/// cut shorter, cannot read that epoch again: it stops with an error naming the file instead of
+/// crashing or reading less.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_over_a_changed_file_is_an_error_naming_it() {
+    let name = "clickstream-analytics";
+    let project = StreamProject::new(1_000).await;
+    let pipeline = project.pipeline(name);
+    let mut files = input_files(&pipeline, 5_000, 3);
+    let dir = tempfile::tempdir().unwrap();
+    write_files(dir.path(), &files);
+    let lake = TestLake::local();
+    let dir_arg = dir.path().to_str().unwrap();
+    let crashed = project
+        .command(&lake, &["run", name, "--from-files", dir_arg])
+        .env("QUICKCHAT_FAULT", "after-offsets@2")
+        .output()
+        .unwrap();
+    assert!(!crashed.status.success(), "{}", crate::support::describe(&crashed));
+
+    let topic = project.topic("clickstream");
+    let clicks = files.get_mut(&topic).unwrap();
+    let ten_lines = clicks
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .nth(9)
+        .unwrap()
+        .0
+        + 1;
+    clicks.truncate(ten_lines);
+    write_files(dir.path(), &files);
+    let rerun = project
+        .command(&lake, &["run", name, "--from-files", dir_arg])
+        .output()
+        .unwrap();
+    assert!(!rerun.status.success(), "{}", crate::support::describe(&rerun));
+    let stderr = String::from_utf8_lossy(&rerun.stderr);
+    assert!(
+        stderr.contains(&format!("{topic}.jsonl")) && stderr.contains("but the file has 10 lines"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    project.drop_database().await;
+}
+
 /// The Kafka input reads the next micro-batch ahead; asked for other positions than the ones it
 /// read ahead from (a replay, a restart), it reads those instead: a micro-batch is always the
 /// records from the positions asked for, none skipped, none twice.
