@@ -2,17 +2,21 @@
 # Installs what quickchat-etl needs on Debian or Ubuntu, skipping what is already there.
 #   scripts/install-deps.sh build   a C toolchain, cmake and the libraries librdkafka is built with
 #   scripts/install-deps.sh test    the above, plus MariaDB, protoc, tmux (to drive the SQL shell),
-#                                   the moto S3 server (Python) and the tansu Kafka broker (Rust;
-#                                   its first build takes ~20 minutes)
+#                                   Java 17 and Maven, the Apache Kafka broker (its jars from Maven
+#                                   Central) and the moto S3 server (Python)
+# Downloads are cached under ~/.cache/quickchat-etl/, so a second run installs nothing.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 what=${1:-test}
+cache=${QUICKCHAT_CACHE:-$HOME/.cache/quickchat-etl}
 
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 packages=(build-essential cmake pkg-config libcurl4-openssl-dev libsasl2-dev)
 if [ "$what" = test ]; then
-  packages+=(protobuf-compiler python3-pip tmux)
-  command -v mariadbd >/dev/null 2>&1 || command -v mysqld >/dev/null 2>&1 || packages+=(mariadb-server)
+  packages+=(protobuf-compiler python3-pip python3-venv tmux mariadb-server mariadb-client)
+  command -v java >/dev/null 2>&1 || packages+=(openjdk-17-jre-headless)
+  command -v mvn >/dev/null 2>&1 || packages+=(maven)
 fi
 missing=()
 for package in "${packages[@]}"; do
@@ -21,6 +25,8 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}" >&2
   sudo_if_needed apt-get update -qq
+  # Debian's MariaDB package tries to start its server; without systemd that is refused
+  # harmlessly, and scripts/services.sh starts its own.
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
@@ -30,8 +36,12 @@ if [ "$what" = test ]; then
     python3 -m pip install --quiet 'moto[server]' 2>/dev/null \
       || python3 -m pip install --quiet --break-system-packages 'moto[server]'
   fi
-  if ! command -v tansu >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/tansu" ]; then
-    echo "installing the tansu Kafka broker (cargo install; ~20 minutes the first time)" >&2
-    cargo install tansu --locked --features dynostore,postgres
+  kafka_version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' scripts/kafka/pom.xml)
+  kafka_libs="$cache/kafka-$kafka_version/libs"
+  if [ ! -e "$kafka_libs/.complete" ]; then
+    echo "installing Apache Kafka $kafka_version (its jars from Maven Central, into $kafka_libs)" >&2
+    rm -rf "$kafka_libs"
+    mvn -q -B -Dstyle.color=never -f scripts/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory="$kafka_libs" >&2
+    touch "$kafka_libs/.complete"
   fi
 fi

@@ -3,38 +3,91 @@
 # for their addresses:
 #   eval "$(scripts/services.sh start)"
 #   scripts/services.sh stop          stops what this script started
-# MariaDB: an existing server on 127.0.0.1:3306 is used (root, empty password), else the local
-# mariadbd is started. S3: moto's server on 127.0.0.1:${QUICKCHAT_S3_PORT:-5999}, with the test bucket.
-# Kafka: a broker already on 127.0.0.1:${QUICKCHAT_KAFKA_PORT:-9092} is used, else tansu is started
-# there (in-memory storage); the topics of the shipped streaming pipelines are created.
+# Every service listens on 127.0.0.1 only; run scripts/install-deps.sh test first.
+# - MariaDB on ${QUICKCHAT_MYSQL_PORT:-3306}: a server already listening there is used (the test
+#   user is created through its unix socket when we are root), else the local mariadbd is
+#   started on a data folder of its own. The tests connect as quickchat/quickchat.
+#   QUICKCHAT_TEST_MYSQL_URL set beforehand overrides all of this.
+# - S3: moto's server on ${QUICKCHAT_S3_PORT:-5999}, with the test bucket.
+# - Kafka on ${QUICKCHAT_KAFKA_PORT:-9092}: a broker already listening there is used, else
+#   Apache Kafka (KRaft, one node) is started; the topics of the shipped streaming pipelines are
+#   created either way.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 state=${QUICKCHAT_SERVICES_DIR:-${TMPDIR:-/tmp}/quickchat-etl-services}
+cache=${QUICKCHAT_CACHE:-$HOME/.cache/quickchat-etl}
+mysql_port=${QUICKCHAT_MYSQL_PORT:-3306}
 s3_port=${QUICKCHAT_S3_PORT:-5999}
 kafka_port=${QUICKCHAT_KAFKA_PORT:-9092}
+kafka_controller_port=$((kafka_port + 1))
 topics=(clickstream transactions chat-stream interactions alerts)
 bucket=quickchat-it
+mysql_user=quickchat
+mysql_password=quickchat
 mkdir -p "$state"
 
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# Waits for a port while the process in the pid file lives; on failure shows its log's end.
 wait_for_port() {
-  for _ in $(seq 1 100); do listening "$1" && return 0; sleep 0.2; done
-  echo "nothing is listening on 127.0.0.1:$1 after 20 s; see $state/*.log" >&2
+  local port=$1 name=$2 log=$3 pidfile=$4
+  for _ in $(seq 1 300); do
+    listening "$port" && return 0
+    if [ -e "$pidfile" ] && ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+      break
+    fi
+    sleep 0.2
+  done
+  echo "$name did not start listening on 127.0.0.1:$port; the end of $log:" >&2
+  tail -20 "$log" >&2 || true
   return 1
 }
 
+mysql_as_root() {
+  mariadb --protocol=socket --socket="$1" -uroot -e "$2"
+}
+
+create_mysql_user() {
+  local socket=$1
+  mysql_as_root "$socket" "CREATE USER IF NOT EXISTS '$mysql_user'@'127.0.0.1' IDENTIFIED BY '$mysql_password';
+    CREATE USER IF NOT EXISTS '$mysql_user'@'localhost' IDENTIFIED BY '$mysql_password';
+    GRANT ALL PRIVILEGES ON *.* TO '$mysql_user'@'127.0.0.1' WITH GRANT OPTION;
+    GRANT ALL PRIVILEGES ON *.* TO '$mysql_user'@'localhost' WITH GRANT OPTION;"
+}
+
 start_mariadb() {
-  if [ -n "${QUICKCHAT_TEST_MYSQL_URL:-}" ] || listening 3306; then return; fi
+  if [ -n "${QUICKCHAT_TEST_MYSQL_URL:-}" ]; then return; fi
+  local socket="$state/mariadb.sock"
+  if listening "$mysql_port"; then
+    # Someone else's server: create the test user through the system socket if we may.
+    for candidate in "$socket" /run/mysqld/mysqld.sock /var/run/mysqld/mysqld.sock; do
+      if [ -S "$candidate" ] && create_mysql_user "$candidate" 2>/dev/null; then return; fi
+    done
+    echo "a MySQL server listens on 127.0.0.1:$mysql_port but the user $mysql_user could not be created;" \
+      "set QUICKCHAT_TEST_MYSQL_URL=mysql://user:password@127.0.0.1:$mysql_port" >&2
+    return 1
+  fi
   local server
   server=$(command -v mariadbd || command -v mysqld || true)
   if [ -z "$server" ]; then
-    echo "no MariaDB/MySQL server: run scripts/install-deps.sh test" >&2
+    echo "no MariaDB server: run scripts/install-deps.sh test" >&2
     return 1
   fi
-  echo "starting $server" >&2
-  start-stop-daemon --start --oknodo --background --make-pidfile --pidfile "$state/mariadb.pid" \
-    --exec "$server" -- --user=root >"$state/mariadb.log" 2>&1
-  wait_for_port 3306
+  local data="$state/mariadb-data"
+  if [ ! -d "$data/mysql" ]; then
+    echo "initialising MariaDB's data folder $data" >&2
+    rm -rf "$data"
+    mariadb-install-db --no-defaults --datadir="$data" --user="$(id -un)" \
+      --auth-root-authentication-method=socket --skip-test-db >"$state/mariadb-install.log" 2>&1
+  fi
+  echo "starting $server on 127.0.0.1:$mysql_port" >&2
+  nohup "$server" --no-defaults --datadir="$data" --socket="$socket" --port="$mysql_port" \
+    --bind-address=127.0.0.1 --user="$(id -un)" --pid-file="$state/mariadb.server.pid" \
+    --innodb-buffer-pool-size=256M --max-connections=500 --skip-name-resolve \
+    >"$state/mariadb.log" 2>&1 &
+  echo $! >"$state/mariadb.pid"
+  wait_for_port "$mysql_port" MariaDB "$state/mariadb.log" "$state/mariadb.pid"
+  create_mysql_user "$socket"
 }
 
 start_s3() {
@@ -42,7 +95,7 @@ start_s3() {
     echo "starting moto_server on 127.0.0.1:$s3_port" >&2
     nohup moto_server -H 127.0.0.1 -p "$s3_port" >"$state/moto.log" 2>&1 &
     echo $! >"$state/moto.pid"
-    wait_for_port "$s3_port"
+    wait_for_port "$s3_port" "the moto S3 server" "$state/moto.log" "$state/moto.pid"
   fi
   python3 - "$s3_port" "$bucket" <<'PY'
 import sys, urllib.request, urllib.error
@@ -55,29 +108,49 @@ except urllib.error.HTTPError as e:
 PY
 }
 
+kafka_libs() {
+  local version
+  version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' scripts/kafka/pom.xml)
+  echo "$cache/kafka-$version/libs"
+}
+
+kafka_tool() {
+  java -Dlog4j2.configurationFile="$PWD/scripts/kafka/log4j2.yaml" -cp "$(kafka_libs)/*" "$@"
+}
+
 start_kafka() {
-  local tansu
-  tansu=$(command -v tansu || echo "$HOME/.cargo/bin/tansu")
+  local libs
+  libs=$(kafka_libs)
   if ! listening "$kafka_port"; then
-    if [ ! -x "$tansu" ]; then
-      echo "no Kafka broker on 127.0.0.1:$kafka_port and no tansu: run scripts/install-deps.sh test" >&2
+    if [ ! -e "$libs/.complete" ]; then
+      echo "no Kafka broker on 127.0.0.1:$kafka_port and no Apache Kafka in $libs: run scripts/install-deps.sh test" >&2
       return 1
     fi
-    echo "starting tansu on 127.0.0.1:$kafka_port" >&2
-    nohup "$tansu" broker --listener-url "tcp://127.0.0.1:$kafka_port" \
-      --advertised-listener-url "tcp://127.0.0.1:$kafka_port" --storage-engine memory://tansu/ \
-      >"$state/tansu.log" 2>&1 &
-    echo $! >"$state/tansu.pid"
-    wait_for_port "$kafka_port"
+    local data="$state/kafka-data" config="$state/kafka.properties"
+    sed -e "s|@PORT@|$kafka_port|g" -e "s|@CONTROLLER_PORT@|$kafka_controller_port|g" -e "s|@DATA@|$data|g" \
+      scripts/kafka/server.properties >"$config"
+    if [ ! -e "$data/meta.properties" ]; then
+      rm -rf "$data"
+      kafka_tool kafka.tools.StorageTool format --config "$config" \
+        --cluster-id "$(kafka_tool kafka.tools.StorageTool random-uuid)" >"$state/kafka-format.log" 2>&1
+    fi
+    echo "starting Apache Kafka on 127.0.0.1:$kafka_port" >&2
+    nohup java -Xms256m -Xmx1g -XX:+UseG1GC -Dlog4j2.configurationFile="$PWD/scripts/kafka/log4j2.yaml" \
+      -cp "$libs/*" kafka.Kafka "$config" >"$state/kafka.log" 2>&1 &
+    echo $! >"$state/kafka.pid"
+    wait_for_port "$kafka_port" "Apache Kafka" "$state/kafka.log" "$state/kafka.pid"
   fi
-  if [ -x "$tansu" ]; then
+  if [ -e "$libs/.complete" ]; then
     local existing
-    existing=$("$tansu" topic list --broker "tcp://127.0.0.1:$kafka_port" 2>/dev/null || true)
+    existing=$(kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$kafka_port" --list 2>/dev/null)
+    local creating=()
     for topic in "${topics[@]}"; do
-      grep -q "\"$topic\"\|^$topic\$" <<<"$existing" \
-        || "$tansu" topic create "$topic" --partitions 3 --broker "tcp://127.0.0.1:$kafka_port" >/dev/null 2>&1 \
-        || true
+      grep -qx "$topic" <<<"$existing" && continue
+      kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$kafka_port" \
+        --create --if-not-exists --topic "$topic" --partitions 3 --replication-factor 1 >/dev/null &
+      creating+=($!)
     done
+    for pid in "${creating[@]}"; do wait "$pid"; done
   fi
 }
 
@@ -86,7 +159,7 @@ case "${1:-start}" in
     start_mariadb
     start_s3
     start_kafka
-    echo "export QUICKCHAT_TEST_MYSQL_URL=${QUICKCHAT_TEST_MYSQL_URL:-mysql://root@127.0.0.1:3306}"
+    echo "export QUICKCHAT_TEST_MYSQL_URL=${QUICKCHAT_TEST_MYSQL_URL:-mysql://$mysql_user:$mysql_password@127.0.0.1:$mysql_port}"
     echo "export QUICKCHAT_TEST_S3_ENDPOINT=http://127.0.0.1:$s3_port"
     echo "export QUICKCHAT_TEST_S3_BUCKET=$bucket"
     echo "export QUICKCHAT_TEST_KAFKA_BROKERS=127.0.0.1:$kafka_port"

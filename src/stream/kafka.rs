@@ -96,7 +96,7 @@ pub fn unreachable(brokers: &str, e: impl std::fmt::Display) -> Error {
         location: brokers.to_string(),
         message: format!(
             "cannot reach Kafka at {brokers} ({e}). Set KAFKA_BOOTSTRAP_SERVERS (or `brokers` under [kafka] in the \
-             pipeline file), or start a broker: `scripts/services.sh start` runs tansu on 127.0.0.1:9092, \
+             pipeline file), or start a broker: `scripts/services.sh start` runs Apache Kafka on 127.0.0.1:9092, \
              `docker compose -f docker/compose.yml up -d kafka` runs Apache Kafka on localhost:29092"
         ),
         retryable: true,
@@ -137,9 +137,9 @@ impl KafkaInput {
                     source_name: source.name.clone(),
                     location: format!("{brokers} topic {}", source.def.topic),
                     message: format!(
-                        "topic `{}` does not exist; create it (e.g. `tansu topic create {} --partitions 3`, or \
-                         `kafka-topics.sh --create --topic {} --partitions 3`)",
-                        source.def.topic, source.def.topic, source.def.topic
+                        "topic `{}` does not exist; create it (e.g. `kafka-topics.sh --bootstrap-server {brokers} \
+                         --create --topic {} --partitions 3`)",
+                        source.def.topic, source.def.topic
                     ),
                     retryable: false,
                 });

@@ -1,4 +1,4 @@
-//! Streaming pipelines end to end, through the binary, against the Kafka broker (tansu) and
+//! Streaming pipelines end to end, through the binary, against the Kafka broker (Apache Kafka) and
 //! MariaDB that `scripts/test.sh` starts: the same events give the same tables from Kafka and
 //! from files, with any micro-batch size, and the same numbers as plain batch SQL over the
 //! bronze tables; a run killed at any point and restarted holds every event exactly once; broker
