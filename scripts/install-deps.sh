@@ -3,7 +3,8 @@
 #   scripts/install-deps.sh build   a C toolchain, cmake and the libraries librdkafka is built with
 #   scripts/install-deps.sh test    the above, plus MariaDB, protoc, tmux (to drive the SQL shell),
 #                                   Java 17 and Maven, the Apache Kafka broker (its jars from Maven
-#                                   Central) and the moto S3 server (Python)
+#                                   Central), the moto S3 server (Python) and Apache Airflow in a
+#                                   virtual environment of its own (for the DAG test)
 # Downloads are cached under ~/.cache/quickchat-etl/, so a second run installs nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,5 +44,14 @@ if [ "$what" = test ]; then
     rm -rf "$kafka_libs"
     mvn -q -B -Dstyle.color=never -f scripts/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory="$kafka_libs" >&2
     touch "$kafka_libs/.complete"
+  fi
+  airflow_venv="$cache/airflow-venv"
+  if [ ! -e "$airflow_venv/.complete" ]; then
+    echo "installing Apache Airflow into $airflow_venv (pip; a few minutes, once)" >&2
+    rm -rf "$airflow_venv"
+    python3 -m venv "$airflow_venv"
+    "$airflow_venv/bin/pip" install --quiet --disable-pip-version-check \
+      -c tests/airflow/constraints.txt apache-airflow
+    touch "$airflow_venv/.complete"
   fi
 fi

@@ -163,6 +163,8 @@ case "${1:-start}" in
     echo "export QUICKCHAT_TEST_S3_ENDPOINT=http://127.0.0.1:$s3_port"
     echo "export QUICKCHAT_TEST_S3_BUCKET=$bucket"
     echo "export QUICKCHAT_TEST_KAFKA_BROKERS=127.0.0.1:$kafka_port"
+    # Not a service: the Airflow that scripts/install-deps.sh installed for the DAG test.
+    echo "export QUICKCHAT_TEST_AIRFLOW_PYTHON=${QUICKCHAT_TEST_AIRFLOW_PYTHON:-$cache/airflow-venv/bin/python}"
     ;;
   stop)
     for pidfile in "$state"/*.pid; do

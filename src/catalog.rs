@@ -2,6 +2,7 @@
 //! tables and registering them in a DataFusion session as `<layer>.<table>`.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
@@ -13,8 +14,57 @@ use url::Url;
 
 use crate::config::LakeLocation;
 use crate::error::{Error, Result};
-use crate::jobs::TableName;
 use crate::sinks::delta;
+
+/// A lake table name, `<layer>.<table>`, stored at `<lake>/<layer>/<table>/`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableName {
+    /// The layer (`bronze`, `silver`, `gold`, `meta`, ...), a SQL schema name.
+    pub layer: String,
+    /// The table within the layer.
+    pub table: String,
+}
+
+impl TableName {
+    /// Parses `layer.table`; both parts must be lower-case SQL identifiers.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let is_identifier = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                && !s.starts_with(|c: char| c.is_ascii_digit())
+        };
+        match text.split_once('.') {
+            Some((layer, table)) if is_identifier(layer) && is_identifier(table) => Ok(Self {
+                layer: layer.to_string(),
+                table: table.to_string(),
+            }),
+            _ => Err(format!(
+                "table `{text}` must be `<layer>.<table>` in lower-case letters, digits and _, \
+                 e.g. `silver.messages`"
+            )),
+        }
+    }
+
+    /// A name in the internal `meta` layer (run log, quarantine).
+    pub fn meta(table: &str) -> Self {
+        Self {
+            layer: "meta".to_string(),
+            table: table.to_string(),
+        }
+    }
+
+    /// The table's folder relative to the lake root, with a trailing slash.
+    pub fn relative_path(&self) -> String {
+        format!("{}/{}/", self.layer, self.table)
+    }
+}
+
+impl fmt::Display for TableName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.layer, self.table)
+    }
+}
 
 /// The catalog name DataFusion sessions use; layers are its schemas.
 pub const CATALOG: &str = "datafusion";
@@ -150,4 +200,19 @@ pub fn layer_schema(ctx: &SessionContext, layer: &str) -> Arc<dyn SchemaProvider
 
 fn is_identifier(name: &str) -> bool {
     TableName::parse(&format!("{name}.x")).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_names_are_layer_dot_table() {
+        let name = TableName::parse("silver.user_activity").unwrap();
+        assert_eq!(name.relative_path(), "silver/user_activity/");
+        assert_eq!(name.to_string(), "silver.user_activity");
+        for bad in ["messages", "Silver.messages", "a.b.c", "gold.", "1x.y"] {
+            assert!(TableName::parse(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -10,7 +10,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 ///
 /// Pipelines are TOML files under `pipelines/` naming their sources, SQL files under `sql/`,
 /// sink tables and data-quality expectations. Exit codes: 0 success, 1 internal error,
-/// 2 usage, 3 configuration, 4 job failed, 5 data-quality failure, 130 interrupted.
+/// 2 usage error, 3 configuration error, 4 job failed, 5 data-quality failure, 6 state error,
+/// 130 interrupted.
 #[derive(Debug, Parser)]
 #[command(name = "quickchat-etl", version, about, long_about)]
 pub struct Cli {
@@ -45,6 +46,98 @@ pub struct GlobalArgs {
     /// Log level filter (error, warn, info, debug, trace, or a tracing directive).
     #[arg(long, global = true, env = "QUICKCHAT_LOG", default_value = "info")]
     pub log_level: String,
+
+    /// MySQL/MariaDB server: mysql://host:port/db or jdbc:mysql://host:port/db. `bronze-users`
+    /// reads its `users` table there, streaming MySQL sinks write there, `generate --load-mysql`
+    /// loads it [default: the config file's [mysql] url; without one the users CSV export is read]
+    #[arg(long, global = true, env = "MYSQL_URL", value_name = "URL", help_heading = "Servers")]
+    pub mysql_url: Option<String>,
+
+    /// MySQL user, when the URL names none.
+    #[arg(
+        long,
+        global = true,
+        env = "MYSQL_USER",
+        value_name = "USER",
+        help_heading = "Servers"
+    )]
+    pub mysql_user: Option<String>,
+
+    /// MySQL password, when the URL names no user (prefer the environment variable: a flag is
+    /// visible to other users of the machine).
+    #[arg(
+        long,
+        global = true,
+        env = "MYSQL_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD",
+        help_heading = "Servers"
+    )]
+    pub mysql_password: Option<String>,
+
+    /// Kafka bootstrap servers [default: the config file's [kafka] bootstrap_servers, then a
+    /// pipeline file's [kafka] brokers].
+    #[arg(
+        long,
+        global = true,
+        env = "KAFKA_BOOTSTRAP_SERVERS",
+        value_name = "HOST:PORT,...",
+        help_heading = "Servers"
+    )]
+    pub brokers: Option<String>,
+
+    /// S3-compatible endpoint (MinIO, moto); plain http:// endpoints are allowed automatically
+    /// [default: AWS].
+    #[arg(
+        long,
+        global = true,
+        env = "AWS_ENDPOINT_URL",
+        value_name = "URL",
+        help_heading = "Servers"
+    )]
+    pub s3_endpoint: Option<String>,
+
+    /// S3 region.
+    #[arg(
+        long,
+        global = true,
+        env = "AWS_REGION",
+        value_name = "REGION",
+        help_heading = "Servers"
+    )]
+    pub s3_region: Option<String>,
+
+    /// S3 access key id.
+    #[arg(
+        long,
+        global = true,
+        env = "AWS_ACCESS_KEY_ID",
+        value_name = "ID",
+        help_heading = "Servers"
+    )]
+    pub s3_access_key_id: Option<String>,
+
+    /// S3 secret access key (prefer the environment variable).
+    #[arg(
+        long,
+        global = true,
+        env = "AWS_SECRET_ACCESS_KEY",
+        hide_env_values = true,
+        value_name = "KEY",
+        help_heading = "Servers"
+    )]
+    pub s3_secret_access_key: Option<String>,
+
+    /// S3 session token, for temporary credentials (prefer the environment variable).
+    #[arg(
+        long,
+        global = true,
+        env = "AWS_SESSION_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN",
+        help_heading = "Servers"
+    )]
+    pub s3_session_token: Option<String>,
 }
 
 /// How log lines are written to standard error.
@@ -118,11 +211,6 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 2_000_000)]
     pub kafka_events: u64,
 
-    /// Kafka bootstrap servers for the Kafka and freshness parts [default:
-    /// KAFKA_BOOTSTRAP_SERVERS; without either those parts are skipped].
-    #[arg(long, value_name = "HOST:PORT,...")]
-    pub brokers: Option<String>,
-
     /// Events per second produced while freshness is measured.
     #[arg(long, default_value_t = 5_000.0)]
     pub freshness_rate: f64,
@@ -162,10 +250,6 @@ pub enum EventFormat {
 pub struct ProduceArgs {
     /// Event stream: chat, clickstream, transactions or interactions.
     pub stream: String,
-
-    /// Kafka bootstrap servers [default: KAFKA_BOOTSTRAP_SERVERS].
-    #[arg(long, value_name = "HOST:PORT,...")]
-    pub brokers: Option<String>,
 
     /// Topic [default: the stream's topic in the shipped pipelines: chat-stream, clickstream,
     /// transactions, interactions]. Created with --partitions when missing.
@@ -314,10 +398,6 @@ pub struct StreamRunArgs {
     /// Process what Kafka holds now, commit and exit (for scheduled incremental runs).
     #[arg(long, conflicts_with_all = ["from_files", "from_generator"])]
     pub until_caught_up: bool,
-
-    /// Kafka bootstrap servers [default: KAFKA_BOOTSTRAP_SERVERS, then the pipeline file].
-    #[arg(long, value_name = "HOST:PORT,...")]
-    pub brokers: Option<String>,
 }
 
 /// Parses a duration flag such as `30s`, `10m` or `1h`.
@@ -370,10 +450,10 @@ pub struct GenerateArgs {
     #[command(flatten)]
     pub data: DataSetArgs,
 
-    /// Also (re)create the `users` table in this MySQL database and load the users into it,
-    /// e.g. mysql://root@127.0.0.1:3306/quickchat.
-    #[arg(long, value_name = "URL", conflicts_with = "stream")]
-    pub mysql_url: Option<String>,
+    /// Also (re)create the `users` table in the configured MySQL database (--mysql-url,
+    /// MYSQL_URL or the config file) and load the users into it.
+    #[arg(long, conflicts_with = "stream")]
+    pub load_mysql: bool,
 
     /// Instead of the QuickChat data set: event files for a streaming pipeline, one
     /// `<topic>.jsonl` per source, the input of `run <pipeline> --from-files DIR`.

@@ -1,13 +1,17 @@
 //! Errors of quickchat-etl and the process exit codes they map to.
 //!
 //! Variants are named by what went wrong and carry the job, table, file or source they concern,
-//! so a log line alone tells an on-call engineer where to look. [`ExitCode`] is the one place
-//! the exit codes are defined; the README's table is generated from the same list by reading it.
+//! so a log line alone tells an on-call engineer where to look, and the error that caused them
+//! (`std::error::Error::source`). [`ExitCode`] is the one place the exit codes are defined; a
+//! test checks that the README's table and `--help` say the same.
 
 use std::fmt;
 
 /// Result type used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The error that caused another, kept for its chain of causes.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
 
 /// The process exit codes, as documented in the README (an Airflow BashOperator reads them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,13 +29,16 @@ pub enum ExitCode {
     JobFailed = 4,
     /// A data-quality expectation with `on_violation = "fail"` was violated; nothing was written.
     DataQuality = 5,
+    /// A streaming pipeline's checkpoint is damaged or does not fit the pipeline: retrying
+    /// cannot help; reset it (`checkpoints <pipeline> --reset`) or restore the pipeline.
+    State = 6,
     /// Interrupted by Ctrl-C or SIGTERM before finishing.
     Interrupted = 130,
 }
 
 impl ExitCode {
     /// Every exit code with a one-line meaning, in the order the README lists them.
-    pub const ALL: [(ExitCode, &'static str); 7] = [
+    pub const ALL: [(ExitCode, &'static str); 8] = [
         (ExitCode::Success, "success"),
         (ExitCode::Internal, "internal error (a bug)"),
         (ExitCode::Usage, "usage error: bad flags or arguments"),
@@ -43,6 +50,10 @@ impl ExitCode {
         (
             ExitCode::DataQuality,
             "data-quality failure: a `fail` expectation was violated",
+        ),
+        (
+            ExitCode::State,
+            "state error: a checkpoint is damaged or does not fit the pipeline; retrying cannot help",
         ),
         (ExitCode::Interrupted, "interrupted (Ctrl-C / SIGTERM)"),
     ];
@@ -118,6 +129,20 @@ pub enum Error {
         file: String,
         /// DataFusion's message, possibly with a hint appended.
         message: String,
+        /// DataFusion's error.
+        #[source]
+        cause: Option<Cause>,
+    },
+
+    /// Computing over the data failed (a value that does not fit, an overflow): the data or the
+    /// query, not a bug.
+    #[error("{context}: {cause}")]
+    Compute {
+        /// What was being computed, for which output or table.
+        context: String,
+        /// The Arrow or DataFusion error.
+        #[source]
+        cause: Cause,
     },
 
     /// A source could not be read (file, MySQL, Kafka).
@@ -150,6 +175,16 @@ pub enum Error {
         /// The lake root or table URL.
         location: String,
         /// What went wrong.
+        message: String,
+    },
+
+    /// A streaming checkpoint is damaged or does not fit the pipeline (its SQL changed under
+    /// saved state, a snapshot of another format): fatal, retrying cannot help.
+    #[error("checkpoint {location}: {message}")]
+    State {
+        /// The checkpoint folder.
+        location: String,
+        /// What is wrong and how to start over.
         message: String,
     },
 
@@ -196,9 +231,11 @@ impl Error {
             Error::Usage(_) => ExitCode::Usage,
             Error::Config(_) => ExitCode::Config,
             Error::DataQuality { .. } => ExitCode::DataQuality,
+            Error::State { .. } => ExitCode::State,
             Error::Interrupted => ExitCode::Interrupted,
             Error::Internal(_) => ExitCode::Internal,
             Error::Sql { .. }
+            | Error::Compute { .. }
             | Error::Source { .. }
             | Error::Sink { .. }
             | Error::Lake { .. }
@@ -233,6 +270,24 @@ impl Error {
             source,
         }
     }
+
+    /// A failed computation over data, with what it was for.
+    pub fn compute(context: impl Into<String>, cause: impl Into<Cause>) -> Self {
+        Error::Compute {
+            context: context.into(),
+            cause: cause.into(),
+        }
+    }
+
+    /// A failed SQL file of a job, keeping DataFusion's error.
+    pub fn sql(job: &str, file: &str, cause: datafusion::error::DataFusionError) -> Self {
+        Error::Sql {
+            job: job.to_string(),
+            file: file.to_string(),
+            message: cause.to_string(),
+            cause: Some(Box::new(cause)),
+        }
+    }
 }
 
 fn format_problems(problems: &[ConfigProblem]) -> String {
@@ -261,12 +316,50 @@ fn format_violations(violations: &[RuleViolation]) -> String {
 mod tests {
     use super::*;
 
+    /// The README's exit-code table, as (code, meaning) rows.
+    fn readme_exit_codes() -> Vec<(u8, String)> {
+        let readme = include_str!("../README.md");
+        let table = readme
+            .split("### Exit codes")
+            .nth(1)
+            .expect("the README has an `### Exit codes` section");
+        table
+            .lines()
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                let code = cells.get(1)?.parse::<u8>().ok()?;
+                Some((code, cells.get(2)?.to_string()))
+            })
+            .collect()
+    }
+
     #[test]
-    fn exit_codes_are_distinct() {
-        let mut codes: Vec<u8> = ExitCode::ALL.iter().map(|(c, _)| c.code()).collect();
-        codes.sort_unstable();
-        codes.dedup();
-        assert_eq!(codes.len(), ExitCode::ALL.len());
+    fn the_readme_and_help_list_every_exit_code_with_its_meaning() {
+        let readme = readme_exit_codes();
+        let codes: Vec<u8> = ExitCode::ALL.iter().map(|(c, _)| c.code()).collect();
+        assert_eq!(
+            readme.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
+            codes,
+            "README codes in order"
+        );
+        for ((code, meaning), (_, readme_meaning)) in ExitCode::ALL.iter().zip(&readme) {
+            assert!(
+                readme_meaning.starts_with(meaning),
+                "exit {}: the README says `{readme_meaning}`, ExitCode::ALL `{meaning}`",
+                code.code()
+            );
+        }
+        use clap::CommandFactory;
+        let help = crate::cli::Cli::command().render_long_help().to_string();
+        let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        for (code, meaning) in ExitCode::ALL {
+            let short = meaning.split([':', '(']).next().unwrap().trim();
+            assert!(
+                help.contains(&format!("{} {short}", code.code())),
+                "--help lacks `{} {short}`:\n{help}",
+                code.code()
+            );
+        }
     }
 
     #[test]

@@ -6,12 +6,20 @@ use std::path::{Path, PathBuf};
 
 use include_dir::{Dir, include_dir};
 
-use crate::config::ProjectLocation;
 use crate::error::{Error, Result};
 
 static BUILT_IN_PIPELINES: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/pipelines");
 static BUILT_IN_SQL: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/sql");
 static BUILT_IN_PROTO: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/proto");
+
+/// Where pipeline files and SQL files are read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProjectLocation {
+    /// A folder with `pipelines/` and `sql/`.
+    Folder(PathBuf),
+    /// The copy built into the binary (used by an installed binary run anywhere).
+    BuiltIn,
+}
 
 /// A pipeline file's text with the name and path it was found under.
 #[derive(Debug, Clone)]

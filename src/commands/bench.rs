@@ -13,16 +13,19 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use crate::catalog::Lake;
 use crate::cli::{BenchArgs, BenchPart};
-use crate::config::stream::StreamSinkDef;
+use crate::config::pipeline::SinkDef;
+use crate::config::stream_pipeline::StreamPipeline;
 use crate::config::{LakeLocation, Settings};
 use crate::error::{Error, Result};
 use crate::generate::streams::stream_files;
+use crate::kafka::{client_config, ensure_topic, unreachable};
+use crate::metrics::{Latencies, RunReport};
 use crate::sinks::kafka::KafkaSink;
-use crate::stream::StreamPipeline;
+use crate::sources::Input;
+use crate::sources::files::FileInput;
+use crate::sources::generator::GeneratorInput;
+use crate::sources::kafka::KafkaInput;
 use crate::stream::engine::{Engine, RunOptions, SinkSettings};
-use crate::stream::input::{FileInput, GeneratorInput, Input};
-use crate::stream::kafka::{KafkaInput, client_config, ensure_topic};
-use crate::stream::report::{Latencies, RunReport};
 
 const PIPELINE: &str = "clickstream-analytics";
 /// Event time between generated events: 1,000 events per second of event time.
@@ -48,7 +51,7 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> Result<()> {
     let wants = |part: BenchPart| args.only.is_empty() || args.only.contains(&part);
     let work = std::env::temp_dir().join(format!("quickchat-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work).map_err(|e| Error::io(work.display().to_string(), e))?;
-    let brokers = args.brokers.clone().or(settings.kafka_bootstrap_servers.clone());
+    let brokers = settings.brokers_for(&pipeline);
     let mut rows = Vec::new();
 
     let result = async {
@@ -172,11 +175,11 @@ async fn files(pipeline: &StreamPipeline, work: &std::path::Path, events: u64, r
 fn on_topics(pipeline: &StreamPipeline, tag: &str, keep_mysql: bool) -> StreamPipeline {
     let mut copy = pipeline.clone();
     for source in &mut copy.sources {
-        source.def.topic = format!("bench-{tag}-{}", source.def.topic);
+        source.topic = format!("bench-{tag}-{}", source.topic);
     }
     if !keep_mysql {
         for output in &mut copy.outputs {
-            output.sinks.retain(|s| !matches!(s, StreamSinkDef::Mysql { .. }));
+            output.sinks.retain(|s| !matches!(s, SinkDef::Mysql(_)));
         }
     }
     copy
@@ -209,17 +212,15 @@ fn bare_consumer(pipeline: &StreamPipeline, brokers: &str, expected: u64) -> Res
         .set("fetch.wait.max.ms", "100")
         .set("queued.min.messages", "200000")
         .create()
-        .map_err(|e| crate::stream::kafka::unreachable(brokers, e))?;
+        .map_err(|e| unreachable(brokers, e))?;
     let mut list = rdkafka::TopicPartitionList::new();
     for source in &pipeline.sources {
         for partition in 0..3 {
-            list.add_partition_offset(&source.def.topic, partition, rdkafka::Offset::Beginning)
-                .map_err(|e| crate::stream::kafka::unreachable(brokers, e))?;
+            list.add_partition_offset(&source.topic, partition, rdkafka::Offset::Beginning)
+                .map_err(|e| unreachable(brokers, e))?;
         }
     }
-    consumer
-        .assign(&list)
-        .map_err(|e| crate::stream::kafka::unreachable(brokers, e))?;
+    consumer.assign(&list).map_err(|e| unreachable(brokers, e))?;
     let started = Instant::now();
     let mut read = 0u64;
     let mut bytes = 0usize;
@@ -313,7 +314,7 @@ async fn freshness(
         args.freshness_duration.as_secs()
     );
     for source in &topics.sources {
-        ensure_topic(brokers, &source.def.topic, 3).await?;
+        ensure_topic(brokers, &source.topic, 3).await?;
     }
     let lake = lake_at(&work.join("lake-freshness"))?;
     let input = Input::Kafka(Box::new(tokio::task::block_in_place(|| {

@@ -9,8 +9,8 @@ use crate::generate::streams::stream_files;
 use crate::generate::{generate, mysql, write_file, write_to_url};
 
 /// `quickchat-etl generate`: writes the files under `--out` (a folder, or an S3 URL reached
-/// with the same `AWS_*` settings as the lake), and loads the users into MySQL when
-/// `--mysql-url` is given.
+/// with the same `AWS_*` settings as the lake), and loads the users into the configured MySQL
+/// with `--load-mysql`.
 pub async fn run(settings: &Settings, args: GenerateArgs) -> Result<()> {
     let spec = args.data.to_spec();
     let out = args.out.display().to_string();
@@ -41,7 +41,11 @@ pub async fn run(settings: &Settings, args: GenerateArgs) -> Result<()> {
     }
     let counts = write_to_url(&lake, &location.root, &spec).await?;
     println!("wrote {counts} to {out} (mongo/*.json, mysql/users.csv)");
-    if let Some(url) = &args.mysql_url {
+    if args.load_mysql {
+        let url = settings
+            .mysql_url
+            .as_ref()
+            .ok_or_else(|| Error::config("--load-mysql needs a MySQL server: pass --mysql-url or set MYSQL_URL"))?;
         let users = generate(&spec).users;
         mysql::load_users(url, &users).await?;
         println!(

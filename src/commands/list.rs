@@ -26,7 +26,7 @@ pub async fn run(settings: &Settings, args: ListArgs) -> Result<()> {
             .map(|n| Field::new(*n, DataType::Utf8, false))
             .collect::<Vec<_>>(),
     ));
-    let sources = |job: &crate::jobs::Job| {
+    let sources = |job: &crate::config::job::Job| {
         let external = job.sources.iter().map(|s| format!("{} ({})", s.name, s.def.kind()));
         let read = planned
             .iter()
@@ -53,7 +53,7 @@ pub async fn run(settings: &Settings, args: ListArgs) -> Result<()> {
         let sources = pipeline
             .sources
             .iter()
-            .map(|s| format!("{} (topic {}, {:?})", s.name, s.def.topic, s.def.format).to_lowercase())
+            .map(|s| format!("{} (topic {}, {:?})", s.name, s.topic, s.format).to_lowercase())
             .collect::<Vec<_>>()
             .join(", ");
         let sinks = pipeline

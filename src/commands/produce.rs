@@ -5,15 +5,17 @@ use std::time::{Duration, Instant};
 
 use prost_reflect::DescriptorPool;
 
+use backon::Retryable;
+
 use crate::cli::{EventFormat, ProduceArgs};
 use crate::config::Settings;
+use crate::config::pipeline::GeneratorKind;
 use crate::error::{Error, Result};
-use crate::generate::events::{EventGenerator, EventKind};
-use crate::generate::streams::{DISORDER_MS, USERS};
+use crate::kafka::ensure_topic;
 use crate::project::Project;
+use crate::retry::RetryPolicy;
 use crate::sinks::kafka::KafkaSink;
-use crate::stream::input::json_to_protobuf;
-use crate::stream::kafka::ensure_topic;
+use crate::sources::generator::{DISORDER_MS, EventGenerator, USERS, json_to_protobuf};
 
 /// The descriptor set and message chat events are encoded with.
 const CHAT_DESCRIPTOR_SET: &str = "proto/chat.desc";
@@ -23,23 +25,22 @@ const GIVE_UP_AFTER: Duration = Duration::from_secs(600);
 
 /// Sends events until the count or duration is reached, or Ctrl-C.
 pub async fn run(settings: &Settings, args: ProduceArgs) -> Result<()> {
-    let kind = EventKind::parse(&args.stream).map_err(Error::Usage)?;
-    let brokers = args
-        .brokers
+    let kind = GeneratorKind::parse(&args.stream).map_err(Error::Usage)?;
+    let brokers = settings
+        .kafka_brokers
         .clone()
-        .or(settings.kafka_bootstrap_servers.clone())
         .ok_or_else(|| Error::config("no Kafka brokers: pass --brokers or set KAFKA_BOOTSTRAP_SERVERS"))?;
     if args.rate <= 0.0 || args.batch == 0 {
         return Err(Error::Usage("--rate and --batch must be positive".into()));
     }
     let topic = args.topic.clone().unwrap_or_else(|| kind.topic().to_string());
     let format = args.format.unwrap_or(match kind {
-        EventKind::Chat => EventFormat::Protobuf,
+        GeneratorKind::Chat => EventFormat::Protobuf,
         _ => EventFormat::Json,
     });
     let protobuf = match (format, kind) {
         (EventFormat::Json, _) => None,
-        (EventFormat::Protobuf, EventKind::Chat) => {
+        (EventFormat::Protobuf, GeneratorKind::Chat) => {
             let project = Project::new(settings.project.clone());
             let bytes = project.read_bytes(CHAT_DESCRIPTOR_SET)?;
             let pool = DescriptorPool::decode(bytes.as_slice())
@@ -60,7 +61,13 @@ pub async fn run(settings: &Settings, args: ProduceArgs) -> Result<()> {
         .seed
         .unwrap_or_else(|| chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default() as u64);
 
-    with_backoff(&brokers, || ensure_topic(&brokers, &topic, args.partitions)).await?;
+    let retry = RetryPolicy::BROKER.giving_up_after(GIVE_UP_AFTER);
+    (|| ensure_topic(&brokers, &topic, args.partitions))
+        .retry(retry.backoff())
+        .sleep(tokio::time::sleep)
+        .when(Error::is_retryable)
+        .notify(|e, wait| tracing::warn!(%brokers, retry_in_ms = wait.as_millis() as u64, "{e}"))
+        .await?;
     let sink = KafkaSink::connect(&brokers)?.with_give_up_after(GIVE_UP_AFTER);
     let generator = EventGenerator::new(kind, seed, USERS);
     let start_ms = chrono::Utc::now().timestamp_millis();
@@ -112,26 +119,4 @@ pub async fn run(settings: &Settings, args: ProduceArgs) -> Result<()> {
         args.first + sent
     );
     Ok(())
-}
-
-/// Retries `attempt` while the broker cannot be reached, waiting 0.5 s, 1 s, 2 s ... up to 10 s
-/// between tries, for at most ten minutes.
-async fn with_backoff<T, F, Fut>(brokers: &str, mut attempt: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T>>,
-{
-    let started = Instant::now();
-    let mut wait = Duration::from_millis(500);
-    loop {
-        match attempt().await {
-            Ok(value) => return Ok(value),
-            Err(e) if e.is_retryable() && started.elapsed() < GIVE_UP_AFTER => {
-                tracing::warn!(%brokers, retry_in_ms = wait.as_millis() as u64, "{e}");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(10));
-            }
-            Err(e) => return Err(e),
-        }
-    }
 }

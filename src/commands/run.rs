@@ -4,12 +4,13 @@
 use crate::catalog::Lake;
 use crate::cli::RunArgs;
 use crate::config::Settings;
+use crate::config::job::Job;
 use crate::config::pipeline::SourceDef;
 use crate::error::{Error, Result};
+use crate::jobs::Registry;
 use crate::jobs::graph::plan_target;
 use crate::jobs::planner::plan_all;
 use crate::jobs::runner::{JobReport, RunContext, run_jobs};
-use crate::jobs::{Job, Registry};
 use crate::progress::Progress;
 use crate::query::DateRange;
 use crate::sinks::Replace;
@@ -21,10 +22,10 @@ pub async fn run(settings: &Settings, args: RunArgs, progress: &Progress) -> Res
         return super::run_stream::run(settings, pipeline, args).await;
     }
     let stream = &args.stream;
-    if stream.from_files.is_some() || stream.from_generator || stream.until_caught_up || stream.brokers.is_some() {
+    if stream.from_files.is_some() || stream.from_generator || stream.until_caught_up {
         return Err(Error::Usage(format!(
-            "`{}` is a batch job: --from-files, --from-generator, --until-caught-up and --brokers are for \
-             streaming pipelines ({})",
+            "`{}` is a batch job: --from-files, --from-generator and --until-caught-up are for streaming \
+             pipelines ({})",
             args.target,
             registry
                 .streams()
@@ -135,6 +136,7 @@ async fn dry_run(settings: &Settings, registry: &Registry, jobs: &[&Job], range:
         for source in &job.sources {
             let path = match &source.def {
                 SourceDef::MongoExport(d) | SourceDef::JsonLines(d) | SourceDef::Csv(d) => d.path.clone(),
+                SourceDef::Kafka(d) => format!("kafka topic {}", d.topic),
                 SourceDef::Mysql(d) => match (&settings.mysql_url, &d.csv_export) {
                     (Some(url), _) => {
                         format!("{} table {}", crate::config::redact_url(url), d.table)
@@ -150,7 +152,7 @@ async fn dry_run(settings: &Settings, registry: &Registry, jobs: &[&Job], range:
         for table in plan.map(|p| p.reads.as_slice()).unwrap_or_default() {
             println!("   reads   {table}");
         }
-        let replace = Replace::for_run(job.sink.write_mode(), job.sink.partition_by(), range);
+        let replace = Replace::for_run(job.write_mode, job.sink.partition_by(), range);
         println!("   writes  {} ({replace})", job.sink_display());
         for rule in &job.expectations {
             println!(

@@ -8,12 +8,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::catalog::Lake;
 use crate::cli::RunArgs;
 use crate::config::Settings;
+use crate::config::stream_pipeline::StreamPipeline;
 use crate::error::{Error, ExitCode, Result};
-use crate::stream::StreamPipeline;
+use crate::metrics::{Ended, RunReport};
+use crate::sources::Input;
+use crate::sources::files::FileInput;
+use crate::sources::generator::GeneratorInput;
+use crate::sources::kafka::KafkaInput;
 use crate::stream::engine::{Engine, RunOptions, SinkSettings};
-use crate::stream::input::{FileInput, GeneratorInput, Input};
-use crate::stream::kafka::KafkaInput;
-use crate::stream::report::{Ended, RunReport};
 
 /// Runs a streaming pipeline as the flags say.
 pub async fn run(settings: &Settings, pipeline: &StreamPipeline, args: RunArgs) -> Result<()> {
@@ -25,11 +27,7 @@ pub async fn run(settings: &Settings, pipeline: &StreamPipeline, args: RunArgs) 
     }
     let lake = Lake::new(settings.lake.clone());
     let stream = args.stream;
-    let brokers = stream
-        .brokers
-        .clone()
-        .or(settings.kafka_bootstrap_servers.clone())
-        .or(pipeline.kafka.brokers.clone());
+    let brokers = settings.brokers_for(pipeline);
     let input = if let Some(dir) = &stream.from_files {
         // Like any path on a command line, a relative folder is the working directory's.
         let dir = crate::config::location_url(dir)?;

@@ -1,13 +1,18 @@
 //! Resolved configuration: flags, environment and the configuration file turned into the typed
-//! [`Settings`] the rest of the code uses. Precedence: flags > environment > file > defaults.
+//! [`Settings`] the rest of the code uses, and the pipeline files turned into [`job::Job`]s and
+//! [`stream_pipeline::StreamPipeline`]s. Precedence: flags > environment > file > defaults;
+//! clap reads each flag's environment variable (`--help` names them), so [`Settings::resolve`]
+//! only puts the configuration file and the defaults under what clap found.
 //!
 //! Environment variables are those of the Spark project being replaced: `DATA_LAKE_PATH`,
 //! `MYSQL_URL` (a `jdbc:mysql://` URL is accepted), `MYSQL_USER`, `MYSQL_PASSWORD`,
 //! `KAFKA_BOOTSTRAP_SERVERS`, and the usual `AWS_*` variables for S3 or MinIO.
 
 pub mod columns;
+pub mod job;
 pub mod pipeline;
 pub mod stream;
+pub mod stream_pipeline;
 pub mod vars;
 
 use std::collections::HashMap;
@@ -18,6 +23,8 @@ use url::Url;
 
 use crate::cli::GlobalArgs;
 use crate::error::{ConfigProblem, Error, Result};
+use crate::project::ProjectLocation;
+use stream_pipeline::StreamPipeline;
 pub use vars::Vars;
 
 /// The lake root used when neither `--lake`, `DATA_LAKE_PATH` nor the config file names one.
@@ -32,8 +39,10 @@ pub struct Settings {
     pub project: ProjectLocation,
     /// The MySQL connection URL with credentials, when configured.
     pub mysql_url: Option<String>,
-    /// Kafka bootstrap servers, when configured.
-    pub kafka_bootstrap_servers: Option<String>,
+    /// Kafka bootstrap servers (`--brokers`, `KAFKA_BOOTSTRAP_SERVERS`, the config file), when
+    /// configured; a pipeline file's own `[kafka] brokers` comes after them
+    /// ([`Settings::brokers_for`]).
+    pub kafka_brokers: Option<String>,
     /// Variables for `${VAR}` expansion in pipeline files.
     pub vars: Vars,
 }
@@ -117,15 +126,6 @@ fn normalize_dots(path: &Path) -> PathBuf {
     out
 }
 
-/// Where pipeline files and SQL files are read from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ProjectLocation {
-    /// A folder with `pipelines/` and `sql/`.
-    Folder(PathBuf),
-    /// The copy built into the binary (used by an installed binary run anywhere).
-    BuiltIn,
-}
-
 /// The optional configuration file (`--config`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -168,25 +168,24 @@ struct S3Section {
 }
 
 impl Settings {
-    /// Resolves settings from the global flags and an environment (normally the process
+    /// Resolves settings from the global flags (with the environment clap read into them), the
+    /// configuration file they name, and `env` for `${VAR}` expansion (normally the process
     /// environment; tests pass their own).
     pub fn resolve(args: &GlobalArgs, env: &HashMap<String, String>) -> Result<Self> {
         let file = match &args.config {
             Some(path) => read_config_file(path)?,
             None => ConfigFile::default(),
         };
-        let from_env = |name: &str| env.get(name).filter(|v| !v.is_empty()).cloned();
+        let given = |value: &Option<String>| value.clone().filter(|v| !v.is_empty());
         let mut problems = Vec::new();
 
         let mut vars = Vars::layered(file.vars.clone(), env.clone());
-        let lake_text = args
-            .lake
-            .clone()
+        let lake_text = given(&args.lake)
             .or(file.lake.clone())
             .unwrap_or_else(|| DEFAULT_LAKE.into());
         vars.set("DATA_LAKE_PATH", lake_text.clone());
 
-        let storage_options = s3_options(&file.s3, &from_env);
+        let storage_options = s3_options(args, &file.s3);
         let lake = match LakeLocation::parse(&lake_text, storage_options) {
             Ok(lake) => Some(lake),
             Err(Error::Config(mut p)) => {
@@ -196,10 +195,10 @@ impl Settings {
             Err(other) => return Err(other),
         };
 
-        let mysql_url = match from_env("MYSQL_URL").or(file.mysql.url.clone()) {
+        let mysql_url = match given(&args.mysql_url).or(file.mysql.url.clone()) {
             Some(url) => {
-                let user = from_env("MYSQL_USER").or(file.mysql.user.clone());
-                let password = from_env("MYSQL_PASSWORD").or(file.mysql.password.clone());
+                let user = given(&args.mysql_user).or(file.mysql.user.clone());
+                let password = given(&args.mysql_password).or(file.mysql.password.clone());
                 match mysql_url_with_credentials(&url, user.as_deref(), password.as_deref()) {
                     Ok(url) => Some(url),
                     Err(message) => {
@@ -210,7 +209,7 @@ impl Settings {
             }
             None => None,
         };
-        let kafka_bootstrap_servers = from_env("KAFKA_BOOTSTRAP_SERVERS").or(file.kafka.bootstrap_servers.clone());
+        let kafka_brokers = given(&args.brokers).or(file.kafka.bootstrap_servers.clone());
 
         let project = match &args.project {
             Some(dir) if dir.join("pipelines").is_dir() => ProjectLocation::Folder(dir.clone()),
@@ -232,16 +231,28 @@ impl Settings {
                 lake,
                 project,
                 mysql_url,
-                kafka_bootstrap_servers,
+                kafka_brokers,
                 vars,
             }),
             _ => Err(Error::Config(problems)),
         }
     }
+
+    /// The brokers a streaming pipeline uses: the settings' (flag, environment, config file),
+    /// else the pipeline file's `[kafka] brokers`.
+    pub fn brokers_for(&self, pipeline: &StreamPipeline) -> Option<String> {
+        self.kafka_brokers.clone().or(pipeline.kafka.brokers.clone())
+    }
 }
 
 fn read_config_file(path: &Path) -> Result<ConfigFile> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path.display(), e))?;
+    // An unreadable configuration file is a configuration problem (exit 3), not a failed job.
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::config_in(
+            path.display().to_string(),
+            format!("cannot read the configuration file: {e}"),
+        )
+    })?;
     let mut value: toml::Value =
         toml::from_str(&text).map_err(|e| Error::config_in(path.display().to_string(), e.to_string()))?;
     // The config file's own strings may use ${VAR} with the process environment.
@@ -262,28 +273,23 @@ fn read_config_file(path: &Path) -> Result<ConfigFile> {
         .map_err(|e: toml::de::Error| Error::config_in(path.display().to_string(), e.to_string()))
 }
 
-/// Object-store options for S3 from the `[s3]` section, overridden by `AWS_*` variables.
-fn s3_options(file: &S3Section, from_env: &dyn Fn(&str) -> Option<String>) -> HashMap<String, String> {
+/// Object-store options for S3: the `[s3]` section under the flags and `AWS_*` variables.
+fn s3_options(args: &GlobalArgs, file: &S3Section) -> HashMap<String, String> {
     let mut options = HashMap::new();
-    let mut put = |key: &str, env_names: &[&str], file_value: &Option<String>| {
-        let value = env_names.iter().find_map(|name| from_env(name)).or(file_value.clone());
-        if let Some(value) = value {
+    let mut put = |key: &str, given: &Option<String>, file_value: &Option<String>| {
+        if let Some(value) = given.clone().filter(|v| !v.is_empty()).or(file_value.clone()) {
             options.insert(key.to_string(), value);
         }
     };
-    put("aws_access_key_id", &["AWS_ACCESS_KEY_ID"], &file.access_key_id);
+    put("aws_access_key_id", &args.s3_access_key_id, &file.access_key_id);
     put(
         "aws_secret_access_key",
-        &["AWS_SECRET_ACCESS_KEY"],
+        &args.s3_secret_access_key,
         &file.secret_access_key,
     );
-    put("aws_session_token", &["AWS_SESSION_TOKEN"], &None);
-    put("aws_region", &["AWS_REGION", "AWS_DEFAULT_REGION"], &file.region);
-    put(
-        "aws_endpoint_url",
-        &["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"],
-        &file.endpoint,
-    );
+    put("aws_session_token", &args.s3_session_token, &None);
+    put("aws_region", &args.s3_region, &file.region);
+    put("aws_endpoint_url", &args.s3_endpoint, &file.endpoint);
     let plain_http_endpoint = options
         .get("aws_endpoint_url")
         .is_some_and(|e| e.starts_with("http://"));
@@ -343,6 +349,15 @@ mod tests {
             project: None,
             log_format: crate::cli::LogFormat::Text,
             log_level: "info".into(),
+            mysql_url: None,
+            mysql_user: None,
+            mysql_password: None,
+            brokers: None,
+            s3_endpoint: None,
+            s3_region: None,
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+            s3_session_token: None,
         }
     }
 
@@ -357,12 +372,11 @@ mod tests {
     }
 
     #[test]
-    fn flag_overrides_environment_and_relative_paths_resolve_under_the_lake() {
-        let env = HashMap::from([
-            ("AWS_ENDPOINT_URL".to_string(), "http://127.0.0.1:9000".to_string()),
-            ("AWS_REGION".to_string(), "us-east-1".to_string()),
-        ]);
-        let settings = Settings::resolve(&args(Some("s3://bucket/lake")), &env).unwrap();
+    fn s3_settings_allow_plain_http_endpoints_and_relative_paths_resolve_under_the_lake() {
+        let mut global = args(Some("s3://bucket/lake"));
+        global.s3_endpoint = Some("http://127.0.0.1:9000".to_string());
+        global.s3_region = Some("us-east-1".to_string());
+        let settings = Settings::resolve(&global, &HashMap::new()).unwrap();
         assert_eq!(settings.lake.root.as_str(), "s3://bucket/lake/");
         assert_eq!(settings.lake.storage_options["aws_allow_http"], "true");
         assert_eq!(
@@ -392,23 +406,33 @@ mod tests {
         .unwrap();
         let mut global = args(None);
         global.config = Some(file);
-        let env = HashMap::from([
-            ("MYSQL_URL".to_string(), "jdbc:mysql://env-host:3306/db".to_string()),
-            ("LANDING_PATH".to_string(), "env-landing".to_string()),
-        ]);
+        // What clap read from a flag or the environment.
+        global.mysql_url = Some("jdbc:mysql://env-host:3306/db".to_string());
+        let env = HashMap::from([("LANDING_PATH".to_string(), "env-landing".to_string())]);
         let settings = Settings::resolve(&global, &env).unwrap();
         assert_eq!(settings.lake.root.as_str(), "s3://from-file/lake/");
         assert_eq!(
             settings.mysql_url.as_deref(),
             Some("mysql://file_user@env-host:3306/db")
         );
-        assert_eq!(settings.kafka_bootstrap_servers.as_deref(), Some("file:9092"));
+        assert_eq!(settings.kafka_brokers.as_deref(), Some("file:9092"));
         assert_eq!(settings.vars.get("LANDING_PATH"), Some("env-landing"));
         assert_eq!(settings.vars.get("ONLY_IN_FILE"), Some("x"));
 
         global.lake = Some("/flag/lake".to_string());
+        global.brokers = Some("flag:9092".to_string());
         let settings = Settings::resolve(&global, &env).unwrap();
         assert_eq!(settings.lake.root.as_str(), "file:///flag/lake/");
+        assert_eq!(settings.kafka_brokers.as_deref(), Some("flag:9092"));
+    }
+
+    #[test]
+    fn an_unreadable_config_file_is_a_configuration_error() {
+        let mut global = args(None);
+        global.config = Some(PathBuf::from("/nonexistent/quickchat.toml"));
+        let err = Settings::resolve(&global, &HashMap::new()).unwrap_err();
+        assert_eq!(err.exit_code(), crate::error::ExitCode::Config, "{err}");
+        assert!(err.to_string().contains("/nonexistent/quickchat.toml"), "{err}");
     }
 
     #[test]

@@ -1,13 +1,20 @@
-//! The pipeline file format: what a `pipelines/<job>.toml` may contain.
+//! The pipeline file format: what a `pipelines/<name>.toml` may contain, in either mode.
+//!
+//! A *batch job* names external sources, one SQL file, one sink and its expectations. A
+//! *streaming pipeline* (`mode = "streaming"`, see [`super::stream`]) names Kafka sources and
+//! outputs, each a SQL file with its sinks. Both use the same connector definitions: a source is
+//! a [`SourceDef`] and a sink a [`SinkDef`], tagged enums with one variant per `kind`, and a
+//! sink says how it writes with one [`WriteMode`]; the registry checks that a kind and a mode
+//! suit the pipeline's mode.
 //!
 //! These structs are the documented contract with users; each field's `///` line is its
-//! documentation. Connectors are tagged enums (`kind = "..."`), one variant per kind. Strings
-//! have already been through `${VAR}` expansion when they are deserialized here.
+//! documentation. Strings have already been through `${VAR}` expansion when they are
+//! deserialized here.
 
 use indexmap::IndexMap;
 use serde::Deserialize;
 
-/// One pipeline file: a job with its sources, SQL, sink and expectations.
+/// One batch pipeline file: a job with its sources, SQL, sink and expectations.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineFile {
@@ -29,18 +36,20 @@ pub struct PipelineFile {
     pub expectations: Vec<ExpectationDef>,
 }
 
-/// An external input of a job.
+/// Where a source's records come from.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SourceDef {
-    /// JSON lines as written by `mongoexport` (relaxed or canonical Extended JSON).
+    /// JSON lines as written by `mongoexport` (relaxed or canonical Extended JSON). Batch.
     MongoExport(FileSourceDef),
-    /// Plain JSON lines, timestamps as ISO-8601 strings.
+    /// Plain JSON lines, timestamps as ISO-8601 strings. Batch.
     JsonLines(FileSourceDef),
-    /// CSV with a header row.
+    /// CSV with a header row. Batch.
     Csv(FileSourceDef),
-    /// A MySQL/MariaDB table, read through `MYSQL_URL`.
+    /// A MySQL/MariaDB table, read through `MYSQL_URL`. Batch.
     Mysql(MysqlSourceDef),
+    /// A Kafka topic, read as a stream of micro-batches. Streaming.
+    Kafka(KafkaSourceDef),
 }
 
 impl SourceDef {
@@ -49,6 +58,7 @@ impl SourceDef {
         match self {
             SourceDef::MongoExport(def) | SourceDef::JsonLines(def) | SourceDef::Csv(def) => &def.columns,
             SourceDef::Mysql(def) => &def.columns,
+            SourceDef::Kafka(def) => &def.columns,
         }
     }
 
@@ -59,6 +69,7 @@ impl SourceDef {
             SourceDef::JsonLines(_) => "json_lines",
             SourceDef::Csv(_) => "csv",
             SourceDef::Mysql(_) => "mysql",
+            SourceDef::Kafka(_) => "kafka",
         }
     }
 }
@@ -88,7 +99,108 @@ pub struct MysqlSourceDef {
     pub csv_export: Option<String>,
 }
 
-/// Where a job's result goes.
+/// A Kafka topic read by a streaming pipeline, with the event time and watermark its windows
+/// are computed by.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSourceDef {
+    /// The Kafka topic (and, with `--from-files DIR`, the file `DIR/<topic>.jsonl`).
+    pub topic: String,
+    /// How record values are encoded.
+    #[serde(default)]
+    pub format: RecordFormat,
+    /// For `protobuf`: the descriptor set (`protoc --descriptor_set_out`), relative to the
+    /// project folder.
+    #[serde(default)]
+    pub descriptor_set: Option<String>,
+    /// For `protobuf`: the full message name, e.g. `quickchat.ChatMessage`.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// The event-time column (a `timestamp` column). Records without one are quarantined.
+    pub event_time: String,
+    /// How far behind the latest event time seen the watermark trails, e.g. `"5 minutes"`;
+    /// records older than the watermark are late.
+    pub watermark: String,
+    /// A column identifying a record: repeats of a key are counted once.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// How long keys are remembered for de-duplication; default: the watermark delay.
+    #[serde(default)]
+    pub dedup_within: Option<String>,
+    /// The built-in event stream `--from-generator` and `produce` use for this source.
+    #[serde(default)]
+    pub generator: Option<GeneratorKind>,
+    /// Where late records go; default `bronze.<source>_late`.
+    #[serde(default)]
+    pub late_table: Option<String>,
+    /// The record's columns, `name = "type"` in order.
+    pub columns: IndexMap<String, String>,
+}
+
+/// How Kafka record values are encoded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordFormat {
+    /// A JSON object per record; timestamps as ISO-8601 strings.
+    #[default]
+    Json,
+    /// A Protobuf message per record, decoded with a descriptor set.
+    Protobuf,
+}
+
+/// The built-in event streams (`generator = "..."` of a Kafka source).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GeneratorKind {
+    /// `chat-stream`: `message_id, channel_id, user_id, content, message_type, sent_at, delivered_at`.
+    Chat,
+    /// `clickstream`: `event_id, user_id, session_id, product_id, category, action, timestamp, page_url, referrer`.
+    Clickstream,
+    /// `transactions`: `transaction_id, user_id, session_id, product_id, category, amount, quantity, timestamp, payment_method`.
+    Transactions,
+    /// `interactions`: `user_id, item_id, interaction_type, timestamp`.
+    Interactions,
+}
+
+impl GeneratorKind {
+    /// Every kind, in the order `produce --help` lists them.
+    pub const ALL: [GeneratorKind; 4] = [
+        GeneratorKind::Chat,
+        GeneratorKind::Clickstream,
+        GeneratorKind::Transactions,
+        GeneratorKind::Interactions,
+    ];
+
+    /// The name used in pipeline files and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            GeneratorKind::Chat => "chat",
+            GeneratorKind::Clickstream => "clickstream",
+            GeneratorKind::Transactions => "transactions",
+            GeneratorKind::Interactions => "interactions",
+        }
+    }
+
+    /// Parses a name from the command line.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        Self::ALL.into_iter().find(|k| k.name() == name).ok_or_else(|| {
+            let known: Vec<&str> = Self::ALL.iter().map(|k| k.name()).collect();
+            format!("unknown generator `{name}` (known: {})", known.join(", "))
+        })
+    }
+
+    /// The topic the shipped pipelines read this stream from.
+    pub fn topic(self) -> &'static str {
+        match self {
+            GeneratorKind::Chat => "chat-stream",
+            GeneratorKind::Clickstream => "clickstream",
+            GeneratorKind::Transactions => "transactions",
+            GeneratorKind::Interactions => "interactions",
+        }
+    }
+}
+
+/// Where rows go.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SinkDef {
@@ -96,24 +208,12 @@ pub enum SinkDef {
     Delta(DeltaSinkDef),
     /// Parquet files (an export for consumers without a Delta reader).
     Parquet(ParquetSinkDef),
-}
-
-impl SinkDef {
-    /// Partition columns of the sink.
-    pub fn partition_by(&self) -> &[String] {
-        match self {
-            SinkDef::Delta(def) => &def.partition_by,
-            SinkDef::Parquet(def) => &def.partition_by,
-        }
-    }
-
-    /// How a run replaces earlier data.
-    pub fn write_mode(&self) -> WriteMode {
-        match self {
-            SinkDef::Delta(def) => def.write,
-            SinkDef::Parquet(def) => def.write,
-        }
-    }
+    /// A MySQL table (created when missing), upserted by `key`. Streaming.
+    Mysql(MysqlSinkDef),
+    /// A Kafka topic, one JSON object per row. Streaming.
+    Kafka(KafkaSinkDef),
+    /// Standard output, as a table. Streaming.
+    Console(ConsoleSinkDef),
 }
 
 /// A Delta table sink.
@@ -122,11 +222,20 @@ impl SinkDef {
 pub struct DeltaSinkDef {
     /// `<layer>.<table>`, e.g. `silver.messages`; stored at `<lake>/<layer>/<table>`.
     pub table: String,
-    /// Partition columns; with `write = "replace_partitions"` the first must be a date.
+    /// Partition columns; with `mode = "replace_partitions"` the first must be a date.
     #[serde(default)]
     pub partition_by: Vec<String>,
-    /// How a run replaces earlier data.
-    pub write: WriteMode,
+    /// How rows are written (`write` is accepted as the older name).
+    #[serde(default, alias = "write")]
+    pub mode: Option<WriteMode>,
+    /// Columns identifying a row, for `update` mode (the merge condition).
+    #[serde(default)]
+    pub key: Vec<String>,
+    /// Streaming: compacts the table's small files (Delta OPTIMIZE, bin-packing) after every
+    /// this many micro-batch commits of a run; 0 (the default) never does. Each micro-batch adds
+    /// a file per partition; compaction keeps readers fast but stalls the micro-batch it runs in.
+    #[serde(default)]
+    pub compact_every: u64,
 }
 
 /// A Parquet files sink.
@@ -139,22 +248,127 @@ pub struct ParquetSinkDef {
     /// must be a date.
     #[serde(default)]
     pub partition_by: Vec<String>,
-    /// How a run replaces earlier data.
-    pub write: WriteMode,
+    /// How rows are written (`write` is accepted as the older name).
+    #[serde(default, alias = "write")]
+    pub mode: Option<WriteMode>,
 }
 
-/// How a run replaces what earlier runs wrote. Every mode but `append` is idempotent: running
-/// the same job for the same dates once or five times leaves the same table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// A MySQL table sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MysqlSinkDef {
+    /// Table name.
+    pub table: String,
+    /// Primary-key columns.
+    pub key: Vec<String>,
+    /// `append` (final windows) or `update` (every change).
+    #[serde(default)]
+    pub mode: Option<WriteMode>,
+}
+
+/// A Kafka topic sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSinkDef {
+    /// Topic.
+    pub topic: String,
+    /// Columns whose values make the record key.
+    #[serde(default)]
+    pub key: Vec<String>,
+    /// `append` (final windows) or `update` (every change).
+    #[serde(default)]
+    pub mode: Option<WriteMode>,
+}
+
+/// Standard output.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSinkDef {
+    /// `append` (final windows) or `update` (every change).
+    #[serde(default)]
+    pub mode: Option<WriteMode>,
+}
+
+impl SinkDef {
+    /// The mode written in the file, if any.
+    pub fn declared_mode(&self) -> Option<WriteMode> {
+        match self {
+            SinkDef::Delta(d) => d.mode,
+            SinkDef::Parquet(d) => d.mode,
+            SinkDef::Mysql(d) => d.mode,
+            SinkDef::Kafka(d) => d.mode,
+            SinkDef::Console(d) => d.mode,
+        }
+    }
+
+    /// How the sink writes; a streaming sink without a mode appends final rows (batch sinks
+    /// must say, which the registry checks).
+    pub fn mode(&self) -> WriteMode {
+        self.declared_mode().unwrap_or(WriteMode::Append)
+    }
+
+    /// Partition columns of the sink.
+    pub fn partition_by(&self) -> &[String] {
+        match self {
+            SinkDef::Delta(d) => &d.partition_by,
+            SinkDef::Parquet(d) => &d.partition_by,
+            _ => &[],
+        }
+    }
+
+    /// The `kind` tag, as written in pipeline files.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SinkDef::Delta(_) => "delta",
+            SinkDef::Parquet(_) => "parquet",
+            SinkDef::Mysql(_) => "mysql",
+            SinkDef::Kafka(_) => "kafka",
+            SinkDef::Console(_) => "console",
+        }
+    }
+
+    /// The sink as shown to users.
+    pub fn display(&self) -> String {
+        match self {
+            SinkDef::Delta(d) => d.table.clone(),
+            SinkDef::Mysql(d) => format!("mysql:{}", d.table),
+            SinkDef::Parquet(d) => format!("parquet:{}", d.path),
+            SinkDef::Kafka(d) => format!("kafka:{}", d.topic),
+            SinkDef::Console(_) => "console".to_string(),
+        }
+    }
+}
+
+/// How a sink writes. Batch jobs replace what earlier runs wrote (every mode but `append` is
+/// idempotent: running the same job for the same dates once or five times leaves the same
+/// table); streaming sinks receive a windowed output's rows once final (`append`) or every
+/// micro-batch they change (`update`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WriteMode {
-    /// Replace the rows whose first partition column (a date) lies in the run's date range;
-    /// a run without `--date`/`--from` replaces the whole table.
-    ReplacePartitions,
-    /// Replace the whole table on every run (snapshot tables such as `silver.users`).
-    Overwrite,
-    /// Add rows (logs); not idempotent.
+    /// Add rows. Batch: logs, not idempotent. Streaming (the default): once per window, final,
+    /// when the watermark passes its end.
     Append,
+    /// Streaming: every micro-batch in which a window changed, as an upsert by key (live
+    /// dashboards).
+    Update,
+    /// Batch: replace the rows whose first partition column (a date) lies in the run's date
+    /// range; a run without `--date`/`--from` replaces the whole table.
+    ReplacePartitions,
+    /// Batch: replace the whole table on every run (snapshot tables such as `silver.users`).
+    Overwrite,
+}
+
+impl WriteMode {
+    /// The name used in pipeline files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteMode::Append => "append",
+            WriteMode::Update => "update",
+            WriteMode::ReplacePartitions => "replace_partitions",
+            WriteMode::Overwrite => "overwrite",
+        }
+    }
 }
 
 /// A data-quality rule, as in Delta Live Tables' expectations.
@@ -209,7 +423,7 @@ mod tests {
         kind = "delta"
         table = "bronze.x"
         partition_by = ["event_date"]
-        write = "replace_partitions"
+        mode = "replace_partitions"
         [[expectations]]
         name = "id_present"
         condition = "id IS NOT NULL"
@@ -221,8 +435,15 @@ mod tests {
         let file: PipelineFile = toml::from_str(EXAMPLE).unwrap();
         assert!(matches!(file.sources["raw"], SourceDef::MongoExport(_)));
         assert_eq!(file.sources["raw"].columns().len(), 2);
-        assert_eq!(file.sink.write_mode(), WriteMode::ReplacePartitions);
+        assert_eq!(file.sink.declared_mode(), Some(WriteMode::ReplacePartitions));
         assert_eq!(file.expectations[0].on_violation, OnViolation::Drop);
+        let older = EXAMPLE.replace("mode = \"replace_partitions\"", "write = \"overwrite\"");
+        let file: PipelineFile = toml::from_str(&older).unwrap();
+        assert_eq!(
+            file.sink.mode(),
+            WriteMode::Overwrite,
+            "`write` is the older name of `mode`"
+        );
     }
 
     #[test]
@@ -232,5 +453,12 @@ mod tests {
         let kind = EXAMPLE.replace("\"mongo_export\"", "\"oracle\"");
         let err = toml::from_str::<PipelineFile>(&kind).unwrap_err().to_string();
         assert!(err.contains("oracle"), "{err}");
+    }
+
+    #[test]
+    fn generator_names_parse_and_list_the_known_ones() {
+        assert_eq!(GeneratorKind::parse("chat"), Ok(GeneratorKind::Chat));
+        let err = GeneratorKind::parse("nope").unwrap_err();
+        assert!(err.contains("chat, clickstream, transactions, interactions"), "{err}");
     }
 }

@@ -1,14 +1,17 @@
 //! The streaming pipeline file format: a `pipelines/<name>.toml` with `mode = "streaming"`.
 //!
-//! Sources are streams (a Kafka topic; a JSON-lines file per topic with `--from-files`; the
-//! built-in generator with `--from-generator`) with an event-time column, a watermark delay and
-//! optionally a key for de-duplication. Outputs are named SQL files, each with its sinks; every
-//! sink chooses its output mode.
+//! Sources are Kafka topics (`kind = "kafka"`; a JSON-lines file per topic with `--from-files`;
+//! the built-in generator with `--from-generator`) with an event-time column, a watermark delay
+//! and optionally a key for de-duplication. Outputs are named SQL files, each with its sinks;
+//! every sink chooses its mode (`append` or `update`). Sources and sinks are the same
+//! [`SourceDef`]/[`SinkDef`] as batch jobs use.
 
 use std::time::Duration;
 
 use indexmap::IndexMap;
 use serde::Deserialize;
+
+use super::pipeline::{SinkDef, SourceDef};
 
 /// A streaming pipeline file.
 #[derive(Debug, Clone, Deserialize)]
@@ -28,7 +31,7 @@ pub struct StreamPipelineFile {
     #[serde(default)]
     pub state: StateDef,
     /// The input streams, by the table name the SQL uses for them.
-    pub sources: IndexMap<String, StreamSourceDef>,
+    pub sources: IndexMap<String, SourceDef>,
     /// The queries, by name: each a SQL file and where its rows go. An output's rows can be read
     /// by later outputs under its name.
     pub outputs: IndexMap<String, OutputDef>,
@@ -123,55 +126,6 @@ impl Default for StateDef {
     }
 }
 
-/// An input stream.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StreamSourceDef {
-    /// The Kafka topic (and, with `--from-files DIR`, the file `DIR/<topic>.jsonl`).
-    pub topic: String,
-    /// How Kafka record values are encoded.
-    #[serde(default)]
-    pub format: RecordFormat,
-    /// For `protobuf`: the descriptor set (`protoc --descriptor_set_out`), relative to the
-    /// project folder.
-    #[serde(default)]
-    pub descriptor_set: Option<String>,
-    /// For `protobuf`: the full message name, e.g. `quickchat.ChatMessage`.
-    #[serde(default)]
-    pub message: Option<String>,
-    /// The event-time column (a `timestamp` column). Records without one are quarantined.
-    pub event_time: String,
-    /// How far behind the latest event time seen the watermark trails, e.g. `"5 minutes"`;
-    /// records older than the watermark are late.
-    pub watermark: String,
-    /// A column identifying a record: repeats of a key are counted once.
-    #[serde(default)]
-    pub key: Option<String>,
-    /// How long keys are remembered for de-duplication; default: the watermark delay.
-    #[serde(default)]
-    pub dedup_within: Option<String>,
-    /// The built-in event stream `--from-generator` and `produce` use for this source
-    /// (`chat`, `clickstream`, `transactions`, `interactions`).
-    #[serde(default)]
-    pub generator: Option<String>,
-    /// Where late records go; default `bronze.<source>_late`.
-    #[serde(default)]
-    pub late_table: Option<String>,
-    /// The record's columns, `name = "type"` in order.
-    pub columns: IndexMap<String, String>,
-}
-
-/// How Kafka record values are encoded.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RecordFormat {
-    /// A JSON object per record; timestamps as ISO-8601 strings.
-    #[default]
-    Json,
-    /// A Protobuf message per record, decoded with a descriptor set.
-    Protobuf,
-}
-
 /// One query of a streaming pipeline.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -180,102 +134,7 @@ pub struct OutputDef {
     pub sql: String,
     /// Where the rows go; an output without sinks only feeds later outputs.
     #[serde(default)]
-    pub sinks: Vec<StreamSinkDef>,
-}
-
-/// When a sink receives a windowed output's rows.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OutputMode {
-    /// Once per window, final, when the watermark passes its end.
-    #[default]
-    Append,
-    /// Every micro-batch in which a window changed, as an upsert by key (live dashboards).
-    Update,
-}
-
-/// Where an output's rows go.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum StreamSinkDef {
-    /// A Delta table in the lake; `update` mode merges on `key`.
-    Delta {
-        /// `<layer>.<table>`.
-        table: String,
-        /// Partition columns.
-        #[serde(default)]
-        partition_by: Vec<String>,
-        /// Output mode.
-        #[serde(default)]
-        mode: OutputMode,
-        /// Columns identifying a row, for `update` mode.
-        #[serde(default)]
-        key: Vec<String>,
-        /// Compacts the table's small files (Delta OPTIMIZE, bin-packing) after every this many
-        /// micro-batch commits of a run; 0 (the default) never does. Each micro-batch adds a file
-        /// per partition; compaction keeps readers fast but stalls the micro-batch it runs in.
-        #[serde(default)]
-        compact_every: u64,
-    },
-    /// A MySQL table (created when missing), upserted by `key`.
-    Mysql {
-        /// Table name.
-        table: String,
-        /// Primary-key columns.
-        key: Vec<String>,
-        /// Output mode.
-        #[serde(default)]
-        mode: OutputMode,
-    },
-    /// Parquet files, one per micro-batch.
-    Parquet {
-        /// Folder: relative to the lake root, absolute, or a URL.
-        path: String,
-        /// Output mode.
-        #[serde(default)]
-        mode: OutputMode,
-    },
-    /// A Kafka topic, one JSON object per row.
-    Kafka {
-        /// Topic.
-        topic: String,
-        /// Columns whose values make the record key.
-        #[serde(default)]
-        key: Vec<String>,
-        /// Output mode.
-        #[serde(default)]
-        mode: OutputMode,
-    },
-    /// Standard output, as a table.
-    Console {
-        /// Output mode.
-        #[serde(default)]
-        mode: OutputMode,
-    },
-}
-
-impl StreamSinkDef {
-    /// The sink's output mode.
-    pub fn mode(&self) -> OutputMode {
-        match self {
-            StreamSinkDef::Delta { mode, .. }
-            | StreamSinkDef::Mysql { mode, .. }
-            | StreamSinkDef::Parquet { mode, .. }
-            | StreamSinkDef::Kafka { mode, .. }
-            | StreamSinkDef::Console { mode } => *mode,
-        }
-    }
-
-    /// The sink as shown to users.
-    pub fn display(&self) -> String {
-        match self {
-            StreamSinkDef::Delta { table, .. } => table.clone(),
-            StreamSinkDef::Mysql { table, .. } => format!("mysql:{table}"),
-            StreamSinkDef::Parquet { path, .. } => format!("parquet:{path}"),
-            StreamSinkDef::Kafka { topic, .. } => format!("kafka:{topic}"),
-            StreamSinkDef::Console { .. } => "console".to_string(),
-        }
-    }
+    pub sinks: Vec<SinkDef>,
 }
 
 /// Alert rules and where alerts go.
@@ -283,7 +142,7 @@ impl StreamSinkDef {
 #[serde(deny_unknown_fields)]
 pub struct AlertsDef {
     /// Where alert rows go (like an output's sinks).
-    pub sinks: Vec<StreamSinkDef>,
+    pub sinks: Vec<SinkDef>,
     /// The rules.
     pub rules: Vec<AlertRuleDef>,
 }
@@ -312,6 +171,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::pipeline::{RecordFormat, WriteMode};
 
     #[test]
     fn durations_read_as_written_in_pipeline_files() {
@@ -328,6 +188,7 @@ mod tests {
             description = "x"
             mode = "streaming"
             [sources.clicks]
+            kind = "kafka"
             topic = "clickstream"
             event_time = "timestamp"
             watermark = "5 minutes"
@@ -344,8 +205,8 @@ mod tests {
         let file: StreamPipelineFile = toml::from_str(text).unwrap();
         assert_eq!(file.trigger.max_records, 100_000);
         assert_eq!(file.kafka.starting_offsets, StartingOffsets::Earliest);
-        assert_eq!(file.sources["clicks"].format, RecordFormat::Json);
-        assert_eq!(file.outputs["views"].sinks[0].mode(), OutputMode::Update);
+        assert!(matches!(&file.sources["clicks"], SourceDef::Kafka(k) if k.format == RecordFormat::Json));
+        assert_eq!(file.outputs["views"].sinks[0].mode(), WriteMode::Update);
         assert_eq!(file.outputs["views"].sinks[0].display(), "mysql:views");
     }
 }

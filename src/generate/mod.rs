@@ -6,7 +6,6 @@
 //! as real exports are: re-exported duplicate documents, truncated lines, a wrong type, a
 //! missing timestamp, clock skew, messages from deleted accounts, untidy e-mail addresses.
 
-pub mod events;
 pub mod mongo_json;
 pub mod mysql;
 pub mod quickchat;

@@ -175,7 +175,7 @@ impl<'a> Doc<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::extended_json::rewrite_document;
+    use crate::decode::extended_json::rewrite_document;
 
     #[test]
     fn documents_round_trip_through_the_extended_json_reader() {

@@ -1,16 +1,9 @@
 //! Event files for the streaming pipelines: `<topic>.jsonl` for each source of a pipeline, the
 //! input of `run <pipeline> --from-files DIR` (the same events the generator and `produce` give).
 
-use super::events::{EventGenerator, EventKind};
-use crate::error::{Error, Result};
-use crate::stream::StreamPipeline;
-
-/// How far out of order generated events are: well inside every watermark delay, so no event
-/// is late and every mode gives the same tables.
-pub const DISORDER_MS: i64 = 20_000;
-
-/// Distinct users in generated streams.
-pub const USERS: u64 = 200;
+use crate::config::stream_pipeline::StreamPipeline;
+use crate::error::Result;
+use crate::sources::generator::{DISORDER_MS, EventGenerator, USERS, shares};
 
 /// The events of one source, as JSON lines.
 pub struct StreamFile {
@@ -31,20 +24,8 @@ pub fn stream_files(
     start_ms: i64,
     seed: u64,
 ) -> Result<Vec<StreamFile>> {
-    let mut kinds = Vec::new();
-    for source in &pipeline.sources {
-        let name = source.def.generator.as_deref().ok_or_else(|| {
-            Error::config_in(
-                &pipeline.pipeline_path,
-                format!("sources.{}: no `generator` to generate events with", source.name),
-            )
-        })?;
-        kinds.push(EventKind::parse(name).map_err(|e| Error::config_in(&pipeline.pipeline_path, e))?);
-    }
-    let total_weight: f64 = kinds.iter().map(|k| k.weight()).sum();
     let mut files = Vec::new();
-    for (source, kind) in pipeline.sources.iter().zip(kinds) {
-        let share = kind.weight() / total_weight;
+    for (source, (kind, share)) in pipeline.sources.iter().zip(shares(pipeline)?) {
         let count = (events as f64 * share).round() as u64;
         let source_rate = (rate * share).max(0.001);
         let generator = EventGenerator::new(kind, seed, USERS);
@@ -55,7 +36,7 @@ pub fn stream_files(
             contents.push(b'\n');
         }
         files.push(StreamFile {
-            topic: source.def.topic.clone(),
+            topic: source.topic.clone(),
             contents,
             events: count,
         });

@@ -3,8 +3,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use crate::config::job::Job;
 use crate::error::{Error, Result};
-use crate::jobs::{Job, Registry};
+use crate::jobs::Registry;
 
 /// The group that runs every job.
 pub const FULL_PIPELINE: &str = "full-pipeline";
@@ -39,7 +40,7 @@ pub fn plan_target<'r>(registry: &'r Registry, target: &str, upstream: bool) -> 
         known.extend(group_names(registry));
         return Err(Error::Usage(format!(
             "unknown job or group `{target}`{}; `quickchat-etl list` shows the jobs, groups are {}",
-            super::registry::suggestion(target, known.iter()),
+            super::suggestion(target, known.iter()),
             group_names(registry).join(", ")
         )));
     }
@@ -159,8 +160,9 @@ mod tests {
             sink: SinkDef::Parquet(ParquetSinkDef {
                 path: name.to_string(),
                 partition_by: vec![],
-                write: WriteMode::Overwrite,
+                mode: Some(WriteMode::Overwrite),
             }),
+            write_mode: WriteMode::Overwrite,
             sink_table: None,
             expectations: vec![],
         }

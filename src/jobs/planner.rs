@@ -11,12 +11,14 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::MemTable;
 use datafusion::logical_expr::LogicalPlan;
 
+use crate::catalog::TableName;
 use crate::catalog::layer_schema;
+use crate::config::job::Job;
 use crate::config::pipeline::WriteMode;
 use crate::error::ConfigProblem;
+use crate::jobs::Registry;
 use crate::jobs::graph::{FULL_PIPELINE, plan_target};
 use crate::jobs::runner::build_rules;
-use crate::jobs::{Job, Registry, TableName};
 use crate::meta::{quarantine, run_log};
 use crate::query::{DateRange, RunParams, new_session, plan_job};
 
@@ -117,7 +119,7 @@ async fn plan_one(registry: &Registry, job: &Job, outputs: &HashMap<TableName, S
             ))),
             Ok(field)
                 if i == 0
-                    && job.sink.write_mode() == WriteMode::ReplacePartitions
+                    && job.write_mode == WriteMode::ReplacePartitions
                     && field.data_type() != &DataType::Date32 =>
             {
                 result.problems.push(problem(format!(

@@ -1,11 +1,11 @@
-//! Running batch jobs: sources read into memory tables, the job's SQL planned with the run's
-//! parameters, expectations applied on the way to the sink, one atomic write, then the
-//! quarantine and run log updated. The data path of one job:
+//! Running batch jobs: sources read and decoded into memory tables, the job's SQL planned with
+//! the run's parameters, expectations applied on the way to the sink, one atomic write, then
+//! the quarantine and run log updated. The data path of one job:
 //!
 //! ```text
-//! sources ─▶ MemTables ─▶ job SQL ─▶ ExpectationsExec ─▶ Delta / Parquet sink (one commit)
-//!    └─ unreadable records ───────────────┴─ dropped rows ─▶ meta.quarantine
-//!                                                          └▶ meta.run_log (one row per run)
+//! sources ─▶ decode ─▶ MemTables ─▶ job SQL ─▶ ExpectationsExec ─▶ Delta / Parquet sink (one commit)
+//!              └─ unreadable records ──────────────────┴─ dropped rows ─▶ meta.quarantine
+//!                                                                    └▶ meta.run_log (one row per run)
 //! ```
 
 use std::sync::Arc;
@@ -19,9 +19,11 @@ use datafusion::optimizer::simplify_expressions::{ExprSimplifier, SimplifyContex
 use datafusion::prelude::SessionContext;
 
 use crate::catalog::Lake;
+use crate::config::job::Job;
 use crate::config::pipeline::{OnViolation, SinkDef};
+use crate::decode::BoundedDecoder;
 use crate::error::{Error, Result, RuleViolation};
-use crate::jobs::{Job, Registry};
+use crate::jobs::Registry;
 use crate::meta::quarantine::{self, Entry};
 use crate::meta::run_log::{self, RunRecord, RunStatus};
 use crate::progress::Progress;
@@ -196,24 +198,26 @@ async fn execute(
 ) -> Result<()> {
     cx.lake.register_all(ctx).await?;
     for source in &job.sources {
+        let mut decoder = BoundedDecoder::new(source);
         let read = sources::read(
             source,
             SourceContext {
                 lake: cx.lake,
                 mysql_url: cx.mysql_url,
             },
+            &mut decoder,
         )
         .await?;
-        state.rows_read += read.rows() as u64;
-        state.rows_rejected += read.rejected.len() as u64;
-        if !read.rejected.is_empty() {
-            tracing::warn!(job = %job.name, source = %source.name, records = read.rejected.len(), first = %read.rejected[0].location, reason = %read.rejected[0].reason, "unreadable records quarantined");
+        let (batches, rejected) = decoder.finish();
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        state.rows_read += rows as u64;
+        state.rows_rejected += rejected.len() as u64;
+        if let Some(first) = rejected.first() {
+            tracing::warn!(job = %job.name, source = %source.name, records = rejected.len(), first = %first.location, reason = %first.reason, "unreadable records quarantined");
         }
-        tracing::info!(job = %job.name, source = %source.name, from = %read.location, files = read.files, rows = read.rows(), "source read");
-        state
-            .unreadable
-            .extend(quarantine::unreadable_entries(&source.name, read.rejected));
-        let table = MemTable::try_new(source.schema.clone(), vec![read.batches])
+        tracing::info!(job = %job.name, source = %source.name, from = %read.location, files = read.files, rows, "source read");
+        state.unreadable.extend(quarantine::unreadable_entries(rejected));
+        let table = MemTable::try_new(source.schema.clone(), vec![batches])
             .map_err(|e| Error::Internal(format!("source {}: {e}", source.name)))?;
         ctx.register_table(source.name.as_str(), Arc::new(table))
             .map_err(|e| Error::Internal(format!("registering source {}: {e}", source.name)))?;
@@ -221,7 +225,7 @@ async fn execute(
 
     let plan = gated_plan(ctx, job, params, cx.registry, report.clone()).await?;
 
-    let replace = Replace::for_run(job.sink.write_mode(), job.sink.partition_by(), params.range);
+    let replace = Replace::for_run(job.write_mode, job.sink.partition_by(), params.range);
     state.sink = match (&job.sink, &job.sink_table) {
         (SinkDef::Delta(def), Some(table)) => {
             DeltaSink::new(cx.lake, table.clone())
@@ -239,8 +243,11 @@ async fn execute(
                 .write_plan(ctx, plan)
                 .await?
         }
-        (SinkDef::Delta(def), None) => {
-            return Err(Error::Internal(format!("sink table {} was not resolved", def.table)));
+        (other, _) => {
+            return Err(Error::Internal(format!(
+                "the registry let a {} sink through for a batch job",
+                other.kind()
+            )));
         }
     };
     Ok(())

@@ -2,28 +2,36 @@
 //! not be read (bad JSON, wrong types) and rows dropped or failed by expectations land here,
 //! one row each, with the job, rule, reason, location and the record itself as text.
 //!
-//! Each bad record is held once: a run merges what it found, keyed by job, rule, location and
-//! the record itself, so a rerun refreshes `run_id`/`quarantined_at` (the last run that found
-//! the record) instead of adding a copy. Rows of the job that the run re-checked (its date
-//! range; everything for a full run) and no longer found are removed. Records are stored
-//! without the `_`-prefixed ingestion columns, which differ on every run.
+//! One writer, two commits. A batch job's run merges what it found, keyed by job, rule,
+//! location and the record itself, so each bad record is held once: a rerun refreshes
+//! `run_id`/`quarantined_at` (the last run that found the record) instead of adding a copy, and
+//! rows of the job that the run re-checked (its date range; everything for a full run) and no
+//! longer found are removed. A streaming pipeline appends each epoch's rejects, with their Kafka
+//! position and raw bytes, once per epoch. Records are stored without the `_`-prefixed
+//! ingestion columns, which differ on every run.
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Date32Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, Date32Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
 use arrow::datatypes::{DataType, Date32Type, Field, Schema, SchemaRef};
 use chrono::{DateTime, Utc};
 use datafusion::prelude::SessionContext;
 
+use datafusion::logical_expr::{Expr, Operator, binary_expr, lit};
+use datafusion::scalar::ScalarValue;
+
 use super::{timestamp, timestamp_micros};
-use crate::catalog::Lake;
+use crate::catalog::{Lake, TableName};
+use crate::decode::reject::{Location, Reject};
 use crate::error::Result;
-use crate::jobs::TableName;
 use crate::query::DateRange;
 use crate::query::expectations::QuarantinedRows;
 use crate::sinks::SinkMetrics;
-use crate::sinks::delta::{DeltaSink, Upsert};
-use crate::sources::RejectedRecord;
+use crate::sinks::delta::{DeltaSink, Upsert, existing, incoming};
+use crate::sinks::rows::{Nulls, rows_as_json};
 
 /// The quarantine table's name.
 pub fn table_name() -> TableName {
@@ -58,27 +66,31 @@ pub struct Entry {
     /// The source name, or `expectations`.
     pub source: String,
     /// File and line, topic/partition/offset; `None` for rows dropped by expectations.
-    pub location: Option<String>,
+    pub location: Option<Location>,
     /// The rule(s) broken, or [`UNREADABLE`].
     pub rule: String,
     /// Why.
     pub reason: String,
     /// The record as text (raw input, or the output row as JSON).
     pub record: String,
+    /// The record's bytes, for stream records (which may be Protobuf).
+    pub raw: Option<Vec<u8>>,
     /// The date the row belongs to (its sink partition), when known.
     pub date: Option<i32>,
 }
 
-/// Entries for source records that could not be read (their date is unknown).
-pub fn unreadable_entries(source: &str, rejected: Vec<RejectedRecord>) -> Vec<Entry> {
+/// Entries for source records that could not be read (their date is unknown); stream records
+/// keep their bytes.
+pub fn unreadable_entries(rejected: Vec<Reject>) -> Vec<Entry> {
     rejected
         .into_iter()
         .map(|r| Entry {
-            source: source.to_string(),
+            record: r.text(),
+            raw: matches!(r.location, Location::Record { .. }).then(|| r.raw.clone()),
+            source: r.source,
             location: Some(r.location),
             rule: UNREADABLE.to_string(),
             reason: r.reason,
-            record: r.record,
             date: None,
         })
         .collect()
@@ -93,7 +105,8 @@ pub fn expectation_entries(quarantined: Vec<QuarantinedRows>, date_column: Optio
             .and_then(|c| rows.column_by_name(c))
             .filter(|c| c.data_type() == &DataType::Date32)
             .map(|c| c.as_primitive::<Date32Type>().clone());
-        let json = rows_as_json(&without_metadata_columns(&rows));
+        let json = rows_as_json(&without_metadata_columns(&rows), Nulls::Omitted)
+            .unwrap_or_else(|_| vec![String::new(); rows.num_rows()]);
         for (row, (rule, record)) in rules.into_iter().zip(json).enumerate() {
             let date = dates.as_ref().and_then(|d| d.is_valid(row).then(|| d.value(row)));
             let reason = format!("violates expectation {rule}");
@@ -103,6 +116,7 @@ pub fn expectation_entries(quarantined: Vec<QuarantinedRows>, date_column: Optio
                 rule,
                 reason,
                 record,
+                raw: None,
                 date,
             });
         }
@@ -118,15 +132,53 @@ fn without_metadata_columns(rows: &RecordBatch) -> RecordBatch {
     rows.project(&keep).expect("projecting existing columns")
 }
 
-fn rows_as_json(rows: &RecordBatch) -> Vec<String> {
-    let mut buffer = Vec::new();
-    {
-        let mut writer = arrow::json::LineDelimitedWriter::new(&mut buffer);
-        if writer.write(rows).and_then(|()| writer.finish()).is_err() {
-            return vec![String::new(); rows.num_rows()];
-        }
-    }
-    String::from_utf8_lossy(&buffer).lines().map(str::to_string).collect()
+/// The entries as quarantine rows of `job`, found by `run_id` at `now`.
+fn entries_batch(job: &str, run_id: &str, now: DateTime<Utc>, entries: &[Entry]) -> RecordBatch {
+    let rows = entries.len();
+    let column = |values: Vec<Option<String>>| Arc::new(StringArray::from(values)) as ArrayRef;
+    let kafka = |e: &Entry| match &e.location {
+        Some(Location::Record {
+            topic,
+            partition,
+            offset,
+        }) => Some((topic.clone(), *partition, *offset)),
+        _ => None,
+    };
+    RecordBatch::try_new(
+        schema(),
+        vec![
+            column(vec![Some(job.to_string()); rows]),
+            column(entries.iter().map(|e| Some(e.source.clone())).collect()),
+            column(
+                entries
+                    .iter()
+                    .map(|e| e.location.as_ref().map(Location::to_string))
+                    .collect(),
+            ),
+            column(entries.iter().map(|e| Some(e.rule.clone())).collect()),
+            column(entries.iter().map(|e| Some(e.reason.clone())).collect()),
+            column(entries.iter().map(|e| Some(e.record.clone())).collect()),
+            Arc::new(Date32Array::from(entries.iter().map(|e| e.date).collect::<Vec<_>>())),
+            column(vec![Some(run_id.to_string()); rows]),
+            Arc::new(TimestampMicrosecondArray::from(vec![timestamp_micros(now); rows]).with_timezone("UTC")),
+            column(entries.iter().map(|e| kafka(e).map(|k| k.0)).collect()),
+            Arc::new(Int32Array::from(
+                entries.iter().map(|e| kafka(e).map(|k| k.1)).collect::<Vec<_>>(),
+            )),
+            Arc::new(Int64Array::from(
+                entries.iter().map(|e| kafka(e).map(|k| k.2)).collect::<Vec<_>>(),
+            )),
+            Arc::new(BinaryArray::from(
+                entries.iter().map(|e| e.raw.as_deref()).collect::<Vec<_>>(),
+            )),
+        ],
+    )
+    .expect("quarantine columns match the schema")
+}
+
+fn day(date: chrono::NaiveDate) -> Expr {
+    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("a date");
+    lit(ScalarValue::Date32(Some((date - epoch).num_days() as i32)))
 }
 
 /// Merges a run's entries into the quarantine (see the module documentation).
@@ -149,38 +201,25 @@ pub async fn record(
     if entries.is_empty() && !exists {
         return Ok(SinkMetrics::default());
     }
-    let rows = entries.len();
-    let column = |values: Vec<Option<String>>| Arc::new(StringArray::from(values)) as ArrayRef;
-    let batch = RecordBatch::try_new(
-        schema(),
-        vec![
-            column(vec![Some(job.to_string()); rows]),
-            column(entries.iter().map(|e| Some(e.source.clone())).collect()),
-            column(entries.iter().map(|e| e.location.clone()).collect()),
-            column(entries.iter().map(|e| Some(e.rule.clone())).collect()),
-            column(entries.iter().map(|e| Some(e.reason.clone())).collect()),
-            column(entries.iter().map(|e| Some(e.record.clone())).collect()),
-            Arc::new(Date32Array::from(entries.iter().map(|e| e.date).collect::<Vec<_>>())),
-            column(vec![Some(run_id.to_string()); rows]),
-            Arc::new(TimestampMicrosecondArray::from(vec![timestamp_micros(now); rows]).with_timezone("UTC")),
-            arrow::array::new_null_array(&DataType::Utf8, rows),
-            arrow::array::new_null_array(&DataType::Int32, rows),
-            arrow::array::new_null_array(&DataType::Int64, rows),
-            arrow::array::new_null_array(&DataType::Binary, rows),
-        ],
-    )
-    .expect("quarantine columns match the schema");
+    let batch = entries_batch(job, run_id, now, &entries);
+    let this_job = existing("job").eq(lit(job));
     let rechecked = match range {
-        DateRange::All => format!("existing.job = '{job}'"),
-        DateRange::Days { start, end } => format!(
-            "existing.job = '{job}' AND existing.quarantine_date >= '{start}' AND existing.quarantine_date <= '{end}'"
-        ),
+        DateRange::All => this_job.clone(),
+        DateRange::Days { start, end } => this_job
+            .clone()
+            .and(existing("quarantine_date").gt_eq(day(start)))
+            .and(existing("quarantine_date").lt_eq(day(end))),
     };
     let upsert = Upsert {
-        on: format!(
-            "existing.job = '{job}' AND existing.job = incoming.job AND existing.rule = incoming.rule \
-             AND (existing.location IS NOT DISTINCT FROM incoming.location) AND existing.record = incoming.record"
-        ),
+        on: this_job
+            .and(existing("job").eq(incoming("job")))
+            .and(existing("rule").eq(incoming("rule")))
+            .and(binary_expr(
+                existing("location"),
+                Operator::IsNotDistinctFrom,
+                incoming("location"),
+            ))
+            .and(existing("record").eq(incoming("record"))),
         delete_unmatched: Some(rechecked),
     };
     DeltaSink::new(lake, table_name())
@@ -193,14 +232,13 @@ pub async fn record(
 
 /// Appends a streaming pipeline's unusable records of one epoch, with their Kafka position and
 /// raw bytes; `app_id`/`epoch` make a replayed epoch write nothing twice.
-#[allow(clippy::too_many_arguments)]
-pub async fn append_stream_rejects(
+pub async fn append_epoch(
     lake: &Lake,
     ctx: &SessionContext,
     pipeline: &str,
     app_id: &str,
     epoch: u64,
-    rejects: &[crate::stream::decode::StreamReject],
+    rejects: &[Reject],
     now: DateTime<Utc>,
 ) -> Result<SinkMetrics> {
     if rejects.is_empty() {
@@ -213,39 +251,8 @@ pub async fn append_stream_rejects(
     {
         return Ok(SinkMetrics::default());
     }
-    let rows = rejects.len();
-    let text = |f: &dyn Fn(&crate::stream::decode::StreamReject) -> Option<String>| {
-        Arc::new(StringArray::from(rejects.iter().map(f).collect::<Vec<_>>())) as ArrayRef
-    };
-    let batch = RecordBatch::try_new(
-        schema(),
-        vec![
-            text(&|_| Some(pipeline.to_string())),
-            text(&|r| Some(r.source.clone())),
-            text(&|r| Some(format!("{}/{}@{}", r.topic, r.partition, r.offset))),
-            text(&|_| Some(UNREADABLE.to_string())),
-            text(&|r| Some(r.reason.clone())),
-            text(&|r| {
-                Some(
-                    String::from_utf8_lossy(&r.raw[..r.raw.len().min(crate::sources::MAX_REJECTED_BYTES)]).into_owned(),
-                )
-            }),
-            Arc::new(Date32Array::from(vec![None::<i32>; rows])),
-            text(&|_| Some(format!("epoch-{epoch}"))),
-            Arc::new(TimestampMicrosecondArray::from(vec![timestamp_micros(now); rows]).with_timezone("UTC")),
-            text(&|r| Some(r.topic.clone())),
-            Arc::new(arrow::array::Int32Array::from_iter_values(
-                rejects.iter().map(|r| r.partition),
-            )),
-            Arc::new(arrow::array::Int64Array::from_iter_values(
-                rejects.iter().map(|r| r.offset),
-            )),
-            Arc::new(arrow::array::BinaryArray::from_iter_values(
-                rejects.iter().map(|r| r.raw.as_slice()),
-            )),
-        ],
-    )
-    .expect("quarantine columns match the schema");
+    let entries = unreadable_entries(rejects.to_vec());
+    let batch = entries_batch(pipeline, &format!("epoch-{epoch}"), now, &entries);
     DeltaSink::new(lake, table)
         .with_partition_columns(&["job".to_string()])
         .with_app_transaction(app_id, epoch as i64)

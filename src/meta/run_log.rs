@@ -12,9 +12,8 @@ use chrono::{DateTime, Utc};
 use datafusion::prelude::SessionContext;
 
 use super::{date32, timestamp, timestamp_micros};
-use crate::catalog::Lake;
+use crate::catalog::{Lake, TableName};
 use crate::error::Result;
-use crate::jobs::TableName;
 use crate::query::DateRange;
 use crate::sinks::delta::DeltaSink;
 

@@ -19,6 +19,20 @@ use datafusion::scalar::ScalarValue;
 
 const NANOS_PER_DAY: i128 = 86_400_000_000_000;
 
+/// An `INTERVAL` (or duration) literal's length in microseconds, when it has a fixed one (no
+/// months). The one reader of interval literals: window sizes, join bounds and the rewrite below.
+pub fn interval_micros(expr: &Expr) -> Option<i64> {
+    let Expr::Literal(value, _) = expr else { return None };
+    let nanos = match value {
+        ScalarValue::DurationSecond(Some(v)) => i128::from(*v) * 1_000_000_000,
+        ScalarValue::DurationMillisecond(Some(v)) => i128::from(*v) * 1_000_000,
+        ScalarValue::DurationMicrosecond(Some(v)) => i128::from(*v) * 1_000,
+        ScalarValue::DurationNanosecond(Some(v)) => i128::from(*v),
+        other => fixed_nanos(other, true)?,
+    };
+    i64::try_from(nanos / 1000).ok()
+}
+
 /// Rewrites fixed-length interval arithmetic on timestamps to durations.
 #[derive(Debug, Default)]
 pub struct FixedIntervalsAsDurations;

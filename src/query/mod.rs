@@ -1,11 +1,17 @@
-//! Planning a job's SQL: the DataFusion session every command uses, the run parameters the SQL
-//! sees as `$start_date`, `$end_date`, `$run_id` and `$ingested_at`, and error messages that
-//! say which file failed and what to do.
+//! SQL: the DataFusion session every command uses, the run parameters a job's SQL sees as
+//! `$start_date`, `$end_date`, `$run_id` and `$ingested_at`, error messages that say which file
+//! failed and what to do, and the extensions both modes plan with — expectations, fixed-length
+//! intervals as durations, the counting join — and those of streaming queries: the window table
+//! functions, the analysis of what a streaming query is, join bounds, and incremental
+//! aggregation.
 
+pub mod aggregate;
+pub mod analysis;
 pub mod counting_join;
-mod counting_join_exec;
 pub mod expectations;
 pub mod intervals;
+pub mod join_bounds;
+pub mod window;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,8 +26,10 @@ use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, Phy
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 
+use crate::catalog::TableName;
+use crate::config::job::Job;
 use crate::error::{Error, Result};
-use crate::jobs::{Job, Registry, TableName};
+use crate::jobs::Registry;
 
 /// First day of a run without `--date`/`--from`: every partition is in range.
 pub const FULL_REFRESH_START: NaiveDate = NaiveDate::from_ymd_opt(1900, 1, 1).expect("valid date");
@@ -76,7 +84,11 @@ pub struct RunParams {
 impl RunParams {
     /// New parameters with a fresh, sortable run id.
     pub fn new(range: DateRange) -> Self {
-        let started_at = Utc::now();
+        Self::started_at(range, Utc::now())
+    }
+
+    /// Parameters of a run that started at `started_at`.
+    pub fn started_at(range: DateRange, started_at: DateTime<Utc>) -> Self {
         let suffix = &uuid::Uuid::new_v4().simple().to_string()[..6];
         let run_id = format!("run-{}-{suffix}", started_at.format("%Y%m%dT%H%M%SZ"));
         Self {
@@ -108,8 +120,9 @@ fn date_value(date: NaiveDate) -> ScalarValue {
     ScalarValue::Date32(Some((date - epoch).num_days() as i32))
 }
 
-/// A DataFusion session configured for quickchat-etl: UTC, information_schema (for `\d`),
-/// the Delta planner the sinks need, and fixed-length intervals added as durations.
+/// A DataFusion session configured for quickchat-etl: UTC, information_schema (for `\d`), the
+/// project's logical extensions, and fixed-length intervals added as durations. (The Delta sink
+/// adds deltalake's own planner to the sessions it writes with.)
 pub fn new_session() -> SessionContext {
     let config = SessionConfig::new()
         .with_information_schema(true)
@@ -122,31 +135,43 @@ pub fn new_session() -> SessionContext {
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_default_features()
-        .with_query_planner(Arc::new(QuickchatPlanner))
+        .with_query_planner(planner_with(Vec::new()))
         .with_optimizer_rule(Arc::new(intervals::FixedIntervalsAsDurations))
         .with_optimizer_rule(Arc::new(counting_join::CountedJoins))
         .build();
     SessionContext::new_with_state(state)
 }
 
-/// Plans logical plans with the extension nodes of the project (expectations) and of
-/// deltalake (its writers' metrics and validation nodes).
-#[derive(Debug)]
-struct QuickchatPlanner;
+/// A query planner for the project's extension nodes (expectations, the counting join) and
+/// `extra` ones (deltalake's, in the sessions the Delta sink writes with).
+pub fn planner_with(extra: Vec<Arc<dyn ExtensionPlanner + Send + Sync>>) -> Arc<dyn QueryPlanner + Send + Sync> {
+    let mut planners: Vec<Arc<dyn ExtensionPlanner + Send + Sync>> = vec![
+        Arc::new(expectations::ExpectationsPlanner),
+        Arc::new(counting_join::CountingJoinPlanner),
+    ];
+    planners.extend(extra);
+    Arc::new(ExtensionsPlanner { planners })
+}
+
+/// Plans logical plans with extension planners.
+struct ExtensionsPlanner {
+    planners: Vec<Arc<dyn ExtensionPlanner + Send + Sync>>,
+}
+
+impl std::fmt::Debug for ExtensionsPlanner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ExtensionsPlanner({} planners)", self.planners.len())
+    }
+}
 
 #[async_trait::async_trait]
-impl QueryPlanner for QuickchatPlanner {
+impl QueryPlanner for ExtensionsPlanner {
     async fn create_physical_plan(
         &self,
         logical_plan: &LogicalPlan,
         session: &dyn datafusion::catalog::Session,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        let planners: Vec<Arc<dyn ExtensionPlanner + Send + Sync>> = vec![
-            Arc::new(expectations::ExpectationsPlanner),
-            Arc::new(counting_join::CountingJoinPlanner),
-            crate::sinks::delta::extension_planner(),
-        ];
-        DefaultPhysicalPlanner::with_extension_planners(planners)
+        DefaultPhysicalPlanner::with_extension_planners(self.planners.clone())
             .create_physical_plan(logical_plan, session)
             .await
     }
@@ -154,17 +179,14 @@ impl QueryPlanner for QuickchatPlanner {
 
 /// Plans a job's SQL with the run's parameters bound.
 pub async fn plan_job(ctx: &SessionContext, job: &Job, params: &RunParams, registry: &Registry) -> Result<DataFrame> {
-    let sql_error = |message: String| Error::Sql {
+    let sql_error = |e: datafusion::error::DataFusionError| Error::Sql {
         job: job.name.clone(),
         file: job.sql_path.clone(),
-        message,
+        message: explain_planning_error(&e.to_string(), registry),
+        cause: Some(Box::new(e)),
     };
-    let df = ctx
-        .sql(&job.sql)
-        .await
-        .map_err(|e| sql_error(explain_planning_error(&e.to_string(), registry)))?;
-    df.with_param_values(params.param_values())
-        .map_err(|e| sql_error(e.to_string()))
+    let df = ctx.sql(&job.sql).await.map_err(sql_error)?;
+    df.with_param_values(params.param_values()).map_err(sql_error)
 }
 
 /// Adds a hint to DataFusion's "table not found" message: which job produces the table.
@@ -189,10 +211,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn run_ids_sort_by_start_time() {
-        let params = RunParams::new(DateRange::All);
-        assert!(params.run_id.starts_with("run-2"), "{}", params.run_id);
-        assert_eq!(params.run_id.len(), "run-20240101T000000Z-abcdef".len());
+    fn run_ids_sort_by_start_time_and_differ_for_runs_started_together() {
+        let at = |text: &str| DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc);
+        let ids: Vec<String> = [
+            "2024-03-05T00:00:00Z",
+            "2024-03-04T23:59:59Z",
+            "2024-03-05T00:00:00Z",
+            "2025-01-01T00:00:00Z",
+        ]
+        .iter()
+        .map(|t| RunParams::started_at(DateRange::All, at(t)).run_id)
+        .collect();
+        assert!(ids[0].starts_with("run-20240305T000000Z-"), "{}", ids[0]);
+        assert_ne!(ids[0], ids[2], "same second, different runs");
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(sorted[0], ids[1]);
+        assert_eq!(sorted[3], ids[3]);
     }
 
     #[test]

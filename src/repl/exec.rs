@@ -42,6 +42,7 @@ pub async fn execute_text<W: Write>(
         job: "sql".into(),
         file: origin.to_string(),
         message,
+        cause: None,
     };
     let statements = DFParser::parse_sql(text).map_err(|e| sql_error(e.to_string()))?;
     let mut results = Vec::with_capacity(statements.len());

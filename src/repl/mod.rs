@@ -20,6 +20,9 @@ use crate::error::{Error, Result};
 use commands::{HELP, MetaCommand};
 use helper::ReplHelper;
 
+/// The query behind `\\dt`.
+const LIST_TABLES: &str = include_str!("list_tables.sql");
+
 /// Runs the shell until `\q` or Ctrl-D.
 pub async fn run_interactive(lake: &Lake, ctx: SessionContext, mut format: OutputFormat) -> Result<()> {
     let mut editor: Editor<ReplHelper, FileHistory> =
@@ -60,12 +63,7 @@ pub async fn run_interactive(lake: &Lake, ctx: SessionContext, mut format: Outpu
                     println!("timing {}", if timing { "on" } else { "off" });
                 }
                 Ok(MetaCommand::Format(new_format)) => format = new_format,
-                Ok(MetaCommand::ListTables) => {
-                    let sql = "SELECT table_schema || '.' || table_name AS table_name, table_type \
-                               FROM information_schema.tables \
-                               WHERE table_schema NOT IN ('information_schema', 'public') ORDER BY 1";
-                    run_statement(&ctx, sql, format, false).await;
-                }
+                Ok(MetaCommand::ListTables) => run_statement(&ctx, LIST_TABLES, format, false).await,
                 Ok(MetaCommand::Describe(table)) => {
                     run_statement(&ctx, &format!("DESCRIBE {table}"), format, false).await
                 }

@@ -9,23 +9,31 @@ use std::time::Instant;
 use arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
-use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::context::SessionState;
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, col, lit};
 use datafusion::prelude::SessionContext;
-use deltalake::kernel::Transaction;
+use datafusion::scalar::ScalarValue;
 use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::{Action, Transaction};
 use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableError};
 
 use super::{Replace, SinkMetrics};
-use crate::catalog::Lake;
+use crate::catalog::{Lake, TableName};
 use crate::error::{Error, Result};
-use crate::jobs::TableName;
 
-/// The extension planner every session needs: deltalake's write builders plant their own
-/// logical nodes (row metrics, data validation) in the plans they run.
-pub fn extension_planner() -> Arc<dyn datafusion::physical_planner::ExtensionPlanner + Send + Sync> {
-    deltalake::delta_datafusion::planner::DeltaExtensionPlanner::new()
+/// The session a write runs in: the caller's (its tables, the project's extension nodes such as
+/// expectations) with deltalake's planner added, for the logical nodes (row metrics, data
+/// validation) its write builders plant in the plans they run.
+fn writer_session(ctx: &SessionContext) -> Arc<SessionState> {
+    let planner = crate::query::planner_with(vec![deltalake::delta_datafusion::planner::DeltaExtensionPlanner::new()]);
+    Arc::new(
+        SessionStateBuilder::new_from_existing(ctx.state())
+            .with_query_planner(planner)
+            .build(),
+    )
 }
 
 /// Opens a lake table; `None` when there is no Delta table there yet.
@@ -185,23 +193,13 @@ impl<'l> DeltaSink<'l> {
             source
         };
         let mut builder = table
-            .merge(source, upsert.on.as_str())
+            .merge(source, upsert.on)
             .with_source_alias("incoming")
             .with_target_alias("existing")
-            .with_session_state(Arc::new(ctx.state()))
+            .with_session_state(writer_session(ctx))
             .with_commit_properties(self.commit_properties())
-            .when_matched_update(|u| {
-                columns
-                    .iter()
-                    .fold(u, |u, c| u.update(c.as_str(), format!("incoming.{c}")))
-            })
-            .and_then(|b| {
-                b.when_not_matched_insert(|i| {
-                    columns
-                        .iter()
-                        .fold(i, |i, c| i.set(c.as_str(), format!("incoming.{c}")))
-                })
-            })
+            .when_matched_update(|u| columns.iter().fold(u, |u, c| u.update(c.as_str(), incoming(c))))
+            .and_then(|b| b.when_not_matched_insert(|i| columns.iter().fold(i, |i, c| i.set(c.as_str(), incoming(c)))))
             .map_err(|e| self.delta_error(e))?;
         if let Some(predicate) = upsert.delete_unmatched {
             builder = builder
@@ -234,12 +232,12 @@ impl<'l> DeltaSink<'l> {
         let (save_mode, schema_mode) = match &self.replace {
             Replace::Nothing => (SaveMode::Append, SchemaMode::Merge),
             Replace::Everything => (SaveMode::Overwrite, SchemaMode::Overwrite),
-            Replace::DateRange { .. } | Replace::Matching(_) => (SaveMode::Overwrite, SchemaMode::Merge),
+            Replace::DateRange { .. } => (SaveMode::Overwrite, SchemaMode::Merge),
         };
         let mut builder = table
             .write(Vec::new())
             .with_input_plan(plan)
-            .with_session_state(Arc::new(ctx.state()))
+            .with_session_state(writer_session(ctx))
             .with_save_mode(save_mode)
             .with_schema_mode(schema_mode)
             .with_commit_properties(self.commit_properties());
@@ -248,9 +246,15 @@ impl<'l> DeltaSink<'l> {
         }
         match &self.replace {
             Replace::DateRange { column, start, end } => {
-                builder = builder.with_replace_where(format!("{column} >= '{start}' AND {column} <= '{end}'"));
+                let day = |date: chrono::NaiveDate| {
+                    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("a date");
+                    lit(ScalarValue::Date32(Some((date - epoch).num_days() as i32)))
+                };
+                let predicate = col(column.as_str())
+                    .gt_eq(day(*start))
+                    .and(col(column.as_str()).lt_eq(day(*end)));
+                builder = builder.with_replace_where(predicate);
             }
-            Replace::Matching(predicate) => builder = builder.with_replace_where(predicate.clone()),
             Replace::Nothing | Replace::Everything => {}
         }
         let written = builder.await.map_err(|e| self.delta_error(e))?;
@@ -269,7 +273,7 @@ impl<'l> DeltaSink<'l> {
         };
         let (compacted, metrics) = table
             .optimize()
-            .with_session_state(Arc::new(ctx.state()))
+            .with_session_state(writer_session(ctx))
             .with_commit_properties(self.commit_properties())
             .await
             .map_err(|e| self.delta_error(e))?;
@@ -304,15 +308,25 @@ impl<'l> DeltaSink<'l> {
 /// the new one (not `source`/`target`, which are common column names).
 #[derive(Debug, Clone)]
 pub struct Upsert {
-    /// The match condition, e.g. `existing.id = incoming.id`.
-    pub on: String,
+    /// The match condition, e.g. `existing.id = incoming.id` (see [`existing`], [`incoming`]).
+    pub on: Expr,
     /// Target rows matched by no source row are deleted when they satisfy this.
-    pub delete_unmatched: Option<String>,
+    pub delete_unmatched: Option<Expr>,
 }
 
-/// Rows and files of the table's last commit, from the `operationMetrics` deltalake records.
-/// Reads that one commit file by its version (the history API lists the whole log first, a cost
-/// that grows with every commit of a streaming table).
+/// A column of the table's row in an [`Upsert`].
+pub fn existing(column: &str) -> Expr {
+    Expr::Column(datafusion::common::Column::new(Some("existing"), column))
+}
+
+/// A column of the new row in an [`Upsert`].
+pub fn incoming(column: &str) -> Expr {
+    Expr::Column(datafusion::common::Column::new(Some("incoming"), column))
+}
+
+/// Rows and files of the table's last commit, from the `operationMetrics` deltalake records in
+/// its commit info. Reads that one commit file by its version (the history API lists the whole
+/// log first, a cost that grows with every commit of a streaming table).
 async fn last_commit_metrics(table: &DeltaTable) -> SinkMetrics {
     let Some(version) = table.version() else {
         return SinkMetrics::default();
@@ -320,13 +334,16 @@ async fn last_commit_metrics(table: &DeltaTable) -> SinkMetrics {
     let Ok(Some(bytes)) = table.log_store().read_commit_entry(version).await else {
         return SinkMetrics::default();
     };
-    let info = bytes
-        .split(|b| *b == b'\n')
-        .filter_map(|line| serde_json::from_slice::<serde_json::Value>(line).ok())
-        .find_map(|action| action.get("commitInfo").cloned());
+    let Ok(actions) = deltalake::logstore::get_actions(version, &bytes) else {
+        return SinkMetrics::default();
+    };
+    let metrics = actions.into_iter().find_map(|action| match action {
+        Action::CommitInfo(info) => info.info.get("operationMetrics").cloned(),
+        _ => None,
+    });
     let metric = |name: &str| {
-        info.as_ref()
-            .and_then(|info| info.get("operationMetrics"))
+        metrics
+            .as_ref()
             .and_then(|m| m.get(name))
             .and_then(serde_json::Value::as_u64)
             .unwrap_or(0)

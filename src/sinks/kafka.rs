@@ -1,23 +1,20 @@
-//! Writing to Kafka: a producer that retries with exponential backoff while the broker is away,
-//! used by the Kafka sink of streaming outputs (one JSON object per row, keyed by the sink's key
-//! columns) and by `quickchat-etl produce`.
+//! Writing to Kafka: a producer that retries failed deliveries with the program's retry policy
+//! while the broker is away, used by the Kafka sink of streaming outputs (one JSON object per
+//! row, keyed by the sink's key columns) and by `quickchat-etl produce`.
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use arrow::array::{AsArray, RecordBatch};
-use arrow::datatypes::DataType;
+use arrow::array::RecordBatch;
+use backon::Retryable;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use super::SinkMetrics;
+use super::rows::{key_texts, rows_as_json_lines};
 use crate::error::{Error, Result};
-use crate::stream::kafka::client_config;
-
-/// How long one send keeps retrying before the write fails, unless set otherwise.
-const GIVE_UP_AFTER: Duration = Duration::from_secs(120);
-/// First wait after a failed delivery; doubled after each failure, up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+use crate::kafka::{client_config, unreachable};
+use crate::retry::RetryPolicy;
 
 /// A record to send: optional key, value.
 pub type KafkaRecord = (Option<Vec<u8>>, Vec<u8>);
@@ -26,7 +23,7 @@ pub type KafkaRecord = (Option<Vec<u8>>, Vec<u8>);
 pub struct KafkaSink {
     producer: FutureProducer,
     brokers: String,
-    give_up_after: Duration,
+    retry: RetryPolicy,
 }
 
 impl KafkaSink {
@@ -39,17 +36,17 @@ impl KafkaSink {
             .set("linger.ms", "5")
             .set("queue.buffering.max.messages", "500000")
             .create()
-            .map_err(|e| crate::stream::kafka::unreachable(brokers, e))?;
+            .map_err(|e| unreachable(brokers, e))?;
         Ok(Self {
             producer,
             brokers: brokers.to_string(),
-            give_up_after: GIVE_UP_AFTER,
+            retry: RetryPolicy::BROKER,
         })
     }
 
     /// How long a send keeps retrying before it fails (default two minutes).
     pub fn with_give_up_after(mut self, give_up_after: Duration) -> Self {
-        self.give_up_after = give_up_after;
+        self.retry = self.retry.giving_up_after(give_up_after);
         self
     }
 
@@ -62,75 +59,96 @@ impl KafkaSink {
     }
 
     /// Sends records to `topic` and waits until all are acknowledged. Failed deliveries (broker
-    /// away, leader moving) are sent again after an exponentially growing wait; the send fails
-    /// when records are still unacknowledged after [`KafkaSink::with_give_up_after`].
+    /// away, leader moving) are sent again per the retry policy; the send fails when records are
+    /// still unacknowledged after [`KafkaSink::with_give_up_after`].
     pub async fn send(&self, topic: &str, records: Vec<KafkaRecord>) -> Result<u64> {
-        let started = Instant::now();
-        let mut backoff = FIRST_BACKOFF;
-        let mut pending = records;
-        let sent = pending.len() as u64;
-        loop {
-            let mut deliveries = Vec::with_capacity(pending.len());
-            for (index, (key, value)) in pending.iter().enumerate() {
-                let mut record = FutureRecord::to(topic).payload(value.as_slice());
-                if let Some(key) = key {
-                    record = record.key(key.as_slice());
+        let sent = records.len() as u64;
+        let pending = Mutex::new(records);
+        let attempt = || async {
+            let batch = std::mem::take(&mut *pending.lock().expect("pending lock"));
+            match self.deliver(topic, batch).await {
+                Ok(()) => Ok(()),
+                Err(Undelivered::Records(failed, reason)) => {
+                    let count = failed.len();
+                    *pending.lock().expect("pending lock") = failed;
+                    Err(Undelivered::Records(
+                        Vec::new(),
+                        format!("{count} records unacknowledged: {reason}"),
+                    ))
                 }
-                loop {
-                    match self.producer.send_result(record) {
-                        Ok(delivery) => {
-                            deliveries.push((index, delivery));
-                            break;
-                        }
-                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                            record = returned;
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                        }
-                        Err((e, _)) => return Err(self.error(topic, e.to_string())),
-                    }
-                }
+                Err(fatal) => Err(fatal),
             }
-            let mut failed = Vec::new();
-            let mut last_error = None;
-            for (index, delivery) in deliveries {
-                match delivery.await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err((e, _))) => {
-                        last_error = Some(e.to_string());
-                        failed.push(index);
-                    }
-                    Err(_) => {
-                        last_error = Some("the producer was closed".into());
-                        failed.push(index);
-                    }
-                }
-            }
-            if failed.is_empty() {
-                return Ok(sent);
-            }
-            let reason = last_error.unwrap_or_default();
-            if started.elapsed() > self.give_up_after {
-                return Err(self.error(
+        };
+        attempt
+            .retry(self.retry.backoff())
+            .sleep(tokio::time::sleep)
+            .when(|e| matches!(e, Undelivered::Records(..)))
+            .notify(|e, wait| {
+                tracing::warn!(topic, brokers = %self.brokers, retry_in_ms = wait.as_millis() as u64,
+                    "Kafka delivery failed ({e}); retrying")
+            })
+            .await
+            .map_err(|e| match e {
+                Undelivered::Records(_, reason) => self.error(
                     topic,
                     format!(
-                        "{} records still unacknowledged after {}s: {reason}",
-                        failed.len(),
-                        self.give_up_after.as_secs()
+                        "{reason}, still after {}s of retries",
+                        self.retry.give_up_after.as_secs()
                     ),
-                ));
+                ),
+                Undelivered::Fatal(message) => self.error(topic, message),
+            })?;
+        Ok(sent)
+    }
+
+    /// Sends records once and waits for their acknowledgements; returns the ones that failed.
+    async fn deliver(&self, topic: &str, records: Vec<KafkaRecord>) -> std::result::Result<(), Undelivered> {
+        let mut deliveries = Vec::with_capacity(records.len());
+        for (index, (key, value)) in records.iter().enumerate() {
+            let mut record = FutureRecord::to(topic).payload(value.as_slice());
+            if let Some(key) = key {
+                record = record.key(key.as_slice());
             }
-            tracing::warn!(topic, brokers = %self.brokers, failed = failed.len(), retry_in_ms = backoff.as_millis() as u64,
-                "Kafka delivery failed ({reason}); retrying");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-            let mut keep = failed.into_iter().peekable();
-            pending = pending
-                .into_iter()
-                .enumerate()
-                .filter(|(i, _)| keep.next_if_eq(i).is_some())
-                .map(|(_, record)| record)
-                .collect();
+            loop {
+                match self.producer.send_result(record) {
+                    Ok(delivery) => {
+                        deliveries.push((index, delivery));
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                        record = returned;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err((e, _)) => return Err(Undelivered::Fatal(e.to_string())),
+                }
+            }
         }
+        let mut failed = Vec::new();
+        let mut last_error = String::new();
+        for (index, delivery) in deliveries {
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => {
+                    last_error = e.to_string();
+                    failed.push(index);
+                }
+                Err(_) => {
+                    last_error = "the producer was closed".into();
+                    failed.push(index);
+                }
+            }
+        }
+        if failed.is_empty() {
+            return Ok(());
+        }
+        let mut keep = failed.into_iter().peekable();
+        let failed: Vec<KafkaRecord> = records
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| keep.next_if_eq(i).is_some())
+            .map(|(_, record)| record)
+            .collect();
+        Err(Undelivered::Records(failed, last_error))
     }
 
     /// Sends rows as JSON objects (timestamps as ISO-8601), keyed by the `key` columns' values
@@ -139,17 +157,14 @@ impl KafkaSink {
         let started = Instant::now();
         let mut records = Vec::new();
         for batch in rows {
-            let mut json = Vec::new();
-            {
-                let mut writer = arrow::json::WriterBuilder::new()
-                    .with_explicit_nulls(true)
-                    .build::<_, arrow::json::writer::LineDelimited>(&mut json);
-                writer.write(batch).map_err(|e| self.error(topic, e.to_string()))?;
-                writer.finish().map_err(|e| self.error(topic, e.to_string()))?;
-            }
-            let keys = row_keys(batch, key).map_err(|e| self.error(topic, e))?;
-            for (row, line) in json.split(|b| *b == b'\n').filter(|l| !l.is_empty()).enumerate() {
-                records.push((keys.as_ref().map(|k| k[row].clone().into_bytes()), line.to_vec()));
+            let json = rows_as_json_lines(batch).map_err(|e| self.error(topic, e.to_string()))?;
+            let keys = if key.is_empty() {
+                None
+            } else {
+                Some(key_texts(batch, key).map_err(|e| self.error(topic, e.to_string()))?)
+            };
+            for (row, line) in json.into_iter().enumerate() {
+                records.push((keys.as_ref().map(|k| k[row].clone().into_bytes()), line.into_bytes()));
             }
         }
         let rows = self.send(topic, records).await?;
@@ -166,27 +181,19 @@ impl KafkaSink {
     }
 }
 
-/// Each row's key: its `key` columns' values as text joined with `|`; `None` without key columns.
-fn row_keys(batch: &RecordBatch, key: &[String]) -> std::result::Result<Option<Vec<String>>, String> {
-    if key.is_empty() {
-        return Ok(None);
+/// Why a delivery attempt did not complete.
+#[derive(Debug)]
+enum Undelivered {
+    /// These records were not acknowledged (retryable), with the last error.
+    Records(Vec<KafkaRecord>, String),
+    /// The producer refused the records outright.
+    Fatal(String),
+}
+
+impl std::fmt::Display for Undelivered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Undelivered::Records(_, reason) | Undelivered::Fatal(reason) => f.write_str(reason),
+        }
     }
-    let mut columns = Vec::new();
-    for name in key {
-        let column = batch
-            .column_by_name(name)
-            .ok_or_else(|| format!("key column `{name}` is not in the output"))?;
-        columns.push(arrow::compute::cast(column, &DataType::Utf8).map_err(|e| e.to_string())?);
-    }
-    Ok(Some(
-        (0..batch.num_rows())
-            .map(|row| {
-                columns
-                    .iter()
-                    .map(|c| c.as_string::<i32>().value(row).to_string())
-                    .collect::<Vec<_>>()
-                    .join("|")
-            })
-            .collect(),
-    ))
 }

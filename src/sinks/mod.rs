@@ -1,11 +1,17 @@
-//! Sinks: where job results are written. Each sink is a builder whose `write` returns
-//! [`SinkMetrics`]; every deltalake call of the project lives in [`delta`], so a deltalake API
-//! change touches one file.
+//! Sinks: where rows are written — Delta tables, Parquet files, MySQL, Kafka, the console — in
+//! both modes. Each sink is a builder whose writes return [`SinkMetrics`]; every deltalake call
+//! of the project lives in [`delta`], so a deltalake API change touches one file. A batch job
+//! writes one sink in one commit, replacing what its [`Replace`] says; a streaming pipeline
+//! writes every epoch through [`epoch::SinkWriter`], which makes each write happen at most once
+//! per epoch. [`rows`] renders rows as text for the sinks and tables that need it.
 
+pub mod console;
 pub mod delta;
+pub mod epoch;
 pub mod kafka;
 pub mod mysql;
 pub mod parquet;
+pub mod rows;
 
 use std::time::Duration;
 
@@ -45,16 +51,13 @@ pub enum Replace {
         /// Last day (inclusive).
         end: NaiveDate,
     },
-    /// Rows matching a Delta `replaceWhere` predicate (used by the `meta` tables, whose rows
-    /// belong to a job and a date range).
-    Matching(String),
 }
 
 impl Replace {
     /// What a job's write mode replaces for a run over `range`.
     pub fn for_run(mode: WriteMode, partition_by: &[String], range: DateRange) -> Self {
         match (mode, range, partition_by.first()) {
-            (WriteMode::Append, _, _) => Replace::Nothing,
+            (WriteMode::Append | WriteMode::Update, _, _) => Replace::Nothing,
             (WriteMode::Overwrite, _, _) | (WriteMode::ReplacePartitions, DateRange::All, _) => Replace::Everything,
             (WriteMode::ReplacePartitions, DateRange::Days { start, end }, Some(column)) => Replace::DateRange {
                 column: column.clone(),
@@ -78,7 +81,6 @@ impl std::fmt::Display for Replace {
             Replace::DateRange { column, start, end } => {
                 write!(f, "replace {column} in {start}..{end}")
             }
-            Replace::Matching(predicate) => write!(f, "replace rows where {predicate}"),
         }
     }
 }

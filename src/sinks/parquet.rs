@@ -1,5 +1,6 @@
-//! Parquet export sink: Hive-partitioned Parquet files (`<col>=<value>/part-*.parquet`) for
-//! consumers without a Delta reader, written by DataFusion.
+//! Parquet sink: Parquet files for consumers without a Delta reader, written by DataFusion in
+//! both modes — a batch job's Hive-partitioned export (`<col>=<value>/part-*.parquet`), and a
+//! streaming output's one file per micro-batch, named after the epoch so a replay overwrites it.
 //!
 //! Replacing works by deleting the replaced partition folders first, then writing. Unlike a
 //! Delta commit this is not atomic: a reader may briefly see a replaced partition missing.
@@ -90,6 +91,38 @@ impl<'l> ParquetSink<'l> {
         })
     }
 
+    /// Writes `rows` as the one file `file_name` in the folder (replacing a file of that name).
+    pub async fn write_file(
+        &self,
+        ctx: &SessionContext,
+        file_name: &str,
+        rows: Vec<arrow::record_batch::RecordBatch>,
+    ) -> Result<SinkMetrics> {
+        let started = Instant::now();
+        let url = self
+            .url
+            .join(file_name)
+            .map_err(|e| self.error(format!("file name {file_name}: {e}"), false))?;
+        let (store, _) = self.lake.object_store(&url)?;
+        ctx.register_object_store(&url, store);
+        let count: u64 = rows.iter().map(|b| b.num_rows() as u64).sum();
+        let frame = ctx.read_batches(rows).map_err(|e| self.error(e.to_string(), false))?;
+        frame
+            .write_parquet(
+                url.as_str(),
+                DataFrameWriteOptions::new().with_single_file_output(true),
+                None,
+            )
+            .await
+            .map_err(|e| self.error(e.to_string(), true))?;
+        Ok(SinkMetrics {
+            rows: count,
+            files_added: 1,
+            elapsed: started.elapsed(),
+            ..Default::default()
+        })
+    }
+
     async fn list(&self, store: &std::sync::Arc<dyn ObjectStore>, prefix: &ObjectPath) -> Result<Vec<ObjectPath>> {
         let mut paths: Vec<ObjectPath> = store
             .list(Some(prefix))
@@ -104,7 +137,7 @@ impl<'l> ParquetSink<'l> {
     /// Whether an existing file belongs to what this write replaces.
     fn is_replaced(&self, prefix: &ObjectPath, path: &ObjectPath) -> bool {
         match &self.replace {
-            Replace::Nothing | Replace::Matching(_) => false,
+            Replace::Nothing => false,
             Replace::Everything => true,
             Replace::DateRange { column, start, end } => {
                 let Some(mut parts) = path.prefix_match(prefix) else {

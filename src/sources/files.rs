@@ -1,5 +1,11 @@
-//! File sources: one file or a folder of files, on the local disk or S3, resolved against the
-//! lake root. JSON lines are streamed chunk by chunk; CSV files are read whole.
+//! Files, on the local disk or S3, resolved against the lake root: the files at a source's path
+//! (one file or a folder), and files of lines — read whole, their line ends found once with
+//! memchr — for both modes: the JSON-lines and Extended JSON sources of batch jobs, and
+//! `--from-files DIR`, where the file `DIR/<topic>.jsonl` stands for a topic (one partition,
+//! the line index as offset).
+
+use std::collections::BTreeMap;
+use std::ops::Range;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -7,11 +13,10 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 use url::Url;
 
-use super::RejectedRecord;
-use super::json_lines::{Decoded, Dialect, JsonDecoder};
-use super::{SourceBatches, SourceContext, csv};
+use super::positions::{InputBatch, Positions, RawRecords};
+use crate::catalog::Lake;
+use crate::config::stream_pipeline::StreamPipeline;
 use crate::error::{Error, Result};
-use crate::jobs::Source;
 
 /// A file to read: its store, its path in the store and how to show it.
 pub struct FileRef {
@@ -25,11 +30,11 @@ pub struct FileRef {
 
 /// The files at a path: the file itself, or every file in the folder (sorted; names starting
 /// with `.` or `_` are skipped). A missing path is an error naming it.
-pub async fn list_files(source: &Source, path: &str, cx: SourceContext<'_>) -> Result<Vec<FileRef>> {
-    let url = cx.lake.location().resolve(path)?;
-    let (store, object_path) = cx.lake.object_store(&url)?;
+pub async fn list_files(source_name: &str, path: &str, lake: &Lake) -> Result<Vec<FileRef>> {
+    let url = lake.location().resolve(path)?;
+    let (store, object_path) = lake.object_store(&url)?;
     let source_error = |message: String| Error::Source {
-        source_name: source.name.clone(),
+        source_name: source_name.to_string(),
         location: shown(&url, &object_path),
         message,
         retryable: false,
@@ -83,77 +88,209 @@ fn shown(url: &Url, path: &ObjectPath) -> String {
     }
 }
 
-/// Reads JSON lines (plain or Mongo Extended JSON) from a file or folder.
-pub async fn read_json_lines(
-    source: &Source,
-    path: &str,
-    dialect: Dialect,
-    cx: SourceContext<'_>,
-) -> Result<SourceBatches> {
-    let files = list_files(source, path, cx).await?;
-    let mut out = SourceBatches {
-        files: files.len(),
-        location: path.to_string(),
-        ..Default::default()
-    };
-    for file in &files {
-        let mut decoder = JsonDecoder::new(source.schema.clone(), dialect);
-        // One read per file: object_store streams local files in 8 KiB chunks, each a task on
-        // the blocking pool, which cost a quarter of the decode time in futex wake-ups.
-        let bytes = read_whole(source, file).await?;
-        for (index, line) in bytes.split(|b| *b == b'\n').enumerate() {
-            decoder.push(index as u64 + 1, line);
+/// A file of lines, read whole, with the byte range of each line (without its newline).
+pub struct LinesFile {
+    /// Where it was read from, for messages.
+    pub shown: String,
+    bytes: Bytes,
+    lines: Vec<(usize, usize)>,
+}
+
+impl LinesFile {
+    /// Indexes the lines of `bytes` (a last line without a newline counts).
+    pub fn new(shown: String, bytes: Bytes) -> Self {
+        let mut lines = Vec::with_capacity(bytes.len() / 128);
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', &bytes) {
+            lines.push((start, end));
+            start = end + 1;
         }
-        let Decoded { batches, rejected, .. } = decoder.finish();
-        out.batches.extend(batches);
-        out.rejected.extend(
-            rejected
-                .into_iter()
-                .map(|r| RejectedRecord::new(format!("{}:{}", file.shown, r.id), r.reason, &r.raw)),
-        );
+        if start < bytes.len() {
+            lines.push((start, bytes.len()));
+        }
+        Self { shown, bytes, lines }
     }
-    Ok(out)
-}
 
-/// Reads CSV files with a header row from a file or folder.
-pub async fn read_csv(source: &Source, path: &str, cx: SourceContext<'_>) -> Result<SourceBatches> {
-    let files = list_files(source, path, cx).await?;
-    let mut out = SourceBatches {
-        files: files.len(),
-        location: path.to_string(),
-        ..Default::default()
-    };
-    for file in &files {
-        let bytes = read_whole(source, file).await?;
-        let (batches, rejected) =
-            csv::decode(&source.schema, &bytes, &file.shown).map_err(|message| Error::Source {
-                source_name: source.name.clone(),
-                location: file.shown.clone(),
-                message,
-                retryable: false,
-            })?;
-        out.batches.extend(batches);
-        out.rejected.extend(rejected);
+    /// Reads and indexes a file.
+    pub async fn read(source_name: &str, file: &FileRef) -> Result<Self> {
+        Ok(Self::new(file.shown.clone(), read_whole(source_name, file).await?))
     }
-    Ok(out)
+
+    /// How many lines.
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// Line `i` (from 0), without its newline.
+    pub fn line(&self, i: usize) -> &[u8] {
+        let (start, end) = self.lines[i];
+        &self.bytes[start..end]
+    }
+
+    /// The bytes lines `range` span.
+    pub fn span_bytes(&self, range: Range<usize>) -> usize {
+        match (
+            self.lines.get(range.start),
+            range.end.checked_sub(1).and_then(|l| self.lines.get(l)),
+        ) {
+            (Some(first), Some(last)) if range.end > range.start => last.1 - first.0,
+            _ => 0,
+        }
+    }
 }
 
-async fn read_whole(source: &Source, file: &FileRef) -> Result<Bytes> {
-    let result = file
-        .store
-        .get(&file.path)
-        .await
-        .map_err(|e| read_error(source, file, e))?;
-    result.bytes().await.map_err(|e| read_error(source, file, e))
+/// Records from `DIR/<topic>.jsonl` files, read whole.
+pub struct FileInput {
+    sources: BTreeMap<String, LinesFile>,
 }
 
-fn read_error(source: &Source, file: &FileRef, e: object_store::Error) -> Error {
+impl FileInput {
+    /// Reads every source's file from `dir` (a folder or URL, resolved against the lake).
+    pub async fn open(pipeline: &StreamPipeline, lake: &Lake, dir: &str) -> Result<Self> {
+        let folder = lake.location().resolve_folder(dir)?;
+        let mut sources = BTreeMap::new();
+        for source in &pipeline.sources {
+            let url = folder
+                .join(&format!("{}.jsonl", source.topic))
+                .map_err(|e| Error::config(format!("--from-files {dir}: {e}")))?;
+            let (store, path) = lake.object_store(&url)?;
+            let file = FileRef {
+                store,
+                shown: shown(&url, &path),
+                path,
+            };
+            let bytes = match get_bytes(&file).await {
+                Ok(bytes) => bytes,
+                Err(object_store::Error::NotFound { .. }) => {
+                    return Err(Error::Source {
+                        source_name: source.name.clone(),
+                        location: file.shown.clone(),
+                        message: format!(
+                            "no such file: --from-files reads one JSON-lines file per topic, named {}.jsonl",
+                            source.topic
+                        ),
+                        retryable: false,
+                    });
+                }
+                Err(e) => return Err(read_error(&source.name, &file, e)),
+            };
+            sources.insert(source.name.clone(), LinesFile::new(file.shown, bytes));
+        }
+        Ok(Self { sources })
+    }
+
+    fn position(positions: &Positions, source: &str) -> i64 {
+        positions.get(source).and_then(|p| p.get(&0)).copied().unwrap_or(0)
+    }
+
+    /// The next lines of every file, each file advancing in proportion to its length so that
+    /// the files' event times move on together.
+    pub fn next(&self, positions: &Positions, max_records: usize) -> InputBatch {
+        let total: usize = self.sources.values().map(|f| f.len()).sum::<usize>().max(1);
+        let mut ranges = BTreeMap::new();
+        for (name, file) in &self.sources {
+            let position = Self::position(positions, name);
+            let share = (max_records * file.len()).div_ceil(total).max(1) as i64;
+            let end = (position + share).min(file.len() as i64);
+            ranges.insert(name.clone(), BTreeMap::from([(0, (position, end))]));
+        }
+        self.read(&ranges)
+    }
+
+    fn read(&self, ranges: &BTreeMap<String, BTreeMap<i32, (i64, i64)>>) -> InputBatch {
+        let mut batch = InputBatch {
+            ranges: ranges.clone(),
+            ..Default::default()
+        };
+        for (name, partitions) in ranges {
+            let Some(file) = self.sources.get(name) else { continue };
+            let mut records = RawRecords::default();
+            for (start, end) in partitions.values() {
+                let (start, end) = (*start as usize, *end as usize);
+                records.reserve(end - start, file.span_bytes(start..end));
+                for line in start..end {
+                    records.push(0, line as i64, None, None, file.line(line));
+                }
+            }
+            batch.records.insert(name.clone(), records);
+        }
+        batch
+    }
+
+    /// The lines of a logged epoch again; an error when the files no longer hold them (they
+    /// were replaced by shorter ones since the checkpoint was written).
+    pub fn replay(&self, ranges: &BTreeMap<String, BTreeMap<i32, (i64, i64)>>) -> Result<InputBatch> {
+        for (name, partitions) in ranges {
+            let Some(file) = self.sources.get(name) else { continue };
+            for (start, end) in partitions.values() {
+                if *start < 0 || start > end || *end as usize > file.len() {
+                    return Err(Error::Source {
+                        source_name: name.clone(),
+                        location: file.shown.clone(),
+                        message: format!(
+                            "the checkpoint logged lines {start}..{end} but the file has {} lines: it changed since; \
+                             `quickchat-etl checkpoints <pipeline> --reset` starts over",
+                            file.len()
+                        ),
+                        retryable: false,
+                    });
+                }
+            }
+        }
+        Ok(self.read(ranges))
+    }
+
+    /// Whether every file was read to its end.
+    pub fn exhausted(&self, positions: &Positions) -> bool {
+        self.sources
+            .iter()
+            .all(|(name, file)| Self::position(positions, name) >= file.len() as i64)
+    }
+
+    /// Per source: whether its file was read to its end by these ranges.
+    pub fn idle(&self, ranges: &BTreeMap<String, BTreeMap<i32, (i64, i64)>>) -> BTreeMap<String, BTreeMap<i32, bool>> {
+        ranges
+            .iter()
+            .filter_map(|(name, partitions)| {
+                let file = self.sources.get(name)?;
+                let idle = partitions
+                    .iter()
+                    .map(|(p, (_, end))| (*p, *end >= file.len() as i64))
+                    .collect();
+                Some((name.clone(), idle))
+            })
+            .collect()
+    }
+
+    /// Where every source starts: its file's first line.
+    pub fn start_positions(&self) -> Positions {
+        super::from_the_start(self.sources.keys())
+    }
+}
+
+/// A file's bytes.
+pub async fn read_whole(source_name: &str, file: &FileRef) -> Result<Bytes> {
+    get_bytes(file).await.map_err(|e| read_error(source_name, file, e))
+}
+
+async fn get_bytes(file: &FileRef) -> std::result::Result<Bytes, object_store::Error> {
+    // One read per file: object_store streams local files in 8 KiB chunks, each a task on the
+    // blocking pool, which cost a quarter of the decode time in futex wake-ups.
+    file.store.get(&file.path).await?.bytes().await
+}
+
+fn read_error(source_name: &str, file: &FileRef, e: object_store::Error) -> Error {
     let retryable = !matches!(
         e,
         object_store::Error::NotFound { .. } | object_store::Error::PermissionDenied { .. }
     );
     Error::Source {
-        source_name: source.name.clone(),
+        source_name: source_name.to_string(),
         location: file.shown.clone(),
         message: e.to_string(),
         retryable,

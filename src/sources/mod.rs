@@ -1,73 +1,32 @@
-//! Sources: external inputs read into Arrow record batches against their declared schema.
+//! Sources: where records come from, before they are decoded. Two contracts, one per mode:
 //!
-//! A record that cannot be read (bad JSON, a value that does not fit its column, a missing
-//! required field) never stops the job and is never dropped silently: it becomes a
-//! [`RejectedRecord`] naming its file and line, and the runner puts it in the quarantine table.
+//! - **Bounded** (batch jobs): [`read`] hands every record of a source — JSON documents by file
+//!   and line, CSV files, MySQL rows as text cells — to a [`BoundedRecords`] receiver (the
+//!   decoder, `crate::decode`), as they are read.
+//! - **Replayable** (streaming pipelines): an [`Input`] reads micro-batches from positions
+//!   (partition → offset; a line number for files, an event number for the generator) and can
+//!   read an epoch's exact range again, which is what makes a restart replay the same
+//!   micro-batches.
 
-pub mod csv;
-pub mod extended_json;
 pub mod files;
-pub mod json_lines;
+pub mod generator;
+pub mod kafka;
 pub mod mysql;
-pub mod text_table;
+pub mod positions;
 
-use arrow::record_batch::RecordBatch;
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 use crate::catalog::Lake;
+use crate::config::job::Source;
 use crate::config::pipeline::SourceDef;
-use crate::error::Result;
-use crate::jobs::Source;
+use crate::error::{Error, Result};
+use files::{FileInput, LinesFile, list_files, read_whole};
+use generator::GeneratorInput;
+use kafka::KafkaInput;
+use positions::{EpochRange, InputBatch, Positions};
 
-/// Rows per record batch produced by sources.
-pub const BATCH_ROWS: usize = 8192;
-
-/// The most bytes of a bad record kept in the quarantine table.
-pub const MAX_REJECTED_BYTES: usize = 64 * 1024;
-
-/// An input record that could not be read, with where it came from and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RejectedRecord {
-    /// Where it was: `file.json:17` (line), `mysql:users:5` (fifth row read), `topic/partition/offset`.
-    pub location: String,
-    /// Why it was rejected.
-    pub reason: String,
-    /// The raw record (truncated to [`MAX_REJECTED_BYTES`]).
-    pub record: String,
-}
-
-impl RejectedRecord {
-    /// A rejected record, its raw bytes kept as (lossy) UTF-8 text.
-    pub fn new(location: String, reason: impl Into<String>, raw: &[u8]) -> Self {
-        let kept = &raw[..raw.len().min(MAX_REJECTED_BYTES)];
-        Self {
-            location,
-            reason: reason.into(),
-            record: String::from_utf8_lossy(kept).into_owned(),
-        }
-    }
-}
-
-/// What a source produced.
-#[derive(Debug, Default)]
-pub struct SourceBatches {
-    /// Rows that fit the declared schema.
-    pub batches: Vec<RecordBatch>,
-    /// Records that did not.
-    pub rejected: Vec<RejectedRecord>,
-    /// Files (or tables) read.
-    pub files: usize,
-    /// Where the data came from, for logs (passwords redacted).
-    pub location: String,
-}
-
-impl SourceBatches {
-    /// Rows read successfully.
-    pub fn rows(&self) -> usize {
-        self.batches.iter().map(RecordBatch::num_rows).sum()
-    }
-}
-
-/// What sources need from the run.
+/// What bounded sources need from the run.
 #[derive(Debug, Clone, Copy)]
 pub struct SourceContext<'a> {
     /// The lake, for resolving relative paths and reaching object stores.
@@ -76,18 +35,43 @@ pub struct SourceContext<'a> {
     pub mysql_url: Option<&'a str>,
 }
 
-/// Reads a source completely.
-pub async fn read(source: &Source, cx: SourceContext<'_>) -> Result<SourceBatches> {
+/// Receives a bounded source's records as they are read.
+pub trait BoundedRecords {
+    /// A file of JSON documents, one per line.
+    fn lines(&mut self, file: &LinesFile);
+    /// A CSV file with a header row, whole (`file` names it in messages).
+    fn csv(&mut self, file: &str, bytes: &[u8]) -> Result<()>;
+    /// Row `row` (from 1) of a MySQL table: its text cells in column order, `None` for NULL.
+    fn row(&mut self, table: &str, row: u64, cells: &[Option<&[u8]>]);
+}
+
+/// What a bounded read went through, for logs.
+#[derive(Debug, Clone, Default)]
+pub struct ReadSummary {
+    /// Files (or tables) read.
+    pub files: usize,
+    /// Where the data came from (passwords redacted).
+    pub location: String,
+}
+
+/// Reads a bounded source completely into `into`.
+pub async fn read(source: &Source, cx: SourceContext<'_>, into: &mut dyn BoundedRecords) -> Result<ReadSummary> {
     match &source.def {
-        SourceDef::MongoExport(def) => {
-            files::read_json_lines(source, &def.path, json_lines::Dialect::MongoExtended, cx).await
+        SourceDef::MongoExport(def) | SourceDef::JsonLines(def) => {
+            let files = list_files(&source.name, &def.path, cx.lake).await?;
+            for file in &files {
+                into.lines(&LinesFile::read(&source.name, file).await?);
+            }
+            Ok(ReadSummary {
+                files: files.len(),
+                location: def.path.clone(),
+            })
         }
-        SourceDef::JsonLines(def) => files::read_json_lines(source, &def.path, json_lines::Dialect::Plain, cx).await,
-        SourceDef::Csv(def) => files::read_csv(source, &def.path, cx).await,
+        SourceDef::Csv(def) => read_csv(source, &def.path, cx, into).await,
         SourceDef::Mysql(def) => match (cx.mysql_url, &def.csv_export) {
-            (Some(url), _) => mysql::read_table(source, &def.table, url).await,
-            (None, Some(export)) => files::read_csv(source, export, cx).await,
-            (None, None) => Err(crate::error::Error::Source {
+            (Some(url), _) => mysql::read_table(source, &def.table, url, into).await,
+            (None, Some(export)) => read_csv(source, export, cx, into).await,
+            (None, None) => Err(Error::Source {
                 source_name: source.name.clone(),
                 location: format!("mysql table {}", def.table),
                 message: "no MySQL URL configured: set MYSQL_URL (and MYSQL_USER/MYSQL_PASSWORD), \
@@ -96,5 +80,139 @@ pub async fn read(source: &Source, cx: SourceContext<'_>) -> Result<SourceBatche
                 retryable: false,
             }),
         },
+        SourceDef::Kafka(_) => Err(Error::config_in(
+            source.name.clone(),
+            "a kafka source is read by a streaming pipeline, not a batch job",
+        )),
     }
+}
+
+async fn read_csv(
+    source: &Source,
+    path: &str,
+    cx: SourceContext<'_>,
+    into: &mut dyn BoundedRecords,
+) -> Result<ReadSummary> {
+    let files = list_files(&source.name, path, cx.lake).await?;
+    for file in &files {
+        let bytes = read_whole(&source.name, file).await?;
+        into.csv(&file.shown, &bytes).map_err(|e| match e {
+            Error::Source { message, .. } => Error::Source {
+                source_name: source.name.clone(),
+                location: file.shown.clone(),
+                message,
+                retryable: false,
+            },
+            other => other,
+        })?;
+    }
+    Ok(ReadSummary {
+        files: files.len(),
+        location: path.to_string(),
+    })
+}
+
+/// The input of a streaming run.
+pub enum Input {
+    /// Kafka topics.
+    Kafka(Box<KafkaInput>),
+    /// JSON lines files.
+    Files(FileInput),
+    /// The built-in generator.
+    Generator(GeneratorInput),
+}
+
+impl Input {
+    /// The name used for the checkpoint folder and Delta application ids (`kafka`, `files`,
+    /// `generator`): runs from different inputs keep separate progress.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Input::Kafka(_) => "kafka",
+            Input::Files(_) => "files",
+            Input::Generator(_) => "generator",
+        }
+    }
+
+    /// Whether record values are JSON whatever the source's format (files are JSON lines).
+    pub fn always_json(&self) -> bool {
+        matches!(self, Input::Files(_))
+    }
+
+    /// Where a run without a checkpoint starts.
+    pub async fn start_positions(&mut self) -> Result<Positions> {
+        match self {
+            Input::Kafka(kafka) => kafka.start_positions().await,
+            Input::Files(files) => Ok(files.start_positions()),
+            Input::Generator(generator) => Ok(generator.start_positions()),
+        }
+    }
+
+    /// Continues a run restored from a checkpoint: the generator keeps the original run's event
+    /// times and produces from where it stopped.
+    pub fn resume(&mut self, generator_start_ms: Option<i64>, positions: &Positions) {
+        if let Input::Generator(generator) = self {
+            generator.resume(generator_start_ms, positions);
+        }
+    }
+
+    /// The generator's first event time, to save with the state.
+    pub fn generator_start_ms(&self) -> Option<i64> {
+        match self {
+            Input::Generator(generator) => Some(generator.start_ms),
+            _ => None,
+        }
+    }
+
+    /// Reads the next micro-batch from `positions`: up to `max_records`, waiting at most
+    /// `interval` for records to arrive.
+    pub async fn next(&mut self, positions: &Positions, max_records: usize, interval: Duration) -> Result<InputBatch> {
+        match self {
+            Input::Kafka(kafka) => kafka.next(positions, max_records, interval).await,
+            Input::Files(files) => {
+                let mut batch = files.next(positions, max_records);
+                batch.idle = files.idle(&batch.ranges);
+                Ok(batch)
+            }
+            Input::Generator(generator) => generator.next(positions, max_records, interval).await,
+        }
+    }
+
+    /// Reads exactly the records of an epoch again.
+    pub async fn replay(&mut self, range: &EpochRange) -> Result<InputBatch> {
+        match self {
+            Input::Kafka(kafka) => kafka.replay(range).await,
+            Input::Files(files) => files.replay(&range.ranges),
+            Input::Generator(generator) => Ok(generator.read(&range.ranges)),
+        }
+    }
+
+    /// Whether a bounded input has nothing more to give after `positions`.
+    pub fn exhausted(&self, positions: &Positions) -> bool {
+        match self {
+            Input::Kafka(_) => false,
+            Input::Files(files) => files.exhausted(positions),
+            Input::Generator(generator) => generator.exhausted(positions),
+        }
+    }
+
+    /// For Kafka: whether `positions` reached the end offsets seen when the run started.
+    pub async fn caught_up(&mut self, positions: &Positions) -> Result<bool> {
+        match self {
+            Input::Kafka(kafka) => kafka.caught_up(positions).await,
+            _ => Ok(self.exhausted(positions)),
+        }
+    }
+
+    /// After an epoch is committed: records progress outside the pipeline (Kafka consumer group
+    /// offsets, for lag monitoring).
+    pub fn committed(&mut self, positions: &Positions) {
+        if let Input::Kafka(kafka) = self {
+            kafka.commit_offsets(positions);
+        }
+    }
+}
+
+/// Every source at partition 0, offset 0: where files and the generator start.
+pub(crate) fn from_the_start<'a>(sources: impl Iterator<Item = &'a String>) -> Positions {
+    sources.map(|s| (s.clone(), BTreeMap::from([(0, 0)]))).collect()
 }

@@ -1,21 +1,20 @@
 //! MySQL/MariaDB table source: the declared columns of a table, read through the text
-//! protocol and converted to the declared schema by [`TextTable`] (so a MySQL table and its
-//! CSV export give identical batches).
+//! protocol row by row and handed on as text cells (the decoder converts them exactly as it
+//! converts the cells of a CSV export, so a MySQL table and its export give identical batches).
 
 use futures::TryStreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, Row, Value};
 
-use super::SourceBatches;
-use super::text_table::TextTable;
+use super::{BoundedRecords, ReadSummary};
+use crate::config::job::Source;
 use crate::config::redact_url;
 use crate::error::{Error, Result};
-use crate::jobs::Source;
 
 const SELECT_TABLE: &str = include_str!("mysql_select.sql");
 
 /// Reads the declared columns of `table` from the database at `url`.
-pub async fn read_table(source: &Source, table: &str, url: &str) -> Result<SourceBatches> {
+pub async fn read_table(source: &Source, table: &str, url: &str, into: &mut dyn BoundedRecords) -> Result<ReadSummary> {
     let location = format!("{} table {table}", redact_url(url));
     let source_error = |message: String, retryable: bool| Error::Source {
         source_name: source.name.clone(),
@@ -45,7 +44,7 @@ pub async fn read_table(source: &Source, table: &str, url: &str) -> Result<Sourc
         .replace("{columns}", &columns)
         .replace("{table}", &format!("`{table}`"));
 
-    let mut text_table = TextTable::new(source.schema.clone(), format!("mysql:{table}"));
+    let origin = format!("mysql:{table}");
     let mut rows = conn
         .query_iter(query)
         .await
@@ -55,23 +54,19 @@ pub async fn read_table(source: &Source, table: &str, url: &str) -> Result<Sourc
     if let Some(stream) = stream.as_mut() {
         while let Some(row) = stream.try_next().await.map_err(|e| query_error(&source_error, e))? {
             row_number += 1;
-            let cells = (0..row.len()).map(|i| match row.as_ref(i) {
-                Some(Value::Bytes(bytes)) => Some(bytes.as_slice()),
-                _ => None,
-            });
-            text_table.push_row(row_number, cells);
+            let cells: Vec<Option<&[u8]>> = (0..row.len())
+                .map(|i| match row.as_ref(i) {
+                    Some(Value::Bytes(bytes)) => Some(bytes.as_slice()),
+                    _ => None,
+                })
+                .collect();
+            into.row(&origin, row_number, &cells);
         }
     }
     drop(stream);
     drop(rows);
     conn.disconnect().await.ok();
-    let (batches, rejected) = text_table.finish();
-    Ok(SourceBatches {
-        batches,
-        rejected,
-        files: 1,
-        location,
-    })
+    Ok(ReadSummary { files: 1, location })
 }
 
 fn query_error(source_error: &dyn Fn(String, bool) -> Error, e: mysql_async::Error) -> Error {

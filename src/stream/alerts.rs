@@ -6,15 +6,18 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::prelude::SessionContext;
 
-use super::StreamPipeline;
+use serde::{Deserialize, Serialize};
+
 use crate::config::columns::timestamp_type;
 use crate::config::stream::AlertRuleDef;
+use crate::config::stream_pipeline::StreamPipeline;
 use crate::error::{Error, Result};
 use crate::query::new_session;
+use crate::sinks::rows::{key_texts, rows_as_json_lines};
 
 /// The columns of an alert.
 pub fn alert_schema() -> SchemaRef {
@@ -34,6 +37,13 @@ pub struct Alerts {
     /// Per rule: hashes of the key values already raised.
     raised: BTreeMap<String, HashSet<u128>>,
     ctx: SessionContext,
+}
+
+/// What alerts save in a snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertState {
+    /// Per rule: hashes of the key values already raised, sorted.
+    pub raised: BTreeMap<String, Vec<u128>>,
 }
 
 impl Alerts {
@@ -92,8 +102,10 @@ impl Alerts {
                 .map_err(internal)?;
             let raised = self.raised.entry(rule.name.clone()).or_default();
             for batch in matching.iter().filter(|b| b.num_rows() > 0) {
-                let keys = key_texts(batch, &rule.key)?;
-                let json = row_json(batch)?;
+                let keys = key_texts(batch, &rule.key)
+                    .map_err(|e| Error::compute(format!("alerts rule `{}`", rule.name), e))?;
+                let json =
+                    rows_as_json_lines(batch).map_err(|e| Error::compute(format!("alerts rule `{}`", rule.name), e))?;
                 for (row, key) in keys.into_iter().enumerate() {
                     if raised.insert(xxhash_rust::xxh3::xxh3_128(key.as_bytes())) {
                         columns[0].push(rule.name.clone());
@@ -116,75 +128,36 @@ impl Alerts {
         RecordBatch::try_new(alert_schema(), arrays).map_err(|e| Error::Internal(e.to_string()))
     }
 
-    /// The keys raised, per rule, for a state snapshot.
-    pub fn raised(&self) -> BTreeMap<String, Vec<(u128, i64)>> {
-        self.raised
-            .iter()
-            .map(|(rule, keys)| {
-                let mut keys: Vec<(u128, i64)> = keys.iter().map(|k| (*k, 0)).collect();
-                keys.sort_unstable();
-                (rule.clone(), keys)
-            })
-            .collect()
+    /// The state to save.
+    pub fn state(&self) -> AlertState {
+        AlertState {
+            raised: self
+                .raised
+                .iter()
+                .map(|(rule, keys)| {
+                    let mut keys: Vec<u128> = keys.iter().copied().collect();
+                    keys.sort_unstable();
+                    (rule.clone(), keys)
+                })
+                .collect(),
+        }
     }
 
-    /// Restores the keys raised of a snapshot.
-    pub fn restore(&mut self, raised: BTreeMap<String, Vec<(u128, i64)>>) {
-        for (rule, keys) in raised {
-            self.raised.insert(rule, keys.into_iter().map(|(k, _)| k).collect());
+    /// Restores a saved state.
+    pub fn restore(&mut self, state: AlertState) {
+        for (rule, keys) in state.raised {
+            self.raised.insert(rule, keys.into_iter().collect());
         }
     }
 }
 
-/// Each row's key columns as text, joined with `|`.
-fn key_texts(batch: &RecordBatch, key: &[String]) -> Result<Vec<String>> {
-    let columns: Vec<ArrayRef> = key
-        .iter()
-        .map(|name| {
-            let column = batch
-                .column_by_name(name)
-                .ok_or_else(|| Error::Internal(format!("no key column {name}")))?;
-            arrow::compute::cast(column, &DataType::Utf8).map_err(|e| Error::Internal(e.to_string()))
-        })
-        .collect::<Result<_>>()?;
-    Ok((0..batch.num_rows())
-        .map(|row| {
-            columns
-                .iter()
-                .map(|c| {
-                    let text = c.as_string::<i32>();
-                    if text.is_valid(row) {
-                        text.value(row).to_string()
-                    } else {
-                        "NULL".to_string()
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join("|")
-        })
-        .collect())
-}
-
-/// Each row as a JSON object.
-fn row_json(batch: &RecordBatch) -> Result<Vec<String>> {
-    let mut bytes = Vec::new();
-    {
-        let mut writer = arrow::json::WriterBuilder::new()
-            .with_explicit_nulls(true)
-            .build::<_, arrow::json::writer::LineDelimited>(&mut bytes);
-        writer.write(batch).map_err(|e| Error::Internal(e.to_string()))?;
-        writer.finish().map_err(|e| Error::Internal(e.to_string()))?;
-    }
-    Ok(String::from_utf8_lossy(&bytes).lines().map(str::to_string).collect())
-}
-
 #[cfg(test)]
 mod tests {
-    use arrow::array::Int64Array;
+    use arrow::array::{AsArray, Int64Array};
 
     use super::*;
     use crate::config::stream::AlertsDef;
-    use crate::stream::pipeline::tests::pipeline;
+    use crate::config::stream_pipeline::tests::pipeline;
 
     #[tokio::test]
     async fn a_rule_raises_once_per_key_when_its_condition_first_holds() {
@@ -230,7 +203,7 @@ mod tests {
         assert_eq!(second.column(2).as_string::<i32>().value(0), "b");
 
         let mut restored = Alerts::new(&pipeline, &outputs).unwrap();
-        restored.restore(alerts.raised());
+        restored.restore(alerts.state());
         assert_eq!(restored.check(&rows(&[("a", 30)]), 0).await.unwrap().num_rows(), 0);
 
         pipeline.alerts.as_mut().unwrap().rules[0].condition = "nope > 1".into();

@@ -2,8 +2,9 @@
 //!
 //! - `offsets/<epoch>.json`: what an epoch reads, written *before* it is processed;
 //! - `commits/<epoch>.json`: written once the epoch's sinks have all committed;
-//! - `state/<epoch>/`: a snapshot of the state after an epoch (Arrow IPC files, then
-//!   `meta.json`, written last: a snapshot without it is incomplete and ignored).
+//! - `state/<epoch>.snapshot`: the whole state after an epoch — a [`Snapshot`]: one serde
+//!   struct holding each operator's own state struct, written in one object (so a snapshot is
+//!   there whole or not at all), state rows inside as Arrow IPC.
 //!
 //! A restart loads the latest snapshot, replays the epochs logged after it (their sinks skip
 //! what they already hold) and goes on. `checkpoints <pipeline> --cleanup --keep N` removes
@@ -12,25 +13,29 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{Int64Array, RecordBatch, UInt64Array};
-use arrow::datatypes::{DataType, Field, Schema};
-use arrow::ipc::reader::FileReader;
-use arrow::ipc::writer::FileWriter;
 use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
-use super::ingest::EventTimeProgress;
-use super::records::{EpochRange, Positions};
+use super::alerts::AlertState;
+use super::ingest::IngestState;
+use super::join_buffer::JoinBufferState;
+use super::operator::OperatorState;
 use crate::catalog::Lake;
 use crate::error::{Error, Result};
+use crate::sources::positions::{EpochRange, Positions};
+
+/// The snapshot format this build writes and reads. Snapshots of other formats (the per-part
+/// files of earlier builds) are refused with the way out: `checkpoints <pipeline> --reset`.
+pub const SNAPSHOT_FORMAT: u32 = 2;
 
 /// The checkpoint folder of one pipeline and input.
 pub struct Checkpoints {
     store: Arc<dyn ObjectStore>,
     root: ObjectPath,
     shown: String,
+    pipeline: String,
 }
 
 /// The record that an epoch's sinks all committed.
@@ -45,8 +50,10 @@ pub struct Commit {
 }
 
 /// The state of a pipeline after an epoch.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Snapshot {
+    /// [`SNAPSHOT_FORMAT`].
+    pub format: u32,
     /// The epoch it follows.
     pub epoch: u64,
     /// Identifies this checkpoint's run from its first epoch on: sinks record epochs under it,
@@ -56,29 +63,14 @@ pub struct Snapshot {
     pub positions: Positions,
     /// The generator's first event time, for `--from-generator` runs.
     pub generator_start_ms: Option<i64>,
-    /// Per source: latest event times per partition, and the watermark.
-    pub event_time: BTreeMap<String, EventTimeProgress>,
-    /// Per source: remembered keys (hash, event time).
-    pub keys: BTreeMap<String, Vec<(u128, i64)>>,
+    /// Per source: watermark progress and remembered keys.
+    pub sources: BTreeMap<String, IngestState>,
     /// Per joined source: rows kept for joins.
-    pub buffers: BTreeMap<String, Vec<RecordBatch>>,
-    /// Per output: aggregate states.
-    pub windows: BTreeMap<String, Vec<RecordBatch>>,
-    /// Per output: rows waiting for a joined stream.
-    pub pending: BTreeMap<String, Vec<RecordBatch>>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct SnapshotMeta {
-    epoch: u64,
-    #[serde(default)]
-    lineage: String,
-    positions: Positions,
-    generator_start_ms: Option<i64>,
-    #[serde(default)]
-    event_time: BTreeMap<String, EventTimeProgress>,
-    /// The Arrow files of the snapshot, by role (`keys/<source>`, `windows/<output>`, ...).
-    files: Vec<String>,
+    pub join_buffers: BTreeMap<String, JoinBufferState>,
+    /// Per output: its operator's state.
+    pub outputs: BTreeMap<String, OperatorState>,
+    /// The alert keys already raised.
+    pub alerts: AlertState,
 }
 
 fn epoch_name(epoch: u64) -> String {
@@ -96,6 +88,7 @@ impl Checkpoints {
             store,
             root,
             shown: url.to_string(),
+            pipeline: pipeline.to_string(),
         })
     }
 
@@ -108,10 +101,22 @@ impl Checkpoints {
         parts.iter().fold(self.root.clone(), |path, part| path.join(*part))
     }
 
+    /// Reading or writing the checkpoint failed (storage away: may pass).
     fn error(&self, e: impl std::fmt::Display) -> Error {
         Error::Lake {
             location: self.shown.clone(),
             message: format!("checkpoint: {e}"),
+        }
+    }
+
+    /// The checkpoint holds something this build cannot use: retrying cannot help.
+    pub fn damaged(&self, message: impl std::fmt::Display) -> Error {
+        Error::State {
+            location: self.shown.clone(),
+            message: format!(
+                "{message}; `quickchat-etl checkpoints {} --reset` starts over from the configured starting offsets",
+                self.pipeline
+            ),
         }
     }
 
@@ -131,48 +136,27 @@ impl Checkpoints {
         }
     }
 
-    /// Epoch numbers found under a folder (`offsets`, `commits`, `state`), ascending.
-    async fn epochs(&self, folder: &str) -> Result<Vec<u64>> {
+    async fn json<T: serde::de::DeserializeOwned>(&self, path: &ObjectPath) -> Result<Option<T>> {
+        match self.get(path).await? {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| self.damaged(format!("{path} does not parse: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// Epoch numbers of the files under a folder (`offsets`, `commits`, `state`), ascending.
+    async fn epochs(&self, folder: &str, suffix: &str) -> Result<Vec<u64>> {
         let prefix = self.path(&[folder]);
         let listing = match self.store.list_with_delimiter(Some(&prefix)).await {
             Ok(listing) => listing,
             Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
             Err(e) => return Err(self.error(e)),
         };
-        let names = listing
+        let mut epochs: Vec<u64> = listing
             .objects
             .iter()
-            .filter_map(|o| o.location.filename().map(str::to_string))
-            .chain(
-                listing
-                    .common_prefixes
-                    .iter()
-                    .filter_map(|p| p.filename().map(str::to_string)),
-            );
-        let mut epochs: Vec<u64> = names.filter_map(|n| n.trim_end_matches(".json").parse().ok()).collect();
-        epochs.sort_unstable();
-        epochs.dedup();
-        Ok(epochs)
-    }
-
-    /// Epochs with a complete snapshot (its `meta.json` written), ascending. Folders left empty
-    /// by a cleanup on a local disk do not count.
-    async fn snapshot_epochs(&self) -> Result<Vec<u64>> {
-        let prefix = self.path(&["state"]);
-        let paths: Vec<ObjectPath> = self
-            .store
-            .list(Some(&prefix))
-            .map_ok(|m| m.location)
-            .try_collect()
-            .await
-            .or_else(|e| match e {
-                object_store::Error::NotFound { .. } => Ok(Vec::new()),
-                e => Err(self.error(e)),
-            })?;
-        let mut epochs: Vec<u64> = paths
-            .iter()
-            .filter(|p| p.filename() == Some("meta.json"))
-            .filter_map(|p| p.parts().rev().nth(1)?.as_ref().parse().ok())
+            .filter_map(|o| o.location.filename()?.strip_suffix(suffix)?.parse().ok())
             .collect();
         epochs.sort_unstable();
         Ok(epochs)
@@ -190,11 +174,8 @@ impl Checkpoints {
 
     /// What an epoch read, if it was logged.
     pub async fn read_offsets(&self, epoch: u64) -> Result<Option<EpochRange>> {
-        let path = self.path(&["offsets", &format!("{}.json", epoch_name(epoch))]);
-        match self.get(&path).await? {
-            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(|e| self.error(e))?)),
-            None => Ok(None),
-        }
+        self.json(&self.path(&["offsets", &format!("{}.json", epoch_name(epoch))]))
+            .await
     }
 
     /// Logs that an epoch's sinks all committed.
@@ -209,152 +190,109 @@ impl Checkpoints {
 
     /// The latest committed epoch.
     pub async fn last_commit(&self) -> Result<Option<Commit>> {
-        let Some(epoch) = self.epochs("commits").await?.pop() else {
+        let Some(epoch) = self.epochs("commits", ".json").await?.pop() else {
             return Ok(None);
         };
-        let bytes = self
-            .get(&self.path(&["commits", &format!("{}.json", epoch_name(epoch))]))
-            .await?;
-        match bytes {
-            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(|e| self.error(e))?)),
-            None => Ok(None),
-        }
+        self.json(&self.path(&["commits", &format!("{}.json", epoch_name(epoch))]))
+            .await
     }
 
     /// The latest logged epoch (committed or not).
     pub async fn last_logged_epoch(&self) -> Result<Option<u64>> {
-        Ok(self.epochs("offsets").await?.pop())
+        Ok(self.epochs("offsets", ".json").await?.pop())
     }
 
-    /// Saves a snapshot: its Arrow files first, `meta.json` last.
+    /// Saves a snapshot, in one object.
     pub async fn write_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
-        let folder = epoch_name(snapshot.epoch);
-        let mut files = Vec::new();
-        let mut groups: Vec<(String, Vec<RecordBatch>)> = Vec::new();
-        for (source, keys) in &snapshot.keys {
-            groups.push((format!("keys/{source}"), vec![keys_batch(keys)]));
-        }
-        for (kind, map) in [
-            ("buffers", &snapshot.buffers),
-            ("windows", &snapshot.windows),
-            ("pending", &snapshot.pending),
-        ] {
-            for (name, batches) in map {
-                groups.push((format!("{kind}/{name}"), batches.clone()));
-            }
-        }
-        for (role, batches) in groups {
-            let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
-            let Some(first) = batches.first() else { continue };
-            let mut bytes = Vec::new();
-            {
-                let mut writer = FileWriter::try_new(&mut bytes, &first.schema()).map_err(|e| self.error(e))?;
-                for batch in &batches {
-                    writer.write(batch).map_err(|e| self.error(e))?;
-                }
-                writer.finish().map_err(|e| self.error(e))?;
-            }
-            let file_name = format!("{}.arrow", role.replace('/', "-"));
-            self.put(self.path(&["state", &folder, &file_name]), bytes).await?;
-            files.push(role);
-        }
-        let meta = SnapshotMeta {
-            epoch: snapshot.epoch,
-            lineage: snapshot.lineage.clone(),
-            positions: snapshot.positions.clone(),
-            generator_start_ms: snapshot.generator_start_ms,
-            event_time: snapshot.event_time.clone(),
-            files,
-        };
-        let json = serde_json::to_vec_pretty(&meta).map_err(|e| self.error(e))?;
-        self.put(self.path(&["state", &folder, "meta.json"]), json).await
+        let bytes = postcard::to_stdvec(snapshot).map_err(|e| self.error(format!("encoding the state: {e}")))?;
+        let name = format!("{}.snapshot", epoch_name(snapshot.epoch));
+        self.put(self.path(&["state", &name]), bytes).await
     }
 
-    /// The latest complete snapshot at or before `epoch`.
+    /// The latest snapshot at or before `epoch`.
     pub async fn latest_snapshot(&self, epoch: u64) -> Result<Option<Snapshot>> {
-        for candidate in self.snapshot_epochs().await?.into_iter().rev().filter(|e| *e <= epoch) {
-            let folder = epoch_name(candidate);
-            let Some(bytes) = self.get(&self.path(&["state", &folder, "meta.json"])).await? else {
-                continue;
-            };
-            let meta: SnapshotMeta = serde_json::from_slice(&bytes).map_err(|e| self.error(e))?;
-            let mut snapshot = Snapshot {
-                epoch: meta.epoch,
-                lineage: meta.lineage,
-                positions: meta.positions,
-                generator_start_ms: meta.generator_start_ms,
-                event_time: meta.event_time,
-                ..Default::default()
-            };
-            for role in meta.files {
-                let file_name = format!("{}.arrow", role.replace('/', "-"));
-                let bytes = self
-                    .get(&self.path(&["state", &folder, &file_name]))
-                    .await?
-                    .ok_or_else(|| self.error(format!("{role} missing")))?;
-                let reader =
-                    FileReader::try_new(std::io::Cursor::new(bytes.to_vec()), None).map_err(|e| self.error(e))?;
-                let batches: Vec<RecordBatch> = reader
-                    .collect::<std::result::Result<_, _>>()
-                    .map_err(|e| self.error(e))?;
-                let (kind, name) = role
-                    .split_once('/')
-                    .ok_or_else(|| self.error(format!("bad role {role}")))?;
-                let name = name.to_string();
-                match kind {
-                    "keys" => {
-                        snapshot.keys.insert(name, batches.iter().flat_map(keys_of).collect());
-                    }
-                    "buffers" => {
-                        snapshot.buffers.insert(name, batches);
-                    }
-                    "windows" => {
-                        snapshot.windows.insert(name, batches);
-                    }
-                    "pending" => {
-                        snapshot.pending.insert(name, batches);
-                    }
-                    other => return Err(self.error(format!("unknown snapshot part {other}"))),
+        self.refuse_older_formats().await?;
+        let Some(found) = self
+            .epochs("state", ".snapshot")
+            .await?
+            .into_iter()
+            .rev()
+            .find(|e| *e <= epoch)
+        else {
+            return Ok(None);
+        };
+        let path = self.path(&["state", &format!("{}.snapshot", epoch_name(found))]);
+        let bytes = self
+            .get(&path)
+            .await?
+            .ok_or_else(|| self.error(format!("{path} vanished while reading")))?;
+        let snapshot: Snapshot = postcard::from_bytes(&bytes)
+            .map_err(|e| self.damaged(format!("the state snapshot {path} does not decode ({e})")))?;
+        if snapshot.format != SNAPSHOT_FORMAT {
+            return Err(self.damaged(format!(
+                "the state snapshot {path} has format {}, this build reads format {SNAPSHOT_FORMAT}",
+                snapshot.format
+            )));
+        }
+        Ok(Some(snapshot))
+    }
+
+    /// Earlier builds saved a snapshot as a folder of files (`state/<epoch>/meta.json`).
+    async fn refuse_older_formats(&self) -> Result<()> {
+        let prefix = self.path(&["state"]);
+        let listing = match self.store.list_with_delimiter(Some(&prefix)).await {
+            Ok(listing) => listing,
+            Err(object_store::Error::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(self.error(e)),
+        };
+        for folder in &listing.common_prefixes {
+            let mut files = self.store.list(Some(folder));
+            while let Some(file) = files.try_next().await.map_err(|e| self.error(e))? {
+                if file.location.filename() == Some("meta.json") {
+                    return Err(self.damaged(format!(
+                        "{} is a state snapshot of an earlier quickchat-etl (format 1), which this build cannot read",
+                        file.location
+                    )));
                 }
             }
-            return Ok(Some(snapshot));
         }
-        Ok(None)
+        Ok(())
     }
 
     /// Removes snapshots older than the `keep` latest, and offsets and commits older than the
     /// oldest snapshot kept. Returns how many files were removed.
     pub async fn cleanup(&self, keep: usize) -> Result<usize> {
-        let snapshots = self.snapshot_epochs().await?;
+        let snapshots = self.epochs("state", ".snapshot").await?;
         if snapshots.len() <= keep.max(1) {
             return Ok(0);
         }
         let oldest_kept = snapshots[snapshots.len() - keep.max(1)];
-        let mut removed = 0;
-        for epoch in snapshots.iter().filter(|e| **e < oldest_kept) {
-            removed += self.remove_prefix(&self.path(&["state", &epoch_name(*epoch)])).await?;
-        }
+        let mut old: Vec<ObjectPath> = snapshots
+            .iter()
+            .filter(|e| **e < oldest_kept)
+            .map(|e| self.path(&["state", &format!("{}.snapshot", epoch_name(*e))]))
+            .collect();
         for folder in ["offsets", "commits"] {
-            for epoch in self.epochs(folder).await?.into_iter().filter(|e| *e < oldest_kept) {
-                self.store
-                    .delete(&self.path(&[folder, &format!("{}.json", epoch_name(epoch))]))
-                    .await
-                    .map_err(|e| self.error(e))?;
-                removed += 1;
+            for epoch in self
+                .epochs(folder, ".json")
+                .await?
+                .into_iter()
+                .filter(|e| *e < oldest_kept)
+            {
+                old.push(self.path(&[folder, &format!("{}.json", epoch_name(epoch))]));
             }
         }
-        Ok(removed)
+        for path in &old {
+            self.store.delete(path).await.map_err(|e| self.error(e))?;
+        }
+        Ok(old.len())
     }
 
     /// Deletes every checkpoint file; returns how many.
     pub async fn remove_all(&self) -> Result<usize> {
-        self.remove_prefix(&self.root).await
-    }
-
-    async fn remove_prefix(&self, prefix: &ObjectPath) -> Result<usize> {
         let paths: Vec<ObjectPath> = self
             .store
-            .list(Some(prefix))
+            .list(Some(&self.root))
             .map_ok(|m| m.location)
             .try_collect()
             .await
@@ -365,52 +303,25 @@ impl Checkpoints {
         Ok(paths.len())
     }
 
-    /// Epochs with a snapshot, and the latest committed epoch, for `checkpoints` listings.
+    /// Epochs with a snapshot, the latest committed epoch and how many commits are logged, for
+    /// `checkpoints` listings.
     pub async fn summary(&self) -> Result<(Vec<u64>, Option<u64>, usize)> {
-        let commits = self.epochs("commits").await?;
-        Ok((self.snapshot_epochs().await?, commits.last().copied(), commits.len()))
+        let commits = self.epochs("commits", ".json").await?;
+        Ok((
+            self.epochs("state", ".snapshot").await?,
+            commits.last().copied(),
+            commits.len(),
+        ))
     }
-}
-
-fn keys_batch(keys: &[(u128, i64)]) -> RecordBatch {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("hash_high", DataType::UInt64, false),
-        Field::new("hash_low", DataType::UInt64, false),
-        Field::new("event_time", DataType::Int64, false),
-    ]));
-    RecordBatch::try_new(
-        schema,
-        vec![
-            Arc::new(UInt64Array::from_iter_values(
-                keys.iter().map(|(k, _)| (k >> 64) as u64),
-            )),
-            Arc::new(UInt64Array::from_iter_values(keys.iter().map(|(k, _)| *k as u64))),
-            Arc::new(Int64Array::from_iter_values(keys.iter().map(|(_, t)| *t))),
-        ],
-    )
-    .expect("key columns match")
-}
-
-fn keys_of(batch: &RecordBatch) -> Vec<(u128, i64)> {
-    use arrow::array::AsArray;
-    let high = batch.column(0).as_primitive::<arrow::datatypes::UInt64Type>();
-    let low = batch.column(1).as_primitive::<arrow::datatypes::UInt64Type>();
-    let times = batch.column(2).as_primitive::<arrow::datatypes::Int64Type>();
-    (0..batch.num_rows())
-        .map(|i| {
-            (
-                (u128::from(high.value(i)) << 64) | u128::from(low.value(i)),
-                times.value(i),
-            )
-        })
-        .collect()
 }
 
 #[cfg(test)]
 mod tests {
-
     use super::*;
-    use crate::stream::pipeline::tests::{rows, source};
+    use crate::config::stream_pipeline::tests::{rows, source};
+    use crate::stream::ingest::EventTimeProgress;
+    use crate::stream::state_batches::StateBatches;
+    use crate::stream::windowed::WindowedState;
 
     #[tokio::test]
     async fn logs_and_snapshots_round_trip_and_cleanup_keeps_what_replay_needs() {
@@ -439,17 +350,27 @@ mod tests {
                 .await
                 .unwrap();
             if epoch % 2 == 0 {
+                let windows = BTreeMap::from([((60, 0), StateBatches(vec![rows(&source, &[("a", 1), ("b", 2)])]))]);
                 let snapshot = Snapshot {
+                    format: SNAPSHOT_FORMAT,
                     epoch,
                     positions,
-                    keys: BTreeMap::from([("clicks".into(), vec![(u128::MAX - 1, 42), (7, -1)])]),
-                    windows: BTreeMap::from([("q".into(), vec![rows(&source, &[("a", 1), ("b", 2)])])]),
-                    event_time: BTreeMap::from([(
+                    sources: BTreeMap::from([(
                         "clicks".into(),
-                        EventTimeProgress {
-                            max_event_times: BTreeMap::from([(0, 99), (2, 120)]),
-                            watermark: Some(42),
+                        IngestState {
+                            progress: EventTimeProgress {
+                                max_event_times: BTreeMap::from([(0, 99), (2, 120)]),
+                                watermark: Some(42),
+                            },
+                            keys: vec![(u128::MAX - 1, 42), (7, -1)],
                         },
+                    )]),
+                    outputs: BTreeMap::from([(
+                        "q".into(),
+                        OperatorState::Windowed(WindowedState {
+                            windows,
+                            ..Default::default()
+                        }),
                     )]),
                     ..Default::default()
                 };
@@ -459,19 +380,40 @@ mod tests {
         assert_eq!(checkpoints.last_commit().await.unwrap().unwrap().epoch, 5);
         let snapshot = checkpoints.latest_snapshot(5).await.unwrap().unwrap();
         assert_eq!(snapshot.epoch, 4);
-        assert_eq!(snapshot.keys["clicks"], vec![(u128::MAX - 1, 42), (7, -1)]);
-        assert_eq!(snapshot.windows["q"][0].num_rows(), 2);
-        assert_eq!(snapshot.event_time["clicks"].max_event_times[&2], 120);
-        assert_eq!(snapshot.event_time["clicks"].watermark, Some(42));
+        assert_eq!(snapshot.sources["clicks"].keys, vec![(u128::MAX - 1, 42), (7, -1)]);
+        let OperatorState::Windowed(state) = &snapshot.outputs["q"] else {
+            panic!()
+        };
+        assert_eq!(state.windows[&(60, 0)].rows(), 2);
+        assert_eq!(snapshot.sources["clicks"].progress.max_event_times[&2], 120);
+        assert_eq!(snapshot.sources["clicks"].progress.watermark, Some(42));
         assert_eq!(checkpoints.read_offsets(5).await.unwrap().unwrap().records(), 10);
 
         let removed = checkpoints.cleanup(1).await.unwrap();
-        assert!(removed >= 4, "{removed}");
+        assert_eq!(removed, 7, "snapshot 2, offsets and commits 1 to 3");
         assert_eq!(checkpoints.latest_snapshot(5).await.unwrap().unwrap().epoch, 4);
         assert!(
             checkpoints.read_offsets(5).await.unwrap().is_some(),
             "logs after the kept snapshot stay"
         );
         assert!(checkpoints.read_offsets(3).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_damaged_or_older_snapshot_is_a_state_error_naming_the_way_out() {
+        let (dir, lake) = Lake::temporary();
+        let checkpoints = Checkpoints::new(&lake, "p", "files").unwrap();
+        let state = dir.path().join("_checkpoints/p/files/state");
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::write(state.join(format!("{}.snapshot", epoch_name(3))), b"\x07garbage").unwrap();
+        let err = checkpoints.latest_snapshot(9).await.unwrap_err();
+        assert!(matches!(err, Error::State { .. }), "{err}");
+        assert!(!err.is_retryable());
+        assert!(err.to_string().contains("checkpoints p --reset"), "{err}");
+
+        std::fs::create_dir_all(state.join(epoch_name(1))).unwrap();
+        std::fs::write(state.join(epoch_name(1)).join("meta.json"), b"{}").unwrap();
+        let err = checkpoints.latest_snapshot(9).await.unwrap_err().to_string();
+        assert!(err.contains("earlier quickchat-etl (format 1)"), "{err}");
     }
 }

@@ -1,42 +1,40 @@
-//! The micro-batch loop of a streaming pipeline, and its recovery.
+//! The micro-batch loop of a streaming pipeline.
 //!
 //! Each epoch: log what it reads (`offsets/`), decode and de-duplicate each source, split late
 //! records off, run every output's query (side by side; an output reading an earlier one waits for
 //! its final rows), check the alert rules, write every sink (each idempotent per epoch), let join
 //! buffers and remembered keys go once no future record can need them, log the commit
-//! (`commits/`), and now and then save the whole state (`state/`).
-//!
-//! A restart loads the latest snapshot and processes the epochs logged after it again, from
-//! exactly the same records: the sinks recognise what they already hold, so every event counts
-//! once however the previous run ended.
+//! (`commits/`), and now and then save the whole state (`state/`). What a restart does with all
+//! that is in `recovery`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use arrow::array::{AsArray, BooleanArray};
-use arrow::compute::{concat_batches, filter_record_batch};
-use arrow::datatypes::TimestampMicrosecondType;
 use arrow::record_batch::RecordBatch;
 use chrono::Utc;
 
 use super::alerts::{Alerts, alert_schema};
-use super::analysis::QueryKind;
-use super::checkpoint::{Checkpoints, Commit, Snapshot};
-use super::decode::{StreamReject, decode};
+use super::checkpoint::{Checkpoints, Commit};
+use super::faults::fault_point;
 use super::ingest::SourceState;
-use super::input::{Codec, Input, InputBatch};
+use super::join_buffer::JoinBuffer;
+use super::micro_batch::{Emitted, MicroBatch};
+use super::operator::Query;
 use super::outputs::{plan, run_outputs};
-use super::protobuf::ProtobufDecoder;
-use super::query::{BatchInput, Emitted, Query};
-use super::records::{EpochRange, Positions};
-use super::report::{Ended, RunReport};
-use super::sinks::SinkWriter;
-use super::{StreamPipeline, StreamSource};
 use crate::catalog::Lake;
-use crate::config::stream::OutputMode;
-use crate::error::{ConfigProblem, Error, Result};
+use crate::config::pipeline::WriteMode;
+use crate::config::stream_pipeline::{StreamPipeline, StreamSource};
+use crate::decode::decode_records;
+use crate::decode::protobuf::ProtobufDecoder;
+use crate::decode::reject::Reject;
+use crate::error::{Error, Result};
+use crate::metrics::{Ended, RunReport};
+use crate::query::analysis::QueryKind;
+use crate::sinks::epoch::SinkWriter;
+use crate::sources::Input;
+use crate::sources::positions::{EpochRange, InputBatch, Positions};
 
 /// How a run is driven.
 #[derive(Debug, Clone, Default)]
@@ -50,46 +48,6 @@ pub struct RunOptions {
     pub without_sinks: bool,
 }
 
-/// A test hook: `QUICKCHAT_FAULT=<stage>@<epoch>` aborts the process at that point of that epoch,
-/// as `kill -9` would (stages: `after-offsets`, `mid-sinks`, `after-sinks`, `after-commit`).
-fn fault_point(stage: &str, epoch: u64) {
-    static FAULT: std::sync::OnceLock<Option<(String, u64)>> = std::sync::OnceLock::new();
-    let fault = FAULT.get_or_init(|| {
-        let text = std::env::var("QUICKCHAT_FAULT").ok()?;
-        let (stage, epoch) = text.split_once('@')?;
-        Some((stage.to_string(), epoch.parse().ok()?))
-    });
-    if fault.as_ref().is_some_and(|(s, e)| s == stage && *e == epoch) {
-        eprintln!("QUICKCHAT_FAULT: aborting at {stage} of epoch {epoch}");
-        std::process::abort();
-    }
-}
-
-/// A pipeline ready to run: queries analysed, state restored.
-pub struct Engine<'a> {
-    pipeline: &'a StreamPipeline,
-    /// The same pipeline, for the queries' tasks.
-    shared: Arc<StreamPipeline>,
-    lake: &'a Lake,
-    input: Input,
-    checkpoints: Checkpoints,
-    sinks: SinkWriter<'a>,
-    sources: BTreeMap<String, SourceState>,
-    decoders: HashMap<String, ProtobufDecoder>,
-    queries: Vec<Query>,
-    /// Joined sources and their retained rows.
-    buffers: BTreeMap<String, Option<RecordBatch>>,
-    alerts: Alerts,
-    /// Sinks skipped because their server is not configured.
-    skipped: Vec<String>,
-    lineage: String,
-    epoch: u64,
-    positions: Positions,
-    finished: bool,
-    last_snapshot: (Instant, u64),
-    report: RunReport,
-}
-
 /// Where the sinks' servers are.
 #[derive(Debug, Clone, Default)]
 pub struct SinkSettings {
@@ -97,6 +55,31 @@ pub struct SinkSettings {
     pub mysql_url: Option<String>,
     /// Kafka bootstrap servers.
     pub brokers: Option<String>,
+}
+
+/// A pipeline ready to run: queries analysed, state restored.
+pub struct Engine<'a> {
+    pub(super) pipeline: &'a StreamPipeline,
+    /// The same pipeline, for the queries' tasks.
+    pub(super) shared: Arc<StreamPipeline>,
+    pub(super) lake: &'a Lake,
+    pub(super) input: Input,
+    pub(super) checkpoints: Checkpoints,
+    pub(super) sinks: SinkWriter<'a>,
+    pub(super) sources: BTreeMap<String, SourceState>,
+    pub(super) decoders: HashMap<String, ProtobufDecoder>,
+    pub(super) queries: Vec<Query>,
+    /// Per joined source: its rows retained for joins.
+    pub(super) join_buffers: BTreeMap<String, JoinBuffer>,
+    pub(super) alerts: Alerts,
+    /// Sinks skipped because their server is not configured.
+    pub(super) skipped: Vec<String>,
+    pub(super) lineage: String,
+    pub(super) epoch: u64,
+    pub(super) positions: Positions,
+    pub(super) finished: bool,
+    pub(super) last_snapshot: (Instant, u64),
+    pub(super) report: RunReport,
 }
 
 impl<'a> Engine<'a> {
@@ -112,23 +95,22 @@ impl<'a> Engine<'a> {
             Ok(planned) => planned,
             Err(mut problems) => return Err(problems.remove(0)),
         };
-        let joined: BTreeSet<String> = queries
+        let join_buffers = queries
             .iter()
             .filter_map(|q| match &q.analysis.kind {
-                QueryKind::Windowed { join: Some(join), .. } => Some(join.source.clone()),
+                QueryKind::Windowed { join: Some(join), .. } => Some((join.source.clone(), JoinBuffer::default())),
                 _ => None,
             })
             .collect();
         let mut decoders = HashMap::new();
-        for source in &pipeline.sources {
-            if let (Codec::Protobuf, Some(set), Some(message)) = (
-                input.codec(source.def.format),
-                &source.descriptor_set,
-                &source.def.message,
-            ) {
-                let decoder = ProtobufDecoder::new(set, message, source.value_schema.clone())
-                    .map_err(|e| Error::config_in(&pipeline.pipeline_path, format!("sources.{}: {e}", source.name)))?;
-                decoders.insert(source.name.clone(), decoder);
+        if !input.always_json() {
+            for source in &pipeline.sources {
+                if let Some(message) = &source.protobuf {
+                    let decoder = ProtobufDecoder::new(message, source.value_schema.clone()).map_err(|e| {
+                        Error::config_in(&pipeline.pipeline_path, format!("sources.{}: {e}", source.name))
+                    })?;
+                    decoders.insert(source.name.clone(), decoder);
+                }
             }
         }
         let checkpoints = Checkpoints::new(lake, &pipeline.name, input.kind())?;
@@ -141,17 +123,7 @@ impl<'a> Engine<'a> {
             settings.brokers.clone(),
         );
         let mut skipped = Vec::new();
-        let every_sink = pipeline
-            .outputs
-            .iter()
-            .flat_map(|o| o.sinks.iter().map(move |s| (o.name.as_str(), s)))
-            .chain(
-                pipeline
-                    .alerts
-                    .iter()
-                    .flat_map(|a| a.sinks.iter().map(|s| ("alerts", s))),
-            );
-        for (output, sink) in every_sink {
+        for (output, sink) in pipeline.sinks() {
             if let Some(reason) = sinks.unavailable(sink) {
                 if matches!(input, Input::Kafka(_)) {
                     return Err(Error::config_in(
@@ -177,7 +149,7 @@ impl<'a> Engine<'a> {
                 .collect(),
             decoders,
             queries,
-            buffers: joined.into_iter().map(|s| (s, None)).collect(),
+            join_buffers,
             alerts,
             skipped,
             lineage: String::new(),
@@ -194,166 +166,6 @@ impl<'a> Engine<'a> {
     /// The checkpoint folder.
     pub fn checkpoint_location(&self) -> &str {
         self.checkpoints.location()
-    }
-
-    /// Loads the latest snapshot (or starts afresh) and processes the logged epochs after it.
-    async fn restore(&mut self, settings: SinkSettings) -> Result<()> {
-        let last_commit = self.checkpoints.last_commit().await?;
-        let committed = last_commit.as_ref().map_or(0, |c| c.epoch);
-        let last_logged = self.checkpoints.last_logged_epoch().await?.unwrap_or(0);
-        let snapshot = match self.checkpoints.latest_snapshot(committed).await? {
-            Some(snapshot) => snapshot,
-            None if last_logged > 0 => {
-                return Err(Error::Lake {
-                    location: self.checkpoints.location().to_string(),
-                    message: format!(
-                        "epochs up to {last_logged} are logged but no state snapshot is left to resume from; \
-                         `quickchat-etl checkpoints {} --reset` starts over",
-                        self.pipeline.name
-                    ),
-                });
-            }
-            None => {
-                let snapshot = Snapshot {
-                    epoch: 0,
-                    lineage: new_lineage(),
-                    positions: self.input.start_positions().await?,
-                    generator_start_ms: self.input.generator_start_ms(),
-                    ..Default::default()
-                };
-                self.checkpoints.write_snapshot(&snapshot).await?;
-                snapshot
-            }
-        };
-        self.apply(snapshot.clone())?;
-        self.sinks = SinkWriter::new(
-            self.lake,
-            self.pipeline,
-            self.input.kind(),
-            &snapshot.lineage,
-            settings.mysql_url,
-            settings.brokers,
-        );
-        self.input.resume(snapshot.generator_start_ms, &snapshot.positions);
-        if snapshot.epoch > 0 || last_logged > 0 {
-            tracing::info!(pipeline = %self.pipeline.name, checkpoint = %self.checkpoints.location(),
-                snapshot = snapshot.epoch, committed, logged = last_logged, "resuming from checkpoint");
-        }
-        for epoch in snapshot.epoch + 1..=last_logged {
-            let range = self.checkpoints.read_offsets(epoch).await?.ok_or_else(|| Error::Lake {
-                location: self.checkpoints.location().to_string(),
-                message: format!("the offsets of epoch {epoch} are missing; the checkpoint is damaged"),
-            })?;
-            let batch = self.input.replay(&range).await?;
-            self.report.replayed += 1;
-            self.process(range, batch, epoch <= committed).await?;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, snapshot: Snapshot) -> Result<()> {
-        self.lineage = snapshot.lineage;
-        self.epoch = snapshot.epoch;
-        self.positions = snapshot.positions;
-        self.last_snapshot = (Instant::now(), snapshot.epoch);
-        for (name, state) in &mut self.sources {
-            state.progress = snapshot.event_time.get(name).cloned().unwrap_or_default();
-            state.keys = snapshot.keys.get(name).into_iter().flatten().copied().collect();
-        }
-        for (name, buffer) in &mut self.buffers {
-            *buffer = match snapshot.buffers.get(name) {
-                Some(batches) if !batches.is_empty() => {
-                    Some(concat_batches(&batches[0].schema(), batches).map_err(|e| Error::Internal(e.to_string()))?)
-                }
-                _ => None,
-            };
-        }
-        for query in &mut self.queries {
-            let name = &query.output.name;
-            let windows = snapshot.windows.get(name).cloned().unwrap_or_default();
-            // A state saved by another plan (the SQL changed, or the way quickchat-etl computes
-            // it) cannot be merged with this one's.
-            if let (Some(expected), Some(saved)) = (&query.analysis.state_schema, windows.first()) {
-                let shape = |schema: &arrow::datatypes::Schema| {
-                    schema
-                        .fields()
-                        .iter()
-                        .map(|f| (f.name().clone(), f.data_type().clone()))
-                        .collect::<Vec<_>>()
-                };
-                if shape(&saved.schema()) != shape(expected) {
-                    return Err(Error::Config(vec![ConfigProblem::in_file(
-                        query.output.sql_path.clone(),
-                        format!(
-                            "the state of output `{name}` saved in {} (snapshot {}) does not fit this query: its \
-                             SQL, or how quickchat-etl computes it, changed since. `quickchat-etl checkpoints {} \
-                             --reset` starts over from the configured starting offsets",
-                            self.checkpoints.location(),
-                            snapshot.epoch,
-                            self.pipeline.name
-                        ),
-                    )]));
-                }
-            }
-            let pending = snapshot.pending.get(name).cloned().unwrap_or_default();
-            query.restore(windows, pending)?;
-        }
-        let raised = snapshot
-            .keys
-            .iter()
-            .filter_map(|(name, keys)| Some((name.strip_prefix("alerts.")?.to_string(), keys.clone())))
-            .collect();
-        self.alerts.restore(raised);
-        Ok(())
-    }
-
-    fn snapshot(&self) -> Snapshot {
-        let mut keys: BTreeMap<String, Vec<(u128, i64)>> = self
-            .sources
-            .iter()
-            .map(|(name, state)| (name.clone(), state.keys_snapshot()))
-            .collect();
-        keys.extend(
-            self.alerts
-                .raised()
-                .into_iter()
-                .map(|(rule, raised)| (format!("alerts.{rule}"), raised)),
-        );
-        let mut windows = BTreeMap::new();
-        let mut pending = BTreeMap::new();
-        for query in &self.queries {
-            let (w, p) = query.state_batches();
-            windows.insert(query.output.name.clone(), w);
-            pending.insert(query.output.name.clone(), p);
-        }
-        Snapshot {
-            epoch: self.epoch,
-            lineage: self.lineage.clone(),
-            positions: self.positions.clone(),
-            generator_start_ms: self.input.generator_start_ms(),
-            event_time: self
-                .sources
-                .iter()
-                .map(|(name, state)| (name.clone(), state.progress.clone()))
-                .collect(),
-            keys,
-            buffers: self
-                .buffers
-                .iter()
-                .map(|(name, buffer)| (name.clone(), buffer.iter().cloned().collect()))
-                .collect(),
-            windows,
-            pending,
-        }
-    }
-
-    async fn save_snapshot(&mut self) -> Result<()> {
-        if self.last_snapshot.1 == self.epoch {
-            return Ok(());
-        }
-        self.checkpoints.write_snapshot(&self.snapshot()).await?;
-        self.last_snapshot = (Instant::now(), self.epoch);
-        Ok(())
     }
 
     /// Runs micro-batches until the input ends, the run is caught up, or `stop` is set.
@@ -419,15 +231,15 @@ impl<'a> Engine<'a> {
         Ok(self.report.clone())
     }
 
-    fn state_rows(&self) -> usize {
-        let buffers: usize = self.buffers.values().flatten().map(RecordBatch::num_rows).sum();
+    pub(super) fn state_rows(&self) -> usize {
+        let buffers: usize = self.join_buffers.values().map(JoinBuffer::rows).sum();
         buffers + self.queries.iter().map(Query::state_rows).sum::<usize>()
     }
 
     /// Decodes, de-duplicates and splits one epoch's records; returns what the queries get, the
     /// late records (with the watermark they missed) and the rejects.
-    fn ingest(&mut self, range: &EpochRange, batch: &InputBatch) -> Result<(BatchInput, Vec<Late>, Vec<StreamReject>)> {
-        let mut input = BatchInput {
+    fn ingest(&mut self, range: &EpochRange, batch: &InputBatch) -> Result<(MicroBatch, Vec<Late>, Vec<Reject>)> {
+        let mut input = MicroBatch {
             end_of_input: range.end_of_input,
             ..Default::default()
         };
@@ -438,7 +250,7 @@ impl<'a> Engine<'a> {
             let raw = batch.records.get(&source.name).unwrap_or(&empty);
             self.report.records += raw.len() as u64;
             let stage = Instant::now();
-            let (decoded, rejected) = decode(source, self.decoders.get(&source.name), raw)?;
+            let (decoded, rejected) = decode_records(source, self.decoders.get(&source.name), raw)?;
             self.report.timed(format!("decode {}", source.name), stage);
             let stage = Instant::now();
             self.report.rejected += rejected.len() as u64;
@@ -459,14 +271,10 @@ impl<'a> Engine<'a> {
             if let Some(watermark) = state.watermark() {
                 input.watermarks.insert(source.name.clone(), watermark);
             }
-            if let Some(buffer) = self.buffers.get_mut(&source.name) {
-                let rows = match buffer.take() {
-                    Some(held) => concat_batches(&source.schema, [&held, &ingested.on_time])
-                        .map_err(|e| Error::Internal(e.to_string()))?,
-                    None => ingested.on_time.clone(),
-                };
-                input.buffers.insert(source.name.clone(), rows.clone());
-                *buffer = Some(rows);
+            if let Some(buffer) = self.join_buffers.get_mut(&source.name) {
+                input
+                    .buffers
+                    .insert(source.name.clone(), buffer.add(source, &ingested.on_time)?);
             }
             input.on_time.insert(source.name.clone(), ingested.on_time);
             input.all.insert(source.name.clone(), ingested.all);
@@ -476,12 +284,12 @@ impl<'a> Engine<'a> {
     }
 
     /// Runs every output's query over an epoch (see [`run_outputs`]).
-    async fn run_queries(&mut self, input: &Arc<BatchInput>, only_needed: bool) -> Result<Vec<Emitted>> {
+    async fn run_queries(&mut self, input: &Arc<MicroBatch>, only_needed: bool) -> Result<Vec<Emitted>> {
         run_outputs(&mut self.queries, &self.shared, input, only_needed, &mut self.report).await
     }
 
     /// Lets join buffers drop rows no waiting row can match, and sources forget old keys.
-    fn evict(&mut self, input: &BatchInput) {
+    fn evict(&mut self, input: &MicroBatch) -> Result<()> {
         let mut retention: HashMap<String, i64> = HashMap::new();
         for query in &self.queries {
             if let Some((source, keep_from)) = query.join_retention(self.pipeline, input) {
@@ -489,17 +297,9 @@ impl<'a> Engine<'a> {
                 *entry = (*entry).min(keep_from);
             }
         }
-        for (name, buffer) in &mut self.buffers {
-            let (Some(rows), Some(keep_from)) = (buffer.as_ref(), retention.get(name)) else {
-                continue;
-            };
-            let source = self.pipeline.source(name).expect("buffers are of sources");
-            let times = rows
-                .column(source.event_time)
-                .as_primitive::<TimestampMicrosecondType>();
-            let keep: BooleanArray = times.iter().map(|t| Some(t.is_some_and(|t| t >= *keep_from))).collect();
-            if keep.true_count() < rows.num_rows() {
-                *buffer = Some(filter_record_batch(rows, &keep).expect("filter"));
+        for (name, buffer) in &mut self.join_buffers {
+            if let Some(keep_from) = retention.get(name) {
+                buffer.evict(self.pipeline.source(name).expect("buffers are of sources"), *keep_from)?;
             }
         }
         for source in &self.pipeline.sources {
@@ -507,10 +307,11 @@ impl<'a> Engine<'a> {
                 state.forget_old_keys(source);
             }
         }
+        Ok(())
     }
 
     /// Processes one epoch; `replay` marks an epoch committed before a restart.
-    async fn process(&mut self, range: EpochRange, batch: InputBatch, replay: bool) -> Result<()> {
+    pub(super) async fn process(&mut self, range: EpochRange, batch: InputBatch, replay: bool) -> Result<()> {
         let started = Instant::now();
         let oldest_record_ms = batch
             .records
@@ -531,8 +332,8 @@ impl<'a> Engine<'a> {
                     continue;
                 }
                 let rows = match sink.mode() {
-                    OutputMode::Append => &out.append,
-                    OutputMode::Update => &out.update,
+                    WriteMode::Update => &out.update,
+                    _ => &out.append,
                 };
                 let stage = Instant::now();
                 let metrics = self
@@ -596,7 +397,7 @@ impl<'a> Engine<'a> {
         fault_point("after-sinks", epoch);
 
         let stage = Instant::now();
-        self.evict(&input);
+        self.evict(&input)?;
         self.report.timed("evict", stage);
         self.commit(&range, started, oldest_record_ms).await
     }
@@ -608,7 +409,7 @@ impl<'a> Engine<'a> {
         drop(batch);
         self.run_queries(&input, true).await?;
         let stage = Instant::now();
-        self.evict(&input);
+        self.evict(&input)?;
         self.report.timed("evict", stage);
         self.commit(&range, started, None).await
     }
@@ -649,9 +450,4 @@ struct Late {
     source: StreamSource,
     rows: RecordBatch,
     watermark: i64,
-}
-
-/// A new checkpoint lineage id: the time it began and a random suffix.
-fn new_lineage() -> String {
-    format!("{}-{:04x}", Utc::now().format("%Y%m%dT%H%M%SZ"), rand::random::<u16>())
 }

@@ -19,7 +19,7 @@ use arrow::datatypes::{DataType, TimestampMicrosecondType};
 use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
-use super::StreamSource;
+use crate::config::stream_pipeline::StreamSource;
 
 /// Where a source's event time stands: what a snapshot saves besides the keys.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +29,15 @@ pub struct EventTimeProgress {
     /// The watermark, microseconds; `None` until every partition with records to read has
     /// given some.
     pub watermark: Option<i64>,
+}
+
+/// What a source saves in a snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestState {
+    /// Latest event times and the watermark.
+    pub progress: EventTimeProgress,
+    /// Remembered keys: (hash, event time of the record first seen with it), sorted.
+    pub keys: Vec<(u128, i64)>,
 }
 
 /// What a source remembers between micro-batches.
@@ -193,18 +202,27 @@ impl SourceState {
         }
     }
 
-    /// The remembered keys, for a state snapshot.
-    pub fn keys_snapshot(&self) -> Vec<(u128, i64)> {
+    /// The state to save.
+    pub fn state(&self) -> IngestState {
         let mut keys: Vec<(u128, i64)> = self.keys.iter().map(|(k, t)| (*k, *t)).collect();
         keys.sort_unstable();
-        keys
+        IngestState {
+            progress: self.progress.clone(),
+            keys,
+        }
+    }
+
+    /// Restores a saved state.
+    pub fn restore(&mut self, state: IngestState) {
+        self.progress = state.progress;
+        self.keys = state.keys.into_iter().collect();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stream::pipeline::tests::{rows as batch, source};
+    use crate::config::stream_pipeline::tests::{rows as batch, source};
 
     const MINUTE: i64 = 60_000_000;
 

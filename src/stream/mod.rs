@@ -1,5 +1,7 @@
 //! Streaming pipelines: micro-batches from Kafka (or files, or the generator) through windowed
-//! SQL into Delta, MySQL, Kafka and Parquet sinks, exactly once.
+//! SQL into Delta, MySQL, Kafka and Parquet sinks, exactly once. The stages before and after
+//! this module — `sources`, `decode`, `query`, `sinks` — serve batch jobs too; what is here is
+//! the loop and the state only a stream has.
 //!
 //! The data path of one micro-batch (an *epoch*):
 //!
@@ -13,24 +15,25 @@
 //!                                                                       ▼
 //!                    commit logged ─▶ state snapshot (every few seconds) ─▶ Kafka offsets
 //! ```
+//!
+//! Files, in that order: [`engine`] (the loop and the commit) and [`recovery`] (a restart);
+//! [`ingest`] (dedup, watermarks, late records); [`micro_batch`] (what queries see) and
+//! [`outputs`] (every output's query, side by side); one file per stateful operator —
+//! [`running`], [`windowed`], [`session`], [`join_buffer`] — and [`operator`] choosing one per
+//! output; [`alerts`]; [`checkpoint`] and [`state_batches`] (how state is saved); [`faults`] (the
+//! test hook for crashes).
 
-pub mod aggregate;
 pub mod alerts;
-pub mod analysis;
 pub mod checkpoint;
-pub mod decode;
 pub mod engine;
+pub mod faults;
 pub mod ingest;
-pub mod input;
-pub mod kafka;
+pub mod join_buffer;
+pub mod micro_batch;
+pub mod operator;
 pub mod outputs;
-pub mod pipeline;
-pub mod protobuf;
-pub mod query;
-pub mod records;
-pub mod report;
+pub mod recovery;
+pub mod running;
 pub mod session;
-pub mod sinks;
-pub mod window;
-
-pub use pipeline::{StreamOutput, StreamPipeline, StreamSource};
+pub mod state_batches;
+pub mod windowed;

@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
-use super::StreamPipeline;
 use super::alerts::Alerts;
-use super::analysis::{QueryKind, analyse};
-use super::query::{BatchInput, Emitted, Query};
-use super::report::RunReport;
-use crate::config::stream::{OutputMode, StreamSinkDef};
+use super::micro_batch::{Emitted, Finals, MicroBatch};
+use super::operator::Query;
+use crate::config::pipeline::{SinkDef, WriteMode};
+use crate::config::stream_pipeline::StreamPipeline;
 use crate::error::{Error, Result};
+use crate::metrics::RunReport;
+use crate::query::analysis::{QueryKind, analyse};
 
 /// Runs every query over an epoch: per output, what it emitted, in file order. With
 /// `only_needed` (no sinks), stateless outputs no other output reads are skipped: their rows
@@ -26,12 +27,12 @@ use crate::error::{Error, Result};
 pub async fn run_outputs(
     queries: &mut Vec<Query>,
     pipeline: &Arc<StreamPipeline>,
-    input: &Arc<BatchInput>,
+    input: &Arc<MicroBatch>,
     only_needed: bool,
     report: &mut RunReport,
 ) -> Result<Vec<Emitted>> {
     let read: HashSet<String> = queries.iter().flat_map(|q| q.analysis.reads.iter().cloned()).collect();
-    let mut finals: HashMap<String, (SchemaRef, Vec<RecordBatch>)> = HashMap::new();
+    let mut finals: Finals = HashMap::new();
     let mut emitted = Vec::with_capacity(queries.len());
     let mut waiting = std::mem::take(queries).into_iter().peekable();
     let mut failure = None;
@@ -137,7 +138,7 @@ fn conform(schema: &SchemaRef, batches: Vec<RecordBatch>) -> Result<Vec<RecordBa
             ));
             RecordBatch::try_new(schema.clone(), columns.clone())
                 .or_else(|_| RecordBatch::try_new(relaxed, columns))
-                .map_err(|e| Error::Internal(e.to_string()))
+                .map_err(|e| Error::compute("conforming an output's rows to its schema", e))
         })
         .collect()
 }
@@ -176,7 +177,7 @@ pub async fn plan(pipeline: &StreamPipeline) -> std::result::Result<(Vec<Query>,
 }
 
 /// Checks an output's sinks against what its query is.
-fn check_sinks(pipeline: &StreamPipeline, output: &str, kind: &QueryKind, sinks: &[StreamSinkDef]) -> Result<()> {
+fn check_sinks(pipeline: &StreamPipeline, output: &str, kind: &QueryKind, sinks: &[SinkDef]) -> Result<()> {
     for sink in sinks {
         let problem = |message: String| {
             Err(Error::config_in(
@@ -184,17 +185,14 @@ fn check_sinks(pipeline: &StreamPipeline, output: &str, kind: &QueryKind, sinks:
                 format!("outputs.{output}: sink {}: {message}", sink.display()),
             ))
         };
-        if *kind == QueryKind::Global && sink.mode() == OutputMode::Append {
+        if *kind == QueryKind::Global && sink.mode() == WriteMode::Append {
             return problem(
                 "the query aggregates without a window, so its rows never become final: use mode = \"update\"".into(),
             );
         }
-        if let StreamSinkDef::Delta {
-            mode: OutputMode::Update,
-            key,
-            ..
-        } = sink
-            && key.is_empty()
+        if let SinkDef::Delta(delta) = sink
+            && delta.mode == Some(WriteMode::Update)
+            && delta.key.is_empty()
             && *kind != QueryKind::Global
         {
             return problem(

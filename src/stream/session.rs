@@ -20,12 +20,121 @@ use arrow::row::{RowConverter, SortField};
 use datafusion::execution::TaskContext;
 use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
-use super::aggregate::SplitPlan;
-use super::query::QueryState;
-use super::window::{WindowSpec, with_window_columns};
-use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
 
-const BUCKET: (i64, i64) = (i64::MAX, i64::MIN);
+use super::join_buffer::JoinWait;
+use super::micro_batch::{Emitted, Finals, MicroBatch, QuerySql};
+use super::state_batches::StateBatches;
+use crate::error::{Error, Result};
+use crate::query::aggregate::SplitPlan;
+use crate::query::window::{WindowSpec, WindowUse, with_window_columns};
+
+/// A session-window aggregate and its open sessions.
+#[derive(Debug, Clone)]
+pub struct SessionAggregate {
+    window: WindowUse,
+    sessions: SessionWindows,
+    join: Option<JoinWait>,
+    state: SessionState,
+}
+
+/// What a session aggregate saves in a snapshot.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SessionState {
+    /// One accumulator row per open session (its key columns, `session_start`, `session_end`).
+    pub sessions: StateBatches,
+    /// In a join: windowed rows waiting for the joined stream's watermark.
+    pub waiting: StateBatches,
+}
+
+impl SessionAggregate {
+    /// An aggregate over `window` (a `SESSION`), joined as `join` says.
+    pub fn new(window: WindowUse, join: Option<JoinWait>) -> Self {
+        let WindowSpec::Session { gap, keys } = &window.spec else {
+            panic!("a session aggregate is over SESSION(...)")
+        };
+        let sessions = SessionWindows::new(*gap, keys.clone());
+        Self {
+            window,
+            sessions,
+            join,
+            state: SessionState::default(),
+        }
+    }
+
+    /// Folds one micro-batch in; emits the sessions that closed.
+    pub async fn run(&mut self, sql: QuerySql<'_>, batch: &MicroBatch, finals: &Finals) -> Result<Emitted> {
+        let source = sql
+            .pipeline
+            .source(&self.window.source)
+            .expect("analysed windows name sources");
+        let new_rows = batch
+            .on_time
+            .get(&self.window.source)
+            .cloned()
+            .unwrap_or_else(|| RecordBatch::new_empty(source.schema.clone()));
+        let driving_watermark = batch.watermark(&self.window.source);
+        let (ready, watermark) = match &self.join {
+            None => (new_rows, driving_watermark),
+            Some(join) => join.release(
+                &mut self.state.waiting,
+                source,
+                new_rows,
+                driving_watermark,
+                batch.watermark(&join.join.source),
+            )?,
+        };
+        let windowed = self
+            .sessions
+            .assign(&ready, source.event_time, &mut self.state.sessions, &self.window.spec)?;
+        if windowed.num_rows() == 0 && !self.sessions.any_closing(&self.state.sessions, watermark) {
+            return Ok(Emitted::default());
+        }
+        let ctx = sql.session(batch, finals, Some((&self.window, windowed.clone())));
+        let split = sql.split(&ctx).await?;
+        let task = ctx.task_ctx();
+        let partial = if windowed.num_rows() > 0 {
+            split.partial(task.clone()).await.map_err(|e| sql.datafusion_error(e))?
+        } else {
+            Vec::new()
+        };
+        let closed = self
+            .sessions
+            .fold(&split, partial, &mut self.state.sessions, watermark, task.clone())
+            .await?;
+        let mut emitted = Emitted::default();
+        if !closed.is_empty() {
+            emitted.append = split.finish(closed, task).await.map_err(|e| sql.datafusion_error(e))?;
+        }
+        emitted.update = emitted.append.clone();
+        Ok(emitted)
+    }
+
+    /// The join this aggregate is part of, with its waiting rows.
+    pub fn join(&self) -> Option<(&JoinWait, &StateBatches)> {
+        self.join.as_ref().map(|join| (join, &self.state.waiting))
+    }
+
+    /// Rows held: open sessions and rows waiting.
+    pub fn rows(&self) -> usize {
+        self.state.sessions.rows() + self.state.waiting.rows()
+    }
+
+    /// The state to save.
+    pub fn state(&self) -> SessionState {
+        self.state.clone()
+    }
+
+    /// Restores a saved state.
+    pub fn restore(&mut self, state: SessionState) {
+        self.state = state;
+    }
+
+    /// Every accumulator row held, for checking a saved state against the query.
+    pub fn state_rows(&self) -> impl Iterator<Item = &RecordBatch> {
+        self.state.sessions.0.iter()
+    }
+}
 
 /// Session windows over some key columns.
 #[derive(Debug, Clone)]
@@ -34,8 +143,8 @@ pub struct SessionWindows {
     keys: Vec<String>,
 }
 
-fn internal(e: impl std::fmt::Display) -> Error {
-    Error::Internal(format!("session windows: {e}"))
+fn internal(e: impl Into<crate::error::Cause>) -> Error {
+    Error::compute("session windows", e)
 }
 
 /// A column of a batch by name, accepting a qualified name (`c.user_id`).
@@ -68,7 +177,7 @@ impl SessionWindows {
         &self,
         ready: &RecordBatch,
         event_time: usize,
-        state: &mut QueryState,
+        state: &mut StateBatches,
         spec: &WindowSpec,
     ) -> Result<RecordBatch> {
         let times = ready.column(event_time).as_primitive::<TimestampMicrosecondType>();
@@ -80,7 +189,7 @@ impl SessionWindows {
         // One converter for the new rows and the stored ones, so equal keys encode equally.
         let converter = RowConverter::new(fields).map_err(internal)?;
         let ready_keys = converter.convert_columns(&ready_columns).map_err(internal)?;
-        let stored = state.windows.get(&BUCKET).cloned().unwrap_or_default();
+        let stored = state.0.clone();
 
         // Every key of the new rows numbered, with its new events and stored sessions as
         // intervals; a key allocates once, not each row.
@@ -145,7 +254,7 @@ impl SessionWindows {
                 .unzip();
             moved.push(self.with_bounds(batch, new_starts, new_ends)?);
         }
-        state.windows.insert(BUCKET, moved);
+        state.0 = moved;
 
         let (starts, ends): (Vec<i64>, Vec<i64>) = row_keys
             .iter()
@@ -183,8 +292,8 @@ impl SessionWindows {
     }
 
     /// Whether some stored session is final at this watermark.
-    pub fn any_closing(&self, state: &QueryState, watermark: i64) -> bool {
-        state.windows.get(&BUCKET).into_iter().flatten().any(|batch| {
+    pub fn any_closing(&self, state: &StateBatches, watermark: i64) -> bool {
+        state.0.iter().any(|batch| {
             self.bounds(batch)
                 .is_ok_and(|(_, ends)| ends.values().iter().any(|e| e.saturating_add(self.gap) < watermark))
         })
@@ -196,11 +305,11 @@ impl SessionWindows {
         &self,
         split: &SplitPlan,
         partial: Vec<RecordBatch>,
-        state: &mut QueryState,
+        state: &mut StateBatches,
         watermark: i64,
         task: Arc<TaskContext>,
     ) -> Result<Vec<RecordBatch>> {
-        let mut states = state.windows.remove(&BUCKET).unwrap_or_default();
+        let mut states = std::mem::take(&mut state.0);
         states.extend(partial);
         let reduced = if states.is_empty() {
             Vec::new()
@@ -222,7 +331,7 @@ impl SessionWindows {
         }
         closed.retain(|b| b.num_rows() > 0);
         open.retain(|b| b.num_rows() > 0);
-        state.windows.insert(BUCKET, open);
+        state.0 = open;
         Ok(closed)
     }
 }

@@ -3,13 +3,9 @@
 
 use std::path::Path;
 
-use crate::support::{binary, describe, project_copy, repo_root};
+use quickchat_etl::ExitCode;
 
-/// Exit codes, as documented in the README.
-const USAGE: i32 = 2;
-const CONFIG: i32 = 3;
-const JOB_FAILED: i32 = 4;
-const DATA_QUALITY: i32 = 5;
+use crate::support::{binary, describe, exit, project_copy, repo_root};
 
 const JOBS: [&str; 11] = [
     "bronze-calls",
@@ -81,7 +77,7 @@ fn demo_runs_anywhere_with_the_built_in_pipelines_and_sql_answers_in_every_forma
         dir.path(),
         &["sql", "-e", "SELECT no_such_column FROM gold.daily_metrics"],
     );
-    assert_eq!(bad.status.code(), Some(JOB_FAILED), "{}", describe(&bad));
+    assert_eq!(bad.status.code(), exit(ExitCode::JobFailed), "{}", describe(&bad));
     assert!(stderr(&bad).contains("no_such_column"), "{}", describe(&bad));
 }
 
@@ -110,15 +106,38 @@ fn list_shows_every_job_with_its_layer_sources_sink_and_sql_file() {
 }
 
 #[test]
-fn the_airflow_dag_has_one_task_per_job_wired_like_the_job_graph() {
-    let out = std::process::Command::new("python3")
+fn the_airflow_manifest_is_the_job_graph_the_binary_lists() {
+    let listed = binary(&repo_root(), &["list", "--format", "json"]);
+    assert!(listed.status.success(), "{}", describe(&listed));
+    let manifest = std::fs::read_to_string(repo_root().join("pipelines/airflow/jobs.json")).unwrap();
+    assert_eq!(
+        manifest,
+        stdout(&listed),
+        "pipelines/airflow/jobs.json is out of date: run `quickchat-etl list --format json > pipelines/airflow/jobs.json`"
+    );
+}
+
+/// A real Airflow (the virtual environment scripts/install-deps.sh makes) loads the DAG folder
+/// as its DAG processor would: no quickchat-etl binary on PATH, nothing run at import time.
+#[test]
+fn airflow_loads_the_dag_with_one_task_per_job_wired_like_the_job_graph() {
+    let python = std::env::var("QUICKCHAT_TEST_AIRFLOW_PYTHON")
+        .expect("QUICKCHAT_TEST_AIRFLOW_PYTHON: run the tests with scripts/test.sh, which installs Airflow");
+    let home = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(python)
         .arg(repo_root().join("tests/airflow/check_dag.py"))
-        .env("QUICKCHAT_ETL_BIN", env!("CARGO_BIN_EXE_quickchat-etl"))
-        .current_dir(repo_root())
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", home.path())
+        .env("AIRFLOW_HOME", home.path())
+        .env("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+        .env("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
+        .current_dir(home.path())
         .output()
-        .expect("python3 runs");
+        .expect("the Airflow virtual environment's python runs");
     assert!(out.status.success(), "{}", describe(&out));
-    assert_eq!(stdout(&out).trim(), format!("ok: {} tasks", JOBS.len()));
+    let ok = format!("ok: {} tasks", JOBS.len());
+    assert!(stdout(&out).lines().any(|l| l == ok), "{}", describe(&out));
 }
 
 #[test]
@@ -161,7 +180,7 @@ fn validate_passes_on_the_project_and_reports_every_problem_of_a_broken_one_with
 
     let project_arg = project.path().to_str().unwrap();
     let broken = binary(&repo_root(), &["--project", project_arg, "validate"]);
-    assert_eq!(broken.status.code(), Some(CONFIG), "{}", describe(&broken));
+    assert_eq!(broken.status.code(), exit(ExitCode::Config), "{}", describe(&broken));
     let text = stderr(&broken);
     assert!(
         text.contains("pipelines/export-ml-features.toml") && text.contains("partition_on"),
@@ -186,7 +205,7 @@ fn validate_passes_on_the_project_and_reports_every_problem_of_a_broken_one_with
 fn usage_errors_exit_2_and_say_what_is_known() {
     let dir = tempfile::tempdir().unwrap();
     let unknown = binary(dir.path(), &["run", "silver-user"]);
-    assert_eq!(unknown.status.code(), Some(USAGE), "{}", describe(&unknown));
+    assert_eq!(unknown.status.code(), exit(ExitCode::Usage), "{}", describe(&unknown));
     assert!(
         stderr(&unknown).contains("did you mean `silver-users`"),
         "{}",
@@ -197,17 +216,22 @@ fn usage_errors_exit_2_and_say_what_is_known() {
         dir.path(),
         &["run", "bronze-all", "--from", "2024-01-05", "--to", "2024-01-01"],
     );
-    assert_eq!(backwards.status.code(), Some(USAGE), "{}", describe(&backwards));
+    assert_eq!(
+        backwards.status.code(),
+        exit(ExitCode::Usage),
+        "{}",
+        describe(&backwards)
+    );
 
     let bad_date = binary(dir.path(), &["run", "bronze-all", "--date", "2024-13-01"]);
-    assert_eq!(bad_date.status.code(), Some(USAGE), "{}", describe(&bad_date));
+    assert_eq!(bad_date.status.code(), exit(ExitCode::Usage), "{}", describe(&bad_date));
 }
 
 #[test]
 fn a_job_whose_input_table_is_missing_names_the_job_to_run_first() {
     let dir = tempfile::tempdir().unwrap();
     let out = binary(dir.path(), &["run", "gold-daily-metrics"]);
-    assert_eq!(out.status.code(), Some(JOB_FAILED), "{}", describe(&out));
+    assert_eq!(out.status.code(), exit(ExitCode::JobFailed), "{}", describe(&out));
     assert!(
         stderr(&out).contains("run it first, or add --upstream"),
         "{}",
@@ -233,7 +257,7 @@ fn a_failing_fail_expectation_exits_5_and_writes_nothing_but_the_evidence() {
         dir.path(),
         &["--project", project_arg, "run", "gold-daily-metrics", "--upstream"],
     );
-    assert_eq!(out.status.code(), Some(DATA_QUALITY), "{}", describe(&out));
+    assert_eq!(out.status.code(), exit(ExitCode::DataQuality), "{}", describe(&out));
     assert!(
         stderr(&out).contains("rule `messages_counted` violated by 3 row(s)"),
         "{}",

@@ -15,10 +15,10 @@ use chrono::NaiveDate;
 use datafusion::datasource::MemTable;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
-use quickchat_etl::catalog::layer_schema;
+use quickchat_etl::catalog::{TableName, layer_schema};
+use quickchat_etl::jobs::Registry;
 use quickchat_etl::jobs::planner::plan_all;
 use quickchat_etl::jobs::runner::run_in_memory;
-use quickchat_etl::jobs::{Registry, TableName};
 use quickchat_etl::query::{DateRange, RunParams, new_session};
 use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType};
 

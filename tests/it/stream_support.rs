@@ -7,15 +7,14 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use mysql_async::prelude::Queryable;
-use quickchat_etl::config::{ProjectLocation, Vars};
+use quickchat_etl::config::Vars;
+use quickchat_etl::config::stream_pipeline::{StreamPipeline, StreamSource};
 use quickchat_etl::generate::streams::stream_files;
 use quickchat_etl::jobs::Registry;
-use quickchat_etl::project::Project;
+use quickchat_etl::kafka::ensure_topic;
+use quickchat_etl::project::{Project, ProjectLocation};
 use quickchat_etl::sinks::kafka::KafkaSink;
-use quickchat_etl::stream::StreamPipeline;
-use quickchat_etl::stream::input::json_to_protobuf;
-use quickchat_etl::stream::kafka::ensure_topic;
-use quickchat_etl::stream::protobuf::ProtobufDecoder;
+use quickchat_etl::sources::generator::json_to_protobuf;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 
@@ -119,7 +118,7 @@ impl StreamProject {
     pub async fn create_topics(&self, pipeline: &StreamPipeline) {
         let brokers = brokers();
         for source in &pipeline.sources {
-            ensure_topic(&brokers, &source.def.topic, 3).await.unwrap();
+            ensure_topic(&brokers, &source.topic, 3).await.unwrap();
         }
         ensure_topic(&brokers, &self.topic("alerts"), 3).await.unwrap();
     }
@@ -200,7 +199,7 @@ pub fn sentinels(pipeline: &StreamPipeline) -> BTreeMap<String, Vec<u8>> {
     pipeline
         .sources
         .iter()
-        .map(|source| (source.def.topic.clone(), format!("{}\n", sentinel(source)).into_bytes()))
+        .map(|source| (source.topic.clone(), format!("{}\n", sentinel(source)).into_bytes()))
         .collect()
 }
 
@@ -212,7 +211,7 @@ pub fn concat(mut files: BTreeMap<String, Vec<u8>>, more: &BTreeMap<String, Vec<
     files
 }
 
-fn sentinel(source: &quickchat_etl::stream::StreamSource) -> String {
+fn sentinel(source: &StreamSource) -> String {
     let fields: Vec<String> = source
         .value_schema
         .fields()
@@ -247,13 +246,8 @@ pub async fn produce_files_to(brokers: &str, pipeline: &StreamPipeline, files: &
     let sink = KafkaSink::connect(brokers).unwrap();
     let mut sent = 0;
     for (topic, contents) in files {
-        let source = pipeline.sources.iter().find(|s| &s.def.topic == topic).unwrap();
-        let protobuf = source.descriptor_set.as_ref().map(|set| {
-            ProtobufDecoder::new(set, source.def.message.as_ref().unwrap(), source.value_schema.clone())
-                .unwrap()
-                .message()
-                .clone()
-        });
+        let source = pipeline.sources.iter().find(|s| &s.topic == topic).unwrap();
+        let protobuf = source.protobuf.clone();
         let records: Vec<_> = contents
             .split(|b| *b == b'\n')
             .filter(|l| !l.is_empty())
@@ -283,7 +277,7 @@ pub async fn mock_cluster_with(
     let cluster = MockCluster::new(brokers).unwrap();
     let bootstrap = cluster.bootstrap_servers();
     for source in &pipeline.sources {
-        cluster.create_topic(&source.def.topic, 3, brokers).unwrap();
+        cluster.create_topic(&source.topic, 3, brokers).unwrap();
     }
     let sent = produce_files_to(&bootstrap, pipeline, files).await;
     (cluster, bootstrap, sent)

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use quickchat_etl::stream::StreamPipeline;
+use quickchat_etl::config::stream_pipeline::StreamPipeline;
 
 use crate::stream_support::{
     StreamProject, assert_same, concat, input_files, mock_cluster_with, produce_files, produce_files_to, query,
@@ -158,10 +158,27 @@ async fn every_pipeline_gives_the_same_tables_from_kafka_and_from_files() {
 }
 
 /// Lines that cannot be used: not JSON, a wrong type, no event time.
-const MALFORMED: [&str; 3] = [
-    "this is not JSON",
-    r#"{"event_id":"bad_type","user_id":"u","timestamp":"not a time"}"#,
-    r#"{"event_id":"no_time","user_id":"u","product_id":"prod_001"}"#,
+/// Records that are not one usable clickstream event, each quarantined with the reason, in
+/// both input modes (a Kafka message and a line of a file go through the same decoder).
+const MALFORMED: [(&str, &str); 6] = [
+    ("this is not JSON", "whilst parsing"),
+    (
+        r#"{"event_id":"bad_type","user_id":"u","timestamp":"not a time"}"#,
+        "failed to parse \"not a time\"",
+    ),
+    (
+        r#"{"event_id":"no_time","user_id":"u","product_id":"prod_001"}"#,
+        "no event time",
+    ),
+    (
+        r#"{"event_id":"two_a","user_id":"u","timestamp":"2024-01-01T00:00:01Z"}{"event_id":"two_b","user_id":"u","timestamp":"2024-01-01T00:00:02Z"}"#,
+        "more than one JSON value",
+    ),
+    (r#"[{"event_id":"in_an_array"}]"#, "expected {"),
+    (
+        r#"{"event_id":"cut","user_id":"u","timestamp":"2024-01-01T00:0"#,
+        "not one complete JSON object",
+    ),
 ];
 
 /// Killed at each stage of an epoch, and with SIGKILL at a moment of the OS's choosing, then
@@ -179,7 +196,7 @@ async fn a_run_killed_at_any_point_and_restarted_counts_every_event_once() {
         project.create_topics(&pipeline).await;
         let files = input_files(&pipeline, 24_000, 5);
         let mut with_bad = files.clone();
-        for line in MALFORMED {
+        for (line, _) in MALFORMED {
             with_bad
                 .get_mut(&project.topic("clickstream"))
                 .unwrap()
@@ -242,7 +259,10 @@ async fn a_run_killed_at_any_point_and_restarted_counts_every_event_once() {
     assert_eq!(
         lake.query("SELECT count(*), count(DISTINCT kafka_offset) FROM meta.quarantine")
             .await,
-        "count(*)|count(DISTINCT meta.quarantine.kafka_offset)\n3|3\n",
+        format!(
+            "count(*)|count(DISTINCT meta.quarantine.kafka_offset)\n{0}|{0}\n",
+            MALFORMED.len()
+        ),
         "each bad record quarantined once"
     );
     assert_same(
@@ -278,7 +298,7 @@ async fn late_duplicate_and_malformed_records_land_where_promised() {
     let clicks = files.get_mut(&project.topic("clickstream")).unwrap();
     let first_line = clicks.split(|b| *b == b'\n').next().unwrap().to_vec();
     let lines_before = clicks.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count();
-    for line in MALFORMED {
+    for (line, _) in MALFORMED {
         clicks.extend_from_slice(format!("{line}\n").as_bytes());
     }
     clicks.extend_from_slice(&first_line);
@@ -298,17 +318,17 @@ async fn late_duplicate_and_malformed_records_land_where_promised() {
         .unwrap();
     assert!(run.status.success(), "{}", crate::support::describe(&run));
     let out = String::from_utf8_lossy(&run.stdout).into_owned();
-    assert!(out.contains("late 1, duplicates 1, quarantined 3"), "{out}");
+    assert!(
+        out.contains(&format!("late 1, duplicates 1, quarantined {}", MALFORMED.len())),
+        "{out}"
+    );
 
     let topic = project.topic("clickstream");
     let quarantine = lake
         .query("SELECT source, kafka_topic, kafka_partition, kafka_offset, CAST(raw AS VARCHAR) AS raw, reason FROM meta.quarantine")
         .await;
     // Each with its position (the line number for files) and raw bytes (the dump sorts JSON keys).
-    for (n, reason) in ["whilst parsing", "failed to parse \"not a time\"", "no event time"]
-        .iter()
-        .enumerate()
-    {
+    for (n, (_, reason)) in MALFORMED.iter().enumerate() {
         let row = quarantine
             .lines()
             .find(|l| l.starts_with(&format!("clickstream|{topic}|0|{}|", lines_before + n)))
@@ -388,9 +408,8 @@ async fn a_replay_over_a_changed_file_is_an_error_naming_it() {
 async fn the_kafka_read_ahead_is_used_only_for_the_positions_it_was_read_from() {
     use std::collections::BTreeMap;
 
-    use quickchat_etl::stream::input::InputBatch;
-    use quickchat_etl::stream::kafka::KafkaInput;
-    use quickchat_etl::stream::records::Positions;
+    use quickchat_etl::sources::kafka::KafkaInput;
+    use quickchat_etl::sources::positions::{InputBatch, Positions};
 
     let project = StreamProject::new(1_000).await;
     let pipeline = project.pipeline("clickstream-analytics");
@@ -461,10 +480,10 @@ async fn the_kafka_read_ahead_is_used_only_for_the_positions_it_was_read_from() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_faults_lose_and_double_nothing() {
     use quickchat_etl::catalog::Lake;
+    use quickchat_etl::metrics::RunReport;
+    use quickchat_etl::sources::Input;
+    use quickchat_etl::sources::kafka::KafkaInput;
     use quickchat_etl::stream::engine::{Engine, RunOptions, SinkSettings};
-    use quickchat_etl::stream::input::Input;
-    use quickchat_etl::stream::kafka::KafkaInput;
-    use quickchat_etl::stream::report::RunReport;
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
     let project = StreamProject::new(1_000).await;
@@ -494,8 +513,8 @@ async fn broker_faults_lose_and_double_nothing() {
     let errors = [RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; 4];
     cluster.request_errors(RDKafkaApiKey::Fetch, &errors);
     for source in &pipeline.sources {
-        cluster.partition_leader(&source.def.topic, 0, Some(2)).unwrap();
-        cluster.partition_leader(&source.def.topic, 1, Some(3)).unwrap();
+        cluster.partition_leader(&source.topic, 0, Some(2)).unwrap();
+        cluster.partition_leader(&source.topic, 1, Some(3)).unwrap();
     }
     let first = run(&pipeline, &lake.lake, &bootstrap, &settings).await;
 

@@ -7,12 +7,14 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
+use quickchat_etl::ExitCode;
+
 use crate::stream_support::{StreamProject, brokers, input_files, produce_files};
-use crate::support::{TestLake, describe};
+use crate::support::{TestLake, describe, exit};
 
 /// Messages in a topic (all partitions).
 fn messages_in(topic: &str) -> i64 {
-    let consumer: BaseConsumer = quickchat_etl::stream::kafka::client_config(&brokers())
+    let consumer: BaseConsumer = quickchat_etl::kafka::client_config(&brokers())
         .set("group.id", "quickchat-it-count")
         .create()
         .unwrap();
@@ -100,7 +102,8 @@ async fn a_query_changed_under_saved_state_is_refused_until_the_checkpoint_is_re
     assert_ne!(text, changed);
     std::fs::write(&sql, changed).unwrap();
     let output = project.run(&lake, &["run", name, "--until-caught-up"]);
-    assert_eq!(output.status.code(), Some(3), "{}", describe(&output));
+    // A state error: retrying cannot help, the checkpoint must be reset.
+    assert_eq!(output.status.code(), exit(ExitCode::State), "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("sessions.sql"), "{stderr}");
     assert!(stderr.contains("state of output `sessions`"), "{stderr}");
@@ -118,7 +121,7 @@ fn an_unreachable_broker_is_named_with_how_to_start_one() {
         .block_on(StreamProject::new(1_000));
     let lake = TestLake::local();
     let output = project.run(&lake, &["run", "chat-analytics", "--brokers", "127.0.0.1:1"]);
-    assert_eq!(output.status.code(), Some(4), "{}", describe(&output));
+    assert_eq!(output.status.code(), exit(ExitCode::JobFailed), "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cannot reach Kafka at 127.0.0.1:1"), "{stderr}");
     assert!(stderr.contains("scripts/services.sh start"), "{stderr}");

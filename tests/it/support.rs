@@ -10,16 +10,21 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use arrow::array::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use chrono::NaiveDate;
-use quickchat_etl::catalog::Lake;
-use quickchat_etl::config::{LakeLocation, ProjectLocation, Vars};
+use quickchat_etl::catalog::{Lake, TableName};
+use quickchat_etl::config::{LakeLocation, Vars};
 use quickchat_etl::generate::{DataSetSpec, write_to_url};
+use quickchat_etl::jobs::Registry;
 use quickchat_etl::jobs::graph::plan_target;
 use quickchat_etl::jobs::runner::{JobReport, RunContext, run_jobs};
-use quickchat_etl::jobs::{Registry, TableName};
 use quickchat_etl::progress::Progress;
-use quickchat_etl::project::Project;
+use quickchat_etl::project::{Project, ProjectLocation};
 use quickchat_etl::query::DateRange;
 use quickchat_etl::repl::exec::lake_session;
+
+/// The status code a process ends with for `code`.
+pub fn exit(code: quickchat_etl::ExitCode) -> Option<i32> {
+    Some(i32::from(code.code()))
+}
 
 /// The data set the golden files were made from.
 pub fn golden_spec() -> DataSetSpec {

@@ -8,20 +8,17 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
-use super::StreamPipeline;
-use super::input::InputBatch;
-use super::records::{EpochRange, Positions, RawRecords};
+use super::positions::{EpochRange, InputBatch, Positions, RawRecords};
 use crate::config::stream::StartingOffsets;
+use crate::config::stream_pipeline::StreamPipeline;
 use crate::error::{Error, Result};
+use crate::kafka::{client_config, topic_exists, unreachable, watermarks};
 
-/// How long a broker request is retried before the run fails.
-const RETRY_FOR: Duration = Duration::from_secs(120);
-/// How long to wait for brokers before calling Kafka unreachable.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How far before a position the consumer is pointed, skipping the records it does not need.
-/// Some brokers (tansu 0.6) answer a fetch from inside a record batch with the batch after it,
+/// Some Kafka-protocol brokers (tansu 0.6) answer a fetch from inside a record batch with the
+/// batch after it,
 /// which would silently skip the rest of that batch; starting earlier than any producer batch
 /// is long (librdkafka sends at most 10,000 records per batch) avoids that. With
 /// `auto.offset.reset = earliest`, a rewind below the log start starts at the log start.
@@ -79,30 +76,6 @@ struct ReadAhead {
     thread: std::thread::JoinHandle<(Reader, Read)>,
 }
 
-/// Client settings shared by the consumer, the producer and the admin client.
-pub fn client_config(brokers: &str) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", brokers)
-        .set("socket.timeout.ms", "10000")
-        .set("log_level", "3");
-    config
-}
-
-/// The error for brokers that do not answer.
-pub fn unreachable(brokers: &str, e: impl std::fmt::Display) -> Error {
-    Error::Source {
-        source_name: "kafka".into(),
-        location: brokers.to_string(),
-        message: format!(
-            "cannot reach Kafka at {brokers} ({e}). Set KAFKA_BOOTSTRAP_SERVERS (or `brokers` under [kafka] in the \
-             pipeline file), or start a broker: `scripts/services.sh start` runs Apache Kafka on 127.0.0.1:9092, \
-             `docker compose -f docker/compose.yml up -d kafka` runs Apache Kafka on localhost:29092"
-        ),
-        retryable: true,
-    }
-}
-
 impl KafkaInput {
     /// Connects and checks that every source topic exists.
     pub fn connect(pipeline: &StreamPipeline, brokers: &str) -> Result<Self> {
@@ -125,26 +98,19 @@ impl KafkaInput {
             .map_err(|e| unreachable(brokers, e))?;
         let mut topics = BTreeMap::new();
         for source in &pipeline.sources {
-            let metadata = consumer
-                .fetch_metadata(Some(&source.def.topic), CONNECT_TIMEOUT)
-                .map_err(|e| unreachable(brokers, e))?;
-            let exists = metadata
-                .topics()
-                .iter()
-                .any(|t| t.name() == source.def.topic && t.error().is_none() && !t.partitions().is_empty());
-            if !exists {
+            if !topic_exists(&consumer, brokers, &source.topic)? {
                 return Err(Error::Source {
                     source_name: source.name.clone(),
-                    location: format!("{brokers} topic {}", source.def.topic),
+                    location: format!("{brokers} topic {}", source.topic),
                     message: format!(
                         "topic `{}` does not exist; create it (e.g. `kafka-topics.sh --bootstrap-server {brokers} \
                          --create --topic {} --partitions 3`)",
-                        source.def.topic, source.def.topic
+                        source.topic, source.topic
                     ),
                     retryable: false,
                 });
             }
-            topics.insert(source.name.clone(), source.def.topic.clone());
+            topics.insert(source.name.clone(), source.topic.clone());
         }
         let consumer = Arc::new(consumer);
         let reader = Reader {
@@ -170,24 +136,13 @@ impl KafkaInput {
         })
     }
 
-    fn partitions(&self, topic: &str) -> Result<Vec<i32>> {
-        let metadata = with_retries(&self.brokers, "reading topic metadata", || {
-            self.consumer.fetch_metadata(Some(topic), CONNECT_TIMEOUT)
-        })?;
-        Ok(metadata
-            .topics()
-            .iter()
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect())
-    }
-
     /// Every partition of every source topic, at the offset `pick` chooses from its first and
     /// end offsets.
     fn offsets(&self, pick: impl Fn((i64, i64)) -> i64) -> Result<Positions> {
         let mut positions = Positions::new();
         for (source, topic) in &self.topics {
             let entry = positions.entry(source.clone()).or_default();
-            for partition in self.partitions(topic)? {
+            for partition in crate::kafka::partitions(&self.consumer, &self.brokers, topic)? {
                 let first_and_end =
                     tokio::task::block_in_place(|| watermarks(&self.consumer, &self.brokers, topic, partition))?;
                 entry.insert(partition, pick(first_and_end));
@@ -477,31 +432,6 @@ impl Reader {
     }
 }
 
-/// Runs a broker request again while it fails (a broker away, a leader moving), waiting 100 ms,
-/// 200 ms, ... up to 5 s between tries, for at most [`RETRY_FOR`].
-fn with_retries<T>(brokers: &str, what: &str, request: impl Fn() -> rdkafka::error::KafkaResult<T>) -> Result<T> {
-    let started = Instant::now();
-    let mut wait = Duration::from_millis(100);
-    loop {
-        match request() {
-            Ok(value) => return Ok(value),
-            Err(e) if started.elapsed() < RETRY_FOR => {
-                tracing::warn!(brokers = %brokers, error = %e, retry_in_ms = wait.as_millis() as u64, "{what} failed; retrying");
-                std::thread::sleep(wait);
-                wait = (wait * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => return Err(unreachable(brokers, e)),
-        }
-    }
-}
-
-/// A partition's first and end offsets (blocking).
-fn watermarks(consumer: &BaseConsumer, brokers: &str, topic: &str, partition: i32) -> Result<(i64, i64)> {
-    with_retries(brokers, "reading end offsets", || {
-        consumer.fetch_watermarks(topic, partition, CONNECT_TIMEOUT)
-    })
-}
-
 fn empty_batch(positions: &Positions) -> InputBatch {
     let ranges = positions
         .iter()
@@ -522,44 +452,4 @@ fn end_positions(positions: &Positions, batch: &InputBatch) -> Positions {
         }
     }
     after
-}
-
-/// Creates `topic` with `partitions` partitions unless it exists; returns whether it was created.
-pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<bool> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
-    use rdkafka::error::RDKafkaErrorCode;
-
-    let admin: AdminClient<DefaultClientContext> =
-        client_config(brokers).create().map_err(|e| unreachable(brokers, e))?;
-    let metadata = tokio::task::block_in_place(|| admin.inner().fetch_metadata(Some(topic), CONNECT_TIMEOUT))
-        .map_err(|e| unreachable(brokers, e))?;
-    let exists = metadata
-        .topics()
-        .iter()
-        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
-    if exists {
-        return Ok(false);
-    }
-    let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
-    let results = admin
-        .create_topics(
-            [&new_topic],
-            &AdminOptions::new().operation_timeout(Some(CONNECT_TIMEOUT)),
-        )
-        .await
-        .map_err(|e| unreachable(brokers, e))?;
-    for result in results {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((name, code)) => {
-                return Err(Error::Sink {
-                    table: format!("kafka:{name} at {brokers}"),
-                    message: format!("cannot create the topic: {code}"),
-                    retryable: false,
-                });
-            }
-        }
-    }
-    Ok(true)
 }

@@ -1,13 +1,16 @@
-//! An output's rows to its sinks, every write at most once per epoch:
+//! Exactly once: a streaming pipeline's rows of an epoch to its sinks, every write at most once
+//! per epoch, so a restart that processes an epoch again writes nothing twice:
 //!
 //! - Delta: the commit records the epoch as an application transaction
-//!   (`quickchat-etl/<pipeline>/<input>/<target>`); an epoch at or below the recorded one is
-//!   skipped. Update mode merges on the sink's key.
+//!   (`quickchat-etl/<pipeline>/<input>/<lineage>/<target>`); an epoch at or below the recorded
+//!   one is skipped. Update mode merges on the sink's key.
 //! - MySQL: the upserts and the epoch marker commit in one transaction (see `sinks::mysql`).
 //! - Parquet: one file per epoch with a name made of the epoch, so a replay overwrites it.
 //! - Kafka: at least once; only the epoch in flight at a crash can be sent twice (replays of
 //!   committed epochs send nothing).
 //! - Console: printed.
+//!
+//! Late records go to their source's late table and rejects to `meta.quarantine` the same way.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,19 +18,20 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, RecordBatch, TimestampMicrosecondArray};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use chrono::Utc;
+use datafusion::logical_expr::Expr;
 use datafusion::prelude::SessionContext;
-use object_store::{ObjectStoreExt, PutPayload};
 
-use super::{StreamPipeline, StreamSource};
-use crate::catalog::Lake;
+use super::delta::{DeltaSink, Upsert, app_transaction_version, existing, incoming};
+use super::kafka::KafkaSink;
+use super::mysql::MysqlSink;
+use super::parquet::ParquetSink;
+use super::{Replace, SinkMetrics, console};
+use crate::catalog::{Lake, TableName};
 use crate::config::columns::timestamp_type;
-use crate::config::stream::{OutputMode, StreamSinkDef};
+use crate::config::pipeline::{SinkDef, WriteMode};
+use crate::config::stream_pipeline::{StreamPipeline, StreamSource};
+use crate::decode::reject::Reject;
 use crate::error::{Error, Result};
-use crate::jobs::TableName;
-use crate::sinks::delta::{DeltaSink, Upsert, app_transaction_version};
-use crate::sinks::kafka::KafkaSink;
-use crate::sinks::mysql::MysqlSink;
-use crate::sinks::{Replace, SinkMetrics};
 
 /// Writes the rows of one pipeline's epochs.
 pub struct SinkWriter<'a> {
@@ -73,12 +77,12 @@ impl<'a> SinkWriter<'a> {
     }
 
     /// Why a sink cannot be written with the settings given (no MySQL URL, no brokers).
-    pub fn unavailable(&self, sink: &StreamSinkDef) -> Option<String> {
+    pub fn unavailable(&self, sink: &SinkDef) -> Option<String> {
         match sink {
-            StreamSinkDef::Mysql { .. } if self.mysql_url.is_none() => {
+            SinkDef::Mysql(_) if self.mysql_url.is_none() => {
                 Some("MYSQL_URL is not set (nor [mysql] url in the config file)".into())
             }
-            StreamSinkDef::Kafka { .. } if self.brokers.is_none() => {
+            SinkDef::Kafka(_) if self.brokers.is_none() => {
                 Some("KAFKA_BOOTSTRAP_SERVERS is not set (nor [kafka] brokers in the pipeline file)".into())
             }
             _ => None,
@@ -115,7 +119,7 @@ impl<'a> SinkWriter<'a> {
     pub async fn write(
         &mut self,
         output: &str,
-        sink: &StreamSinkDef,
+        sink: &SinkDef,
         epoch: u64,
         schema: &SchemaRef,
         rows: &[RecordBatch],
@@ -126,52 +130,47 @@ impl<'a> SinkWriter<'a> {
             return Ok(SinkMetrics::default());
         }
         match sink {
-            StreamSinkDef::Delta {
-                table,
-                partition_by,
-                mode,
-                key,
-                compact_every,
-            } => {
-                let table = TableName::parse(table).map_err(Error::Internal)?;
+            SinkDef::Delta(def) => {
+                let table = TableName::parse(&def.table).map_err(Error::Internal)?;
                 let app_id = self.app_id(&table.to_string());
                 if self.holds(&table, &app_id, epoch).await? {
                     return Ok(SinkMetrics::default());
                 }
                 let delta = DeltaSink::new(self.lake, table.clone())
-                    .with_partition_columns(partition_by)
+                    .with_partition_columns(&def.partition_by)
                     .with_app_transaction(&app_id, epoch as i64)
                     .with_commit_metadata("quickchat.job", &self.pipeline.name)
                     .with_commit_metadata("quickchat.output", output);
-                let metrics = match mode {
-                    OutputMode::Append => delta.write_batches(&self.ctx, schema.clone(), rows).await?,
+                let metrics = match sink.mode() {
                     // A one-row output (an aggregate without GROUP BY) has no key: it replaces the table.
-                    OutputMode::Update if key.is_empty() => {
+                    WriteMode::Update if def.key.is_empty() => {
                         delta
                             .with_replace(Replace::Everything)
                             .write_batches(&self.ctx, schema.clone(), rows)
                             .await?
                     }
-                    OutputMode::Update => {
-                        let on = key
+                    WriteMode::Update => {
+                        let on = def
+                            .key
                             .iter()
-                            .map(|k| format!("existing.{k} = incoming.{k}"))
-                            .collect::<Vec<_>>()
-                            .join(" AND ");
+                            .map(|k| existing(k).eq(incoming(k)))
+                            .reduce(Expr::and)
+                            .expect("a key column");
                         let upsert = Upsert {
                             on,
                             delete_unmatched: None,
                         };
                         delta.upsert_batches(&self.ctx, schema.clone(), rows, upsert).await?
                     }
+                    _ => delta.write_batches(&self.ctx, schema.clone(), rows).await?,
                 };
                 self.wrote(&app_id, epoch);
-                self.compact_now_and_then(output, &table, *compact_every).await;
+                self.compact_now_and_then(output, &table, def.compact_every).await;
                 Ok(metrics)
             }
-            StreamSinkDef::Mysql { table, key, .. } => {
+            SinkDef::Mysql(def) => {
                 let url = self.mysql_url.clone().ok_or_else(|| Error::Sink {
-                    table: format!("mysql:{table}"),
+                    table: format!("mysql:{}", def.table),
                     message: "no MySQL URL configured: set MYSQL_URL (and MYSQL_USER/MYSQL_PASSWORD)".into(),
                     retryable: false,
                 })?;
@@ -181,16 +180,28 @@ impl<'a> SinkWriter<'a> {
                 let mysql = self.mysql.as_mut().expect("connected above");
                 let lineage = format!("{}/{}", self.input, self.lineage);
                 mysql
-                    .upsert_epoch(&self.pipeline.name, &lineage, table, key, epoch, schema, &rows)
+                    .upsert_epoch(
+                        &self.pipeline.name,
+                        &lineage,
+                        &def.table,
+                        &def.key,
+                        epoch,
+                        schema,
+                        &rows,
+                    )
                     .await
             }
-            StreamSinkDef::Parquet { path, .. } => self.write_parquet(output, path, epoch, schema, &rows).await,
-            StreamSinkDef::Kafka { topic, key, .. } => {
+            SinkDef::Parquet(def) => {
+                ParquetSink::new(self.lake, &def.path)?
+                    .write_file(&self.ctx, &format!("{output}-{epoch:020}.parquet"), rows)
+                    .await
+            }
+            SinkDef::Kafka(def) => {
                 if replay {
                     return Ok(SinkMetrics::default());
                 }
                 let brokers = self.brokers.clone().ok_or_else(|| Error::Sink {
-                    table: format!("kafka:{topic}"),
+                    table: format!("kafka:{}", def.topic),
                     message: "no Kafka brokers configured: set KAFKA_BOOTSTRAP_SERVERS".into(),
                     retryable: false,
                 })?;
@@ -200,20 +211,14 @@ impl<'a> SinkWriter<'a> {
                 self.kafka
                     .as_ref()
                     .expect("connected above")
-                    .send_rows(topic, key, &rows)
+                    .send_rows(&def.topic, &def.key, &rows)
                     .await
             }
-            StreamSinkDef::Console { .. } => {
-                if !replay {
-                    let table = arrow::util::pretty::pretty_format_batches(&rows)
-                        .map_err(|e| Error::Internal(e.to_string()))?;
-                    println!("== {output} (epoch {epoch}) ==\n{table}");
-                }
-                Ok(SinkMetrics {
-                    rows: rows.iter().map(|b| b.num_rows() as u64).sum(),
-                    ..Default::default()
-                })
-            }
+            SinkDef::Console(_) if replay => Ok(SinkMetrics {
+                rows: rows.iter().map(|b| b.num_rows() as u64).sum(),
+                ..Default::default()
+            }),
+            SinkDef::Console(_) => console::print(output, epoch, &rows),
         }
     }
 
@@ -243,46 +248,6 @@ impl<'a> SinkWriter<'a> {
         }
     }
 
-    async fn write_parquet(
-        &self,
-        output: &str,
-        path: &str,
-        epoch: u64,
-        schema: &SchemaRef,
-        rows: &[RecordBatch],
-    ) -> Result<SinkMetrics> {
-        let started = std::time::Instant::now();
-        let url = self.lake.location().resolve_folder(path)?;
-        let url = url
-            .join(&format!("{output}-{epoch:020}.parquet"))
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        let sink_error = |e: String| Error::Sink {
-            table: url.to_string(),
-            message: e,
-            retryable: true,
-        };
-        let mut bytes = Vec::new();
-        {
-            let mut writer = parquet::arrow::ArrowWriter::try_new(&mut bytes, schema.clone(), None)
-                .map_err(|e| sink_error(e.to_string()))?;
-            for batch in rows {
-                writer.write(batch).map_err(|e| sink_error(e.to_string()))?;
-            }
-            writer.close().map_err(|e| sink_error(e.to_string()))?;
-        }
-        let (store, object) = self.lake.object_store(&url)?;
-        store
-            .put(&object, PutPayload::from(bytes))
-            .await
-            .map_err(|e| sink_error(e.to_string()))?;
-        Ok(SinkMetrics {
-            rows: rows.iter().map(|b| b.num_rows() as u64).sum(),
-            files_added: 1,
-            elapsed: started.elapsed(),
-            ..Default::default()
-        })
-    }
-
     /// Appends a source's late records of `epoch` to its late table, with the watermark they
     /// missed.
     pub async fn write_late(
@@ -306,7 +271,8 @@ impl<'a> SinkWriter<'a> {
         columns.push(Arc::new(
             TimestampMicrosecondArray::from(vec![watermark; late.num_rows()]).with_timezone("UTC"),
         ));
-        let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::Internal(e.to_string()))?;
+        let batch = RecordBatch::try_new(schema.clone(), columns)
+            .map_err(|e| Error::compute(format!("late records of {}", source.name), e))?;
         let metrics = DeltaSink::new(self.lake, source.late_table.clone())
             .with_app_transaction(&app_id, epoch as i64)
             .with_commit_metadata("quickchat.job", &self.pipeline.name)
@@ -317,9 +283,9 @@ impl<'a> SinkWriter<'a> {
     }
 
     /// Appends unusable records of `epoch` to the quarantine.
-    pub async fn write_rejects(&self, epoch: u64, rejects: &[super::decode::StreamReject]) -> Result<SinkMetrics> {
+    pub async fn write_rejects(&self, epoch: u64, rejects: &[Reject]) -> Result<SinkMetrics> {
         let app_id = self.app_id("meta.quarantine");
-        crate::meta::quarantine::append_stream_rejects(
+        crate::meta::quarantine::append_epoch(
             self.lake,
             &self.ctx,
             &self.pipeline.name,
@@ -338,21 +304,22 @@ mod tests {
     use arrow::datatypes::DataType;
 
     use super::*;
+    use crate::config::pipeline::DeltaSinkDef;
+    use crate::config::stream_pipeline::tests::pipeline;
     use crate::sinks::delta::open;
-    use crate::stream::pipeline::tests::pipeline;
 
     #[tokio::test]
     async fn a_delta_sink_compacts_after_every_n_commits_and_keeps_rows_and_epochs() {
         let (_dir, lake) = Lake::temporary();
         let pipeline = pipeline(&["clicks"]);
         let mut writer = SinkWriter::new(&lake, &pipeline, "files", "lineage", None, None);
-        let sink = StreamSinkDef::Delta {
+        let sink = SinkDef::Delta(DeltaSinkDef {
             table: "gold.compacted".into(),
             partition_by: Vec::new(),
-            mode: OutputMode::Append,
+            mode: None,
             key: Vec::new(),
             compact_every: 3,
-        };
+        });
         let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
         let table = TableName::parse("gold.compacted").unwrap();
         let mut files_after = Vec::new();

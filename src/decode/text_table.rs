@@ -13,25 +13,29 @@ use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use arrow::util::display::FormatOptions;
 
-use super::{BATCH_ROWS, RejectedRecord};
+use super::BATCH_ROWS;
+use super::reject::{Location, Reject};
 
 /// Collects text rows and converts them to the declared schema in batches.
 pub struct TextTable {
     schema: SchemaRef,
-    origin: String,
+    source: String,
+    locate: Box<dyn Fn(u64) -> Location + Send>,
     builders: Vec<StringBuilder>,
     row_numbers: Vec<u64>,
     batches: Vec<RecordBatch>,
-    rejected: Vec<RejectedRecord>,
+    rejected: Vec<Reject>,
 }
 
 impl TextTable {
-    /// A table for rows from `origin` (a path or a table name), with the declared schema.
-    pub fn new(schema: SchemaRef, origin: impl Into<String>) -> Self {
+    /// A table of `source`'s rows with the declared schema; `locate` says where a row number
+    /// was (a file's line, a table's row).
+    pub fn new(schema: SchemaRef, source: &str, locate: impl Fn(u64) -> Location + Send + 'static) -> Self {
         let builders = schema.fields().iter().map(|_| StringBuilder::new()).collect();
         Self {
             schema,
-            origin: origin.into(),
+            source: source.to_string(),
+            locate: Box::new(locate),
             builders,
             row_numbers: Vec::with_capacity(BATCH_ROWS),
             batches: Vec::new(),
@@ -47,7 +51,7 @@ impl TextTable {
     /// Rejects a row before conversion (wrong number of fields, unreadable bytes).
     pub fn reject_row(&mut self, row_number: u64, reason: impl Into<String>, raw: &[u8]) {
         self.rejected
-            .push(RejectedRecord::new(self.location(row_number), reason, raw));
+            .push(Reject::new(&self.source, (self.locate)(row_number), reason, raw));
     }
 
     /// Adds one row; `cells` are in schema order, `None` for SQL NULL.
@@ -83,13 +87,9 @@ impl TextTable {
     }
 
     /// Converts what is pending and returns every batch and rejected record.
-    pub fn finish(mut self) -> (Vec<RecordBatch>, Vec<RejectedRecord>) {
+    pub fn finish(mut self) -> (Vec<RecordBatch>, Vec<Reject>) {
         self.convert_pending();
         (self.batches, self.rejected)
-    }
-
-    fn location(&self, row_number: u64) -> String {
-        format!("{}:{row_number}", self.origin)
     }
 
     fn convert_pending(&mut self) {
@@ -130,9 +130,9 @@ impl TextTable {
         for (row, reason) in reasons.into_iter().enumerate() {
             if let Some(reason) = reason {
                 let record = row_as_json(&self.schema, &texts, row);
-                let location = self.location(self.row_numbers[row]);
+                let location = (self.locate)(self.row_numbers[row]);
                 self.rejected
-                    .push(RejectedRecord::new(location, reason, record.as_bytes()));
+                    .push(Reject::new(&self.source, location, reason, record.as_bytes()));
             }
         }
         let good = filter_record_batch(&batch, &keep).expect("filter mask has one entry per row");
@@ -194,7 +194,10 @@ mod tests {
             Field::new("name", DataType::Utf8, true),
             Field::new("at", timestamp_type(), true),
         ]));
-        let mut table = TextTable::new(schema, "users.csv");
+        let mut table = TextTable::new(schema, "users", |line| Location::Line {
+            file: "users.csv".into(),
+            line,
+        });
         table.push_row(2, [Some(&b"1"[..]), Some(b"ann"), Some(b"2024-01-01 10:00:00")]);
         table.push_row(3, [Some(&b"x"[..]), Some(b"bob"), Some(b"")]);
         table.push_row(4, [Some(&b"3"[..]), Some(b""), Some(b"\\N")]);
@@ -212,14 +215,14 @@ mod tests {
             "{:?}",
             rejected[2]
         );
-        assert_eq!(rejected[0].location, "users.csv:5");
+        assert_eq!(rejected[0].location.to_string(), "users.csv:5");
         assert!(rejected[0].reason.contains("has 1 fields, expected 3"));
-        assert_eq!(rejected[1].location, "users.csv:3");
+        assert_eq!(rejected[1].location.to_string(), "users.csv:3");
         assert!(
             rejected[1].reason.contains("column `id`: cannot read \"x\""),
             "{:?}",
             rejected[1]
         );
-        assert!(rejected[1].record.contains("\"name\":\"bob\""));
+        assert!(rejected[1].text().contains("\"name\":\"bob\""));
     }
 }

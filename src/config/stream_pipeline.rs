@@ -1,17 +1,17 @@
-//! A streaming pipeline file resolved and checked: sources with their schemas and watermark
-//! delays, outputs with their SQL, and the settings of the micro-batch loop.
+//! A streaming pipeline file resolved and checked: sources with their schemas, event times and
+//! watermark delays, outputs with their SQL, and the settings of the micro-batch loop.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use prost_reflect::{DescriptorPool, MessageDescriptor};
 
-use crate::config::columns::{schema_from_columns, timestamp_type};
-use crate::config::stream::{
-    AlertsDef, KafkaDef, RecordFormat, StreamPipelineFile, StreamSinkDef, StreamSourceDef, parse_duration,
-};
+use super::columns::{schema_from_columns, timestamp_type};
+use super::pipeline::{GeneratorKind, KafkaSourceDef, RecordFormat, SinkDef, SourceDef, WriteMode};
+use super::stream::{AlertsDef, KafkaDef, StreamPipelineFile, parse_duration};
+use crate::catalog::TableName;
 use crate::error::ConfigProblem;
-use crate::jobs::TableName;
 use crate::project::Project;
 
 /// The columns every stream record carries besides its own: where it came from in Kafka.
@@ -34,17 +34,19 @@ pub fn kafka_fields() -> Vec<Field> {
     ]
 }
 
-/// An input stream of a pipeline.
+/// An input stream of a pipeline: a Kafka topic with its declared columns.
 #[derive(Debug, Clone)]
 pub struct StreamSource {
     /// The table name the SQL uses.
     pub name: String,
-    /// As written in the pipeline file.
-    pub def: StreamSourceDef,
-    /// The declared columns.
-    pub value_schema: SchemaRef,
-    /// The declared columns followed by the Kafka metadata columns: the source table's schema.
-    pub schema: SchemaRef,
+    /// The Kafka topic (the file `<topic>.jsonl` with `--from-files`).
+    pub topic: String,
+    /// How Kafka record values are encoded (files are always JSON lines).
+    pub format: RecordFormat,
+    /// For Protobuf sources: the message type, checked to hold every declared column.
+    pub protobuf: Option<MessageDescriptor>,
+    /// The event-time column's name.
+    pub event_time_column: String,
     /// Index of the event-time column in `schema`.
     pub event_time: usize,
     /// Index of the key column in `schema`, when records are de-duplicated.
@@ -55,8 +57,12 @@ pub struct StreamSource {
     pub dedup_within: Duration,
     /// Where late records go.
     pub late_table: TableName,
-    /// The Protobuf descriptor set bytes, for `format = "protobuf"`.
-    pub descriptor_set: Option<Vec<u8>>,
+    /// The built-in event stream for `--from-generator` and `produce`.
+    pub generator: Option<GeneratorKind>,
+    /// The declared columns.
+    pub value_schema: SchemaRef,
+    /// The declared columns followed by the Kafka metadata columns: the source table's schema.
+    pub schema: SchemaRef,
 }
 
 /// One query of a pipeline.
@@ -69,7 +75,7 @@ pub struct StreamOutput {
     /// The SQL text.
     pub sql: String,
     /// Where its rows go.
-    pub sinks: Vec<StreamSinkDef>,
+    pub sinks: Vec<SinkDef>,
 }
 
 /// A streaming pipeline.
@@ -103,17 +109,20 @@ impl StreamPipeline {
         self.sources.iter().find(|s| s.name == name)
     }
 
+    /// Every sink of the pipeline with the output it belongs to (`alerts` for the alert sinks).
+    pub fn sinks(&self) -> impl Iterator<Item = (&str, &SinkDef)> {
+        self.outputs
+            .iter()
+            .flat_map(|o| o.sinks.iter().map(move |s| (o.name.as_str(), s)))
+            .chain(self.alerts.iter().flat_map(|a| a.sinks.iter().map(|s| ("alerts", s))))
+    }
+
     /// Every lake table the pipeline writes (sinks and late tables).
     pub fn lake_tables(&self) -> Vec<TableName> {
         let mut tables: Vec<TableName> = self.sources.iter().map(|s| s.late_table.clone()).collect();
-        let sinks = self
-            .outputs
-            .iter()
-            .flat_map(|o| &o.sinks)
-            .chain(self.alerts.iter().flat_map(|a| &a.sinks));
-        for sink in sinks {
-            if let StreamSinkDef::Delta { table, .. } = sink {
-                tables.extend(TableName::parse(table).ok());
+        for (_, sink) in self.sinks() {
+            if let SinkDef::Delta(delta) = sink {
+                tables.extend(TableName::parse(&delta.table).ok());
             }
         }
         tables
@@ -142,88 +151,18 @@ impl StreamPipeline {
 
         let mut sources = Vec::new();
         for (source_name, def) in &file.sources {
-            let at = |field: &str| format!("sources.{source_name}.{field}");
-            let value_schema = match schema_from_columns(&def.columns) {
-                Ok(schema) => schema,
-                Err(column_problems) => {
-                    column_problems
-                        .into_iter()
-                        .for_each(|p| problem(format!("{}: {p}", at("columns"))));
-                    continue;
-                }
-            };
-            let mut fields: Vec<Field> = value_schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-            fields.extend(kafka_fields());
-            let schema = Arc::new(Schema::new(fields));
-            let event_time = match schema.index_of(&def.event_time) {
-                Ok(i) if schema.field(i).data_type() == &timestamp_type() => i,
-                Ok(_) => {
-                    problem(format!(
-                        "{}: `{}` must be a `timestamp` column",
-                        at("event_time"),
-                        def.event_time
-                    ));
-                    continue;
-                }
-                Err(_) => {
-                    problem(format!("{}: no column `{}`", at("event_time"), def.event_time));
-                    continue;
-                }
-            };
-            let key = match &def.key {
-                Some(key) => match schema.index_of(key) {
-                    Ok(i) => Some(i),
-                    Err(_) => {
-                        problem(format!("{}: no column `{key}`", at("key")));
-                        continue;
+            match def {
+                SourceDef::Kafka(kafka) => {
+                    if let Some(source) = resolve_source(source_name, kafka, project, &mut problem) {
+                        sources.push(source);
                     }
-                },
-                None => None,
-            };
-            let watermark_delay = duration(&at("watermark"), &def.watermark, &mut problem);
-            let dedup_within = match &def.dedup_within {
-                Some(text) => duration(&at("dedup_within"), text, &mut problem),
-                None => watermark_delay,
-            };
-            let late_table_text = def
-                .late_table
-                .clone()
-                .unwrap_or_else(|| format!("bronze.{source_name}_late"));
-            let late_table = match TableName::parse(&late_table_text) {
-                Ok(table) => table,
-                Err(message) => {
-                    problem(format!("{}: {message}", at("late_table")));
-                    continue;
                 }
-            };
-            let descriptor_set = match (def.format, &def.descriptor_set, &def.message) {
-                (RecordFormat::Json, _, _) => None,
-                (RecordFormat::Protobuf, Some(path), Some(_)) => match project.read_bytes(path) {
-                    Ok(bytes) => Some(bytes),
-                    Err(e) => {
-                        problem(format!("{}: {e}", at("descriptor_set")));
-                        continue;
-                    }
-                },
-                (RecordFormat::Protobuf, _, _) => {
-                    problem(format!(
-                        "sources.{source_name}: format = \"protobuf\" needs descriptor_set and message"
-                    ));
-                    continue;
-                }
-            };
-            sources.push(StreamSource {
-                name: source_name.clone(),
-                def: def.clone(),
-                value_schema,
-                schema,
-                event_time,
-                key,
-                watermark_delay,
-                dedup_within,
-                late_table,
-                descriptor_set,
-            });
+                other => problem(format!(
+                    "sources.{source_name}: a streaming pipeline reads `kind = \"kafka\"` sources; `{}` sources \
+                     belong in a batch job",
+                    other.kind()
+                )),
+            }
         }
         if file.sources.is_empty() {
             problem("a streaming pipeline needs at least one source".into());
@@ -280,22 +219,167 @@ impl StreamPipeline {
     }
 }
 
-fn check_sink(at: &str, sink: &StreamSinkDef, problem: &mut dyn FnMut(String)) {
+/// A Kafka source checked against its declared columns; `None` after reporting its problems.
+fn resolve_source(
+    name: &str,
+    def: &KafkaSourceDef,
+    project: &Project,
+    problem: &mut dyn FnMut(String),
+) -> Option<StreamSource> {
+    let at = |field: &str| format!("sources.{name}.{field}");
+    let value_schema = match schema_from_columns(&def.columns) {
+        Ok(schema) => schema,
+        Err(column_problems) => {
+            column_problems
+                .into_iter()
+                .for_each(|p| problem(format!("{}: {p}", at("columns"))));
+            return None;
+        }
+    };
+    let mut fields: Vec<Field> = value_schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.extend(kafka_fields());
+    let schema = Arc::new(Schema::new(fields));
+    let event_time = match schema.index_of(&def.event_time) {
+        Ok(i) if schema.field(i).data_type() == &timestamp_type() => i,
+        Ok(_) => {
+            problem(format!(
+                "{}: `{}` must be a `timestamp` column",
+                at("event_time"),
+                def.event_time
+            ));
+            return None;
+        }
+        Err(_) => {
+            problem(format!("{}: no column `{}`", at("event_time"), def.event_time));
+            return None;
+        }
+    };
+    let key = match &def.key {
+        Some(key) => match schema.index_of(key) {
+            Ok(i) => Some(i),
+            Err(_) => {
+                problem(format!("{}: no column `{key}`", at("key")));
+                return None;
+            }
+        },
+        None => None,
+    };
+    let watermark_delay = match parse_duration(&def.watermark) {
+        Ok(delay) => delay,
+        Err(e) => {
+            problem(format!("{}: {e}", at("watermark")));
+            return None;
+        }
+    };
+    let dedup_within = match def.dedup_within.as_deref().map(parse_duration) {
+        Some(Ok(within)) => within,
+        Some(Err(e)) => {
+            problem(format!("{}: {e}", at("dedup_within")));
+            return None;
+        }
+        None => watermark_delay,
+    };
+    let late_table_text = def.late_table.clone().unwrap_or_else(|| format!("bronze.{name}_late"));
+    let late_table = match TableName::parse(&late_table_text) {
+        Ok(table) => table,
+        Err(message) => {
+            problem(format!("{}: {message}", at("late_table")));
+            return None;
+        }
+    };
+    let protobuf = match (def.format, &def.descriptor_set, &def.message) {
+        (RecordFormat::Json, _, _) => None,
+        (RecordFormat::Protobuf, Some(path), Some(message)) => {
+            match protobuf_message(project, path, message, &value_schema) {
+                Ok(descriptor) => Some(descriptor),
+                Err(e) => {
+                    problem(format!("{}: {e}", at("descriptor_set")));
+                    return None;
+                }
+            }
+        }
+        (RecordFormat::Protobuf, _, _) => {
+            problem(format!(
+                "sources.{name}: format = \"protobuf\" needs descriptor_set and message"
+            ));
+            return None;
+        }
+    };
+    Some(StreamSource {
+        name: name.to_string(),
+        topic: def.topic.clone(),
+        format: def.format,
+        protobuf,
+        event_time_column: def.event_time.clone(),
+        event_time,
+        key,
+        watermark_delay,
+        dedup_within,
+        late_table,
+        generator: def.generator,
+        value_schema,
+        schema,
+    })
+}
+
+/// The message `message` of the descriptor set at `path`, checked to have a field for every
+/// declared column.
+fn protobuf_message(
+    project: &Project,
+    path: &str,
+    message: &str,
+    columns: &SchemaRef,
+) -> Result<MessageDescriptor, String> {
+    let bytes = project.read_bytes(path).map_err(|e| e.to_string())?;
+    let pool = DescriptorPool::decode(bytes.as_slice()).map_err(|e| format!("bad descriptor set: {e}"))?;
+    let descriptor = pool.get_message_by_name(message).ok_or_else(|| {
+        let known: Vec<String> = pool.all_messages().map(|m| m.full_name().to_string()).collect();
+        format!("no message `{message}` in {path} (it has: {})", known.join(", "))
+    })?;
+    let missing: Vec<&str> = columns
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .filter(|name| descriptor.get_field_by_name(name).is_none())
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!("message `{message}` has no field {}", missing.join(", ")));
+    }
+    Ok(descriptor)
+}
+
+fn check_sink(at: &str, sink: &SinkDef, problem: &mut dyn FnMut(String)) {
+    let at = format!("{at}: sink {}", sink.display());
+    match sink.mode() {
+        WriteMode::Append | WriteMode::Update => {}
+        other => problem(format!(
+            "{at}: mode = \"{}\" is for batch jobs; a streaming sink appends final rows (`append`) or \
+             upserts every change (`update`)",
+            other.as_str()
+        )),
+    }
     match sink {
-        StreamSinkDef::Delta { table, .. } => {
-            if let Err(message) = TableName::parse(table) {
+        SinkDef::Delta(delta) => {
+            if let Err(message) = TableName::parse(&delta.table) {
                 problem(format!("{at}: {message}"));
             }
         }
-        StreamSinkDef::Mysql { table, key, .. } => {
-            if table.is_empty() || !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                problem(format!("{at}: MySQL table `{table}` must be a plain name"));
+        SinkDef::Mysql(mysql) => {
+            if mysql.table.is_empty() || !mysql.table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                problem(format!("{at}: MySQL table `{}` must be a plain name", mysql.table));
             }
-            if key.is_empty() {
+            if mysql.key.is_empty() {
                 problem(format!("{at}: a MySQL sink needs `key` (its primary key columns)"));
             }
         }
-        StreamSinkDef::Parquet { .. } | StreamSinkDef::Kafka { .. } | StreamSinkDef::Console { .. } => {}
+        SinkDef::Parquet(parquet) => {
+            if !parquet.partition_by.is_empty() {
+                problem(format!(
+                    "{at}: a streaming Parquet sink writes one file per micro-batch, unpartitioned"
+                ));
+            }
+        }
+        SinkDef::Kafka(_) | SinkDef::Console(_) => {}
     }
 }
 
@@ -313,7 +397,7 @@ pub(crate) mod tests {
             .iter()
             .map(|f| match f.name().as_str() {
                 "id" | "value" => ids(),
-                "_kafka_topic" => Arc::new(StringArray::from(vec![source.def.topic.as_str(); rows.len()])) as ArrayRef,
+                "_kafka_topic" => Arc::new(StringArray::from(vec![source.topic.as_str(); rows.len()])) as ArrayRef,
                 "_kafka_partition" => Arc::new(Int32Array::from(vec![0; rows.len()])),
                 "_kafka_offset" => Arc::new(Int64Array::from_iter_values(0..rows.len() as i64)),
                 "ts" => {
@@ -357,7 +441,7 @@ pub(crate) mod tests {
         columns.insert("id".to_string(), "string".to_string());
         columns.insert("value".to_string(), "string".to_string());
         columns.insert("ts".to_string(), "timestamp".to_string());
-        let def = StreamSourceDef {
+        let def = SourceDef::Kafka(KafkaSourceDef {
             topic: name.to_string(),
             format: RecordFormat::Json,
             descriptor_set: None,
@@ -369,7 +453,7 @@ pub(crate) mod tests {
             generator: None,
             late_table: None,
             columns,
-        };
+        });
         let file = StreamPipelineFile {
             description: String::new(),
             mode: crate::config::stream::StreamMode::Streaming,
@@ -380,7 +464,7 @@ pub(crate) mod tests {
             outputs: Default::default(),
             alerts: None,
         };
-        let project = Project::new(crate::config::ProjectLocation::BuiltIn);
+        let project = Project::new(crate::project::ProjectLocation::BuiltIn);
         StreamPipeline::resolve("test", "test.toml", file, &project)
             .unwrap()
             .sources

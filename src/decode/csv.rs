@@ -4,16 +4,17 @@
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
-use super::RejectedRecord;
+use super::reject::{Location, Reject};
 use super::text_table::TextTable;
 
-/// Decodes a whole CSV file. Fails only when the header lacks a declared column; bad rows are
-/// returned as rejected records located at `origin:line`.
+/// Decodes a whole CSV file of `source`. Fails only when the header lacks a declared column;
+/// bad rows are rejected with their line in `file`.
 pub fn decode(
     schema: &SchemaRef,
     bytes: &[u8],
-    origin: &str,
-) -> Result<(Vec<RecordBatch>, Vec<RejectedRecord>), String> {
+    source: &str,
+    file: &str,
+) -> Result<(Vec<RecordBatch>, Vec<Reject>), String> {
     let mut reader = ::csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
@@ -41,7 +42,11 @@ pub fn decode(
             header_names.join(",")
         ));
     }
-    let mut table = TextTable::new(schema.clone(), origin);
+    let file = file.to_string();
+    let mut table = TextTable::new(schema.clone(), source, move |line| Location::Line {
+        file: file.clone(),
+        line,
+    });
     let mut record = ::csv::ByteRecord::new();
     loop {
         match reader.read_byte_record(&mut record) {
@@ -88,19 +93,19 @@ mod tests {
     #[test]
     fn columns_are_matched_by_header_and_bad_rows_are_located_by_line() {
         let csv = "email,ignored,id\na@x.io,1,1\n\"b,quoted\",2,two\nc@x.io,3\n";
-        let (batches, rejected) = decode(&schema(), csv.as_bytes(), "users.csv").unwrap();
+        let (batches, rejected) = decode(&schema(), csv.as_bytes(), "users", "users.csv").unwrap();
         assert_eq!(
             batches[0].column(0).as_primitive::<Int64Type>().values().to_vec(),
             vec![1]
         );
         assert_eq!(batches[0].column(1).as_string::<i32>().value(0), "a@x.io");
-        let found: Vec<_> = rejected.iter().map(|r| r.location.as_str()).collect();
+        let found: Vec<_> = rejected.iter().map(|r| r.location.to_string()).collect();
         assert_eq!(found, ["users.csv:4", "users.csv:3"]);
     }
 
     #[test]
     fn a_missing_declared_column_is_an_error_listing_the_header() {
-        let err = decode(&schema(), b"email\nx\n", "u.csv").unwrap_err();
+        let err = decode(&schema(), b"email\nx\n", "users", "u.csv").unwrap_err();
         assert!(err.contains("no column `id`") && err.contains("header: email"), "{err}");
     }
 }

@@ -9,10 +9,14 @@
 //! seen. When a group is due (its window closed, or it changed and a sink wants updates), a
 //! *Final* aggregate turns its state into values and `above` runs on top.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
+use arrow::array::BooleanArray;
+use arrow::compute::filter_record_batch;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
+use arrow::row::{RowConverter, SortField};
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::TaskContext;
@@ -113,6 +117,42 @@ impl SplitPlan {
     /// Names of the group columns in the state schema, in order.
     pub fn group_columns(&self) -> Vec<String> {
         self.group_by.expr().iter().map(|(_, name)| name.clone()).collect()
+    }
+
+    /// The rows of `states` whose groups some row of `partial` (this micro-batch's states) has:
+    /// the groups that changed.
+    pub fn changed_groups(&self, states: &[RecordBatch], partial: &[RecordBatch]) -> DfResult<Vec<RecordBatch>> {
+        let (Some(first), false) = (states.first(), partial.is_empty()) else {
+            return Ok(Vec::new());
+        };
+        let columns: Vec<usize> = self
+            .group_columns()
+            .iter()
+            .filter_map(|name| first.schema().index_of(name).ok())
+            .collect();
+        if columns.is_empty() {
+            // No group columns: one group, and it changed.
+            return Ok(states.to_vec());
+        }
+        let fields: Vec<SortField> = columns
+            .iter()
+            .map(|&i| SortField::new(first.schema().field(i).data_type().clone()))
+            .collect();
+        let converter = RowConverter::new(fields)?;
+        let pick = |batch: &RecordBatch| columns.iter().map(|&i| batch.column(i).clone()).collect::<Vec<_>>();
+        let mut wanted = HashSet::new();
+        for batch in partial {
+            wanted.extend(converter.convert_columns(&pick(batch))?.iter().map(|r| r.owned()));
+        }
+        let mut out = Vec::new();
+        for batch in states {
+            let rows = converter.convert_columns(&pick(batch))?;
+            let keep: BooleanArray = rows.iter().map(|r| Some(wanted.contains(&r.owned()))).collect();
+            if keep.true_count() > 0 {
+                out.push(filter_record_batch(batch, &keep)?);
+            }
+        }
+        Ok(out)
     }
 
     fn state_source(&self, states: Vec<RecordBatch>) -> DfResult<Arc<dyn ExecutionPlan>> {

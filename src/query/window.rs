@@ -7,7 +7,7 @@
 //! session, which starts at its first event and ends at its last.
 //!
 //! The functions hold no logic of their own: each micro-batch the engine prepares the rows a
-//! query may aggregate now (see `query`), and the functions hand them to DataFusion. Planning a
+//! query may aggregate now (see `stream::windowed`), and the functions hand them to DataFusion. Planning a
 //! query records which windows it uses; that is how the engine learns a query's windows from its
 //! SQL.
 
@@ -25,6 +25,7 @@ use datafusion::logical_expr::Expr;
 use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
 
+use super::intervals::interval_micros;
 use crate::config::columns::timestamp_type;
 
 /// How a query windows a source.
@@ -200,19 +201,6 @@ impl TableFunctionImpl for WindowFunction {
     }
 }
 
-/// An `INTERVAL` literal in microseconds (no months: months have no fixed length).
-pub(super) fn interval_micros(expr: &Expr) -> Option<i64> {
-    match expr {
-        Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(v)), _) if v.months == 0 => {
-            Some(i64::from(v.days) * 86_400_000_000 + v.nanoseconds / 1000)
-        }
-        Expr::Literal(ScalarValue::IntervalDayTime(Some(v)), _) => {
-            Some(i64::from(v.days) * 86_400_000_000 + i64::from(v.milliseconds) * 1000)
-        }
-        _ => None,
-    }
-}
-
 /// A source schema with the window's start and end columns appended.
 pub fn windowed_schema(schema: &SchemaRef, spec: &WindowSpec) -> SchemaRef {
     let (start, end) = spec.columns();
@@ -276,7 +264,7 @@ pub fn with_window_columns(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stream::pipeline::tests::{rows, source};
+    use crate::config::stream_pipeline::tests::{rows, source};
 
     const MINUTE: i64 = 60_000_000;
 

@@ -1,6 +1,6 @@
-//! What a streaming run did: counts, per-stage times and latency distributions, kept in
+//! What a streaming run did — counts, per-stage times and latency distributions, kept in
 //! constant memory however long the run (a continuous pipeline commits an epoch a second for
-//! months).
+//! months) — the figures the run's summary, its progress log lines and `bench` read.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -55,7 +55,7 @@ pub struct RunReport {
 
 impl RunReport {
     /// Adds the time since `since` to a stage's total.
-    pub(super) fn timed(&mut self, stage: impl Into<String>, since: Instant) {
+    pub(crate) fn timed(&mut self, stage: impl Into<String>, since: Instant) {
         *self.stage_times.entry(stage.into()).or_default() += since.elapsed();
     }
 }

@@ -1,8 +1,9 @@
 //! Raw stream records as they come off an input, kept columnar (one byte buffer, offsets) so a
 //! micro-batch of a million records is a handful of allocations, and the positions inputs are
-//! read from.
+//! read from: what an epoch read, logged before it is processed, is exactly what a replay reads
+//! again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -68,6 +69,29 @@ impl RawRecords {
     pub fn key(&self, i: usize) -> Option<&[u8]> {
         let start = if i == 0 { 0 } else { self.key_ends[i - 1] };
         self.has_key[i].then(|| &self.keys[start..self.key_ends[i]])
+    }
+}
+
+/// A micro-batch read from an input.
+#[derive(Debug, Default)]
+pub struct InputBatch {
+    /// Records per source.
+    pub records: HashMap<String, RawRecords>,
+    /// `source -> partition -> [start, end)`.
+    pub ranges: BTreeMap<String, BTreeMap<i32, (i64, i64)>>,
+    /// `source -> partition -> idle`: whether the partition had nothing more to read.
+    pub idle: BTreeMap<String, BTreeMap<i32, bool>>,
+}
+
+impl InputBatch {
+    /// Records read.
+    pub fn len(&self) -> usize {
+        self.records.values().map(RawRecords::len).sum()
+    }
+
+    /// Whether nothing was read.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

@@ -19,10 +19,12 @@ use datafusion::logical_expr::{BinaryExpr, Expr, JoinType, LogicalPlan, Operator
 use datafusion::prelude::SessionContext;
 
 use super::aggregate::SplitPlan;
-use super::window::{WindowSpec, WindowTables, WindowUse, interval_micros, windowed_schema};
-use super::{StreamOutput, StreamPipeline};
+use super::intervals::interval_micros;
+use super::join_bounds::bounds_of;
+use super::new_session;
+use super::window::{WindowSpec, WindowTables, WindowUse, windowed_schema};
+use crate::config::stream_pipeline::{StreamOutput, StreamPipeline};
 use crate::error::{Error, Result};
-use crate::query::new_session;
 
 /// How a query is computed across micro-batches.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,7 +133,9 @@ pub async fn analyse(
         job: pipeline.name.clone(),
         file: output.sql_path.clone(),
         message,
+        cause: None,
     };
+    let df_error = |e: datafusion::error::DataFusionError| Error::sql(&pipeline.name, &output.sql_path, e);
     let schemas = pipeline
         .sources
         .iter()
@@ -139,12 +143,12 @@ pub async fn analyse(
         .collect();
     let tables = Arc::new(WindowTables::new(schemas));
     let ctx = planning_session(pipeline, outputs, &tables);
-    let df = ctx.sql(&output.sql).await.map_err(|e| sql_error(e.to_string()))?;
+    let df = ctx.sql(&output.sql).await.map_err(df_error)?;
     let plan = df.logical_plan().clone();
-    let optimized = ctx.state().optimize(&plan).map_err(|e| sql_error(e.to_string()))?;
+    let optimized = ctx.state().optimize(&plan).map_err(df_error)?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    let physical = df.create_physical_plan().await.map_err(|e| sql_error(e.to_string()))?;
-    let split = SplitPlan::split(&physical).map_err(|e| sql_error(e.to_string()))?;
+    let physical = df.create_physical_plan().await.map_err(df_error)?;
+    let split = SplitPlan::split(&physical).map_err(df_error)?;
 
     let reads = plain_tables(&plan, pipeline, outputs);
     let windows = tables.seen();
@@ -208,7 +212,7 @@ pub async fn analyse(
         .as_ref()
         .map(SplitPlan::state_schema)
         .transpose()
-        .map_err(|e| sql_error(e.to_string()))?;
+        .map_err(df_error)?;
     Ok(Analysis {
         kind,
         reads,
@@ -288,13 +292,11 @@ fn join_bound(
     let driving_time = &pipeline
         .source(&window.source)
         .expect("analysed windows name sources")
-        .def
-        .event_time;
+        .event_time_column;
     let joined_time = &pipeline
         .source(joined)
         .expect("plain_tables returns known sources")
-        .def
-        .event_time;
+        .event_time_column;
     let mut found = None;
     plan.apply_with_subqueries(|node| {
         if let LogicalPlan::Join(join) = node {
@@ -380,66 +382,41 @@ struct Terms<'a> {
     joined: (&'a str, &'a str),
 }
 
-/// Lower and upper offsets of the joined time relative to the driving time, from conditions.
+/// Lower and upper offsets of the joined time relative to the driving time, from conditions
+/// bounding one by the other (either way round).
 fn bounds(conditions: &[Expr], terms: &Terms) -> (Option<i64>, Option<i64>) {
     let (mut lower, mut upper): (Option<i64>, Option<i64>) = (None, None);
-    let mut add = |bound: Bound| match bound {
-        Bound::Lower(v) => lower = Some(lower.map_or(v, |l| l.max(v))),
-        Bound::Upper(v) => upper = Some(upper.map_or(v, |u| u.min(v))),
+    let mut add = |is_lower: bool, offset: i64| {
+        if is_lower {
+            lower = Some(lower.map_or(offset, |l| l.max(offset)));
+        } else {
+            upper = Some(upper.map_or(offset, |u| u.min(offset)));
+        }
     };
-    for condition in conditions {
-        for conjunct in split_conjunction(condition) {
-            match conjunct {
-                Expr::Between(between) if !between.negated => {
-                    // joined BETWEEN driving + a AND driving + b
-                    if let (Some(0), Some(a), Some(b)) = (
-                        time_term(&between.expr, terms.joined),
-                        time_term(&between.low, terms.driving),
-                        time_term(&between.high, terms.driving),
-                    ) {
-                        add(Bound::Lower(a));
-                        add(Bound::Upper(b));
-                    }
-                    // driving BETWEEN joined + a AND joined + b  =>  joined ∈ [driving - b, driving - a]
-                    if let (Some(0), Some(a), Some(b)) = (
-                        time_term(&between.expr, terms.driving),
-                        time_term(&between.low, terms.joined),
-                        time_term(&between.high, terms.joined),
-                    ) {
-                        add(Bound::Lower(-b));
-                        add(Bound::Upper(-a));
-                    }
-                }
-                Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
-                    let lesser = matches!(op, Operator::Lt | Operator::LtEq);
-                    let greater = matches!(op, Operator::Gt | Operator::GtEq);
-                    // joined + a (op) driving + b  =>  joined (op) driving + (b - a)
-                    if let (Some(a), Some(b)) = (time_term(left, terms.joined), time_term(right, terms.driving)) {
-                        if greater {
-                            add(Bound::Lower(b - a));
-                        } else if lesser {
-                            add(Bound::Upper(b - a));
-                        }
-                    }
-                    // driving + a (op) joined + b  =>  joined (flipped op) driving + (a - b)
-                    if let (Some(a), Some(b)) = (time_term(left, terms.driving), time_term(right, terms.joined)) {
-                        if greater {
-                            add(Bound::Upper(a - b));
-                        } else if lesser {
-                            add(Bound::Lower(a - b));
-                        }
-                    }
-                }
-                _ => {}
+    for conjunct in conditions.iter().flat_map(split_conjunction) {
+        let joined_by_driving = bounds_of(conjunct, &time_column(terms.joined), &|e| {
+            time_term(e, terms.driving).is_some()
+        });
+        if let Some(found) = joined_by_driving {
+            for bound in found {
+                add(bound.lower, time_term(&bound.value, terms.driving).expect("checked"));
             }
+            continue;
+        }
+        // driving >= joined + a  is  joined <= driving - a, and the other way round.
+        let driving_by_joined = bounds_of(conjunct, &time_column(terms.driving), &|e| {
+            time_term(e, terms.joined).is_some()
+        });
+        for bound in driving_by_joined.into_iter().flatten() {
+            add(!bound.lower, -time_term(&bound.value, terms.joined).expect("checked"));
         }
     }
     (lower, upper)
 }
 
-enum Bound {
-    Lower(i64),
-    Upper(i64),
+/// Whether a column is `qualifier.column` (or `column` unqualified).
+fn time_column<'a>((qualifier, column): (&'a str, &'a str)) -> impl Fn(&Column) -> bool + 'a {
+    move |c: &Column| c.name == column && c.relation.as_ref().is_none_or(|r| r.table() == qualifier)
 }
 
 /// `qualifier.column`, `... + INTERVAL`, `... - INTERVAL`: the interval offset in microseconds.
@@ -471,7 +448,7 @@ fn time_term(expr: &Expr, (qualifier, column): (&str, &str)) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stream::pipeline::tests::{output, pipeline};
+    use crate::config::stream_pipeline::tests::{output, pipeline};
 
     const MINUTE: i64 = 60_000_000;
 

@@ -1,8 +1,14 @@
 //! JSON records (lines of a file, values of stream records) decoded straight into Arrow with
 //! arrow-json, with every bad record identified and rejected alone.
 //!
+//! A record is one JSON object: it gives exactly one row or one reject, whatever its bytes — an
+//! empty record, a value that is not an object, a truncated object, two objects back to back
+//! (`{...}{...}`), a value that does not fit its column are each rejected with the reason
+//! (arrow-json's, or ours for empty records and more than one value).
+//!
 //! The fast path feeds a whole batch of records to one arrow-json decoder. Only when that fails
-//! is the batch split, to find exactly which records are bad.
+//! is the batch split, to find exactly which records are bad. Large micro-batches are decoded on
+//! every core ([`decode_in_parallel`]).
 
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
@@ -11,6 +17,7 @@ use arrow::record_batch::RecordBatch;
 
 use super::BATCH_ROWS;
 use super::extended_json::rewrite_document;
+use super::reject::{Location, Reject};
 
 /// Which JSON the lines hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,17 +26,6 @@ pub enum Dialect {
     Plain,
     /// MongoDB Extended JSON as written by `mongoexport`.
     MongoExtended,
-}
-
-/// A record the decoder could not read: its id, why, and its bytes as received.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejected {
-    /// The id it was pushed with (a line number, a position in a micro-batch).
-    pub id: u64,
-    /// Why it was rejected.
-    pub reason: String,
-    /// The record's bytes (after the Extended JSON rewrite, when there was one).
-    pub raw: Vec<u8>,
 }
 
 /// What a decoder produced: rows in push order, the ids of the records they came from, and
@@ -41,8 +37,11 @@ pub struct Decoded {
     /// For each row, in order, the id of its record.
     pub ids: Vec<u64>,
     /// Records that could not be read.
-    pub rejected: Vec<Rejected>,
+    pub rejected: Vec<Reject>,
 }
+
+/// A record that failed, before its location is known: its id, why, and its bytes.
+type Failure = (u64, String, Vec<u8>);
 
 /// Decodes JSON records (one per line of a file, or one per stream record) into record batches
 /// of the declared schema.
@@ -53,7 +52,9 @@ pub struct JsonDecoder {
     text: Vec<u8>,
     /// For each pending record: its id and byte range in `text`.
     pending: Vec<(u64, std::ops::Range<usize>)>,
-    out: Decoded,
+    batches: Vec<RecordBatch>,
+    ids: Vec<u64>,
+    failures: Vec<Failure>,
 }
 
 impl JsonDecoder {
@@ -64,16 +65,19 @@ impl JsonDecoder {
             dialect,
             text: Vec::new(),
             pending: Vec::with_capacity(BATCH_ROWS),
-            out: Decoded::default(),
+            batches: Vec::new(),
+            ids: Vec::new(),
+            failures: Vec::new(),
         }
     }
 
-    /// Adds one record; blank records (empty lines) are skipped.
+    /// Adds one record.
     pub fn push(&mut self, id: u64, record: &[u8]) {
-        let record = record.trim_ascii();
-        if record.is_empty() {
-            return;
+        let trimmed = record.trim_ascii();
+        if trimmed.is_empty() {
+            return self.reject(id, "empty record: a record is one JSON object".into(), record.to_vec());
         }
+        let record = trimmed;
         let start = self.text.len();
         match self.dialect {
             Dialect::Plain => self.text.extend_from_slice(record),
@@ -91,14 +95,23 @@ impl JsonDecoder {
         }
     }
 
-    /// Decodes what is pending and returns everything decoded.
-    pub fn finish(mut self) -> Decoded {
+    /// Decodes what is pending and returns everything decoded; `locate` says where the record
+    /// pushed with an id was, for the rejects of `source`.
+    pub fn finish(mut self, source: &str, locate: impl Fn(u64) -> Location) -> Decoded {
         self.flush_pending();
-        self.out
+        Decoded {
+            batches: self.batches,
+            ids: self.ids,
+            rejected: self
+                .failures
+                .into_iter()
+                .map(|(id, reason, raw)| Reject::new(source, locate(id), reason, &raw))
+                .collect(),
+        }
     }
 
     fn reject(&mut self, id: u64, reason: String, raw: Vec<u8>) {
-        self.out.rejected.push(Rejected { id, reason, raw });
+        self.failures.push((id, reason, raw));
     }
 
     fn new_decoder(&self) -> Decoder {
@@ -124,22 +137,27 @@ impl JsonDecoder {
 
     fn keep(&mut self, batch: Option<RecordBatch>, records: &[(u64, std::ops::Range<usize>)]) {
         if let Some(batch) = batch {
-            self.out.ids.extend(records.iter().map(|(id, _)| *id));
-            self.out.batches.push(batch);
+            self.ids.extend(records.iter().map(|(id, _)| *id));
+            self.batches.push(batch);
         }
     }
 
     /// Decodes records together; fails if any one of them is bad.
     fn decode_records(&self, records: &[(u64, std::ops::Range<usize>)]) -> Result<Option<RecordBatch>, ArrowError> {
         let mut decoder = self.new_decoder();
-        for (_, range) in records {
+        for (decoded, (_, range)) in records.iter().enumerate() {
             let record = &self.text[range.clone()];
             let consumed = decoder.decode(record)?;
-            // A record must hold exactly one complete value; a truncated one would otherwise
-            // swallow the next.
+            // A record must hold exactly one complete value: a truncated one would otherwise
+            // swallow the next, and `{...}{...}` would give two rows for one record.
             if consumed != record.len() || decoder.has_partial_record() {
                 return Err(ArrowError::JsonError(
                     "the record is not one complete JSON object".into(),
+                ));
+            }
+            if decoder.len() != decoded + 1 {
+                return Err(ArrowError::JsonError(
+                    "the record holds more than one JSON value; a record is one JSON object".into(),
                 ));
             }
         }
@@ -168,6 +186,54 @@ impl JsonDecoder {
     }
 }
 
+/// Below this many records per thread, decoding on one thread is faster than starting more.
+const RECORDS_PER_THREAD: usize = 8_192;
+
+/// Decodes `count` records (`record(i)` is record `i`, its id `i`) on every core: the records
+/// are cut into consecutive runs, one per thread, and the results joined in order.
+pub fn decode_in_parallel<'r>(
+    schema: &SchemaRef,
+    dialect: Dialect,
+    count: usize,
+    record: impl Fn(usize) -> &'r [u8] + Sync,
+    source: &str,
+    locate: impl Fn(u64) -> Location + Sync,
+) -> Decoded {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = cores.min(count / RECORDS_PER_THREAD).max(1);
+    let decode_run = |range: std::ops::Range<usize>| {
+        let mut decoder = JsonDecoder::new(schema.clone(), dialect);
+        for i in range {
+            decoder.push(i as u64, record(i));
+        }
+        decoder.finish(source, &locate)
+    };
+    if threads == 1 {
+        return decode_run(0..count);
+    }
+    let per_thread = count.div_ceil(threads);
+    let parts: Vec<Decoded> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let range = t * per_thread..((t + 1) * per_thread).min(count);
+                let decode_run = &decode_run;
+                scope.spawn(move || decode_run(range))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("JSON decoding does not panic"))
+            .collect()
+    });
+    let mut all = Decoded::default();
+    for part in parts {
+        all.batches.extend(part.batches);
+        all.ids.extend(part.ids);
+        all.rejected.extend(part.rejected);
+    }
+    all
+}
+
 fn describe_decode_error(error: &ArrowError) -> String {
     match error {
         ArrowError::JsonError(message) => message.clone(),
@@ -193,6 +259,69 @@ mod tests {
         ]))
     }
 
+    fn at_line(line: u64) -> Location {
+        Location::Line {
+            file: "m.json".into(),
+            line,
+        }
+    }
+
+    #[test]
+    fn every_malformed_shape_is_one_reject_and_every_good_record_one_row() {
+        let cases: &[(&[u8], Option<&str>)] = &[
+            (br#"{"_id":"a","n":1}"#, None),
+            (
+                br#"{"_id":"b","n":2}{"_id":"c","n":3}"#,
+                Some("more than one JSON value|trailing characters"),
+            ),
+            (
+                br#"{"_id":"d"} {"_id":"e"}"#,
+                Some("more than one JSON value|trailing characters"),
+            ),
+            (br#"{"_id":"f","n":"#, Some("")),
+            (b"", Some("empty record")),
+            (b"   \t ", Some("empty record")),
+            (b"null", Some("")),
+            (b"42", Some("")),
+            (br#"[{"_id":"g"}]"#, Some("")),
+            (br#""text""#, Some("")),
+            (br#"{"_id":"h","n":"many"}"#, Some("")),
+            (b"\xff\xfe{}", Some("")),
+            (br#"{"_id":"i","n":4}"#, None),
+            (b"{}", Some("")),
+            (br#"{"_id":"j"}}"#, Some("")),
+        ];
+        for dialect in [Dialect::Plain, Dialect::MongoExtended] {
+            let mut decoder = JsonDecoder::new(schema(), dialect);
+            for (i, (record, _)) in cases.iter().enumerate() {
+                decoder.push(i as u64 + 1, record);
+            }
+            let Decoded { batches, ids, rejected } = decoder.finish("raw", at_line);
+            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+            assert_eq!(rows, ids.len(), "{dialect:?}: one id per row");
+            let good: Vec<u64> = (1..=cases.len() as u64)
+                .filter(|i| cases[*i as usize - 1].1.is_none())
+                .collect();
+            assert_eq!(ids, good, "{dialect:?}");
+            assert_eq!(
+                rows + rejected.len(),
+                cases.len(),
+                "{dialect:?}: every record accounted for once"
+            );
+            for reject in &rejected {
+                let Location::Line { line, .. } = reject.location else {
+                    unreachable!()
+                };
+                let expected = cases[line as usize - 1].1.expect("only bad records are rejected");
+                assert!(
+                    expected.split('|').any(|e| reject.reason.contains(e)),
+                    "{dialect:?} line {line}: {}",
+                    reject.reason
+                );
+            }
+        }
+    }
+
     #[test]
     fn good_lines_decode_and_each_bad_line_is_rejected_with_its_number() {
         let mut decoder = JsonDecoder::new(schema(), Dialect::MongoExtended);
@@ -207,7 +336,7 @@ mod tests {
         for (i, line) in lines.iter().enumerate() {
             decoder.push(i as u64 + 1, line.as_bytes());
         }
-        let Decoded { batches, ids, rejected } = decoder.finish();
+        let Decoded { batches, ids, rejected } = decoder.finish("raw", at_line);
         assert_eq!(ids, [1, 6]);
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         assert_eq!(rows, 2);
@@ -223,11 +352,12 @@ mod tests {
             })
             .collect();
         assert_eq!(ids, ["a", "e"]);
-        let ids: Vec<_> = rejected.iter().map(|r| r.id).collect();
-        assert_eq!(ids, [2, 4, 5]);
-        assert!(rejected[1].reason.contains("not a number"), "{:?}", rejected[1]);
+        let lines_rejected: Vec<String> = rejected.iter().map(|r| r.location.to_string()).collect();
+        assert_eq!(lines_rejected, ["m.json:2", "m.json:3", "m.json:4", "m.json:5"]);
+        assert!(rejected[1].reason.contains("empty record"), "{:?}", rejected[1]);
+        assert!(rejected[2].reason.contains("not a number"), "{:?}", rejected[2]);
         assert_eq!(
-            rejected[1].raw,
+            rejected[2].raw,
             lines[3].replace(r#"{"$oid":"c"}"#, r#""c""#).as_bytes()
         );
     }
@@ -237,9 +367,9 @@ mod tests {
         let mut decoder = JsonDecoder::new(schema(), Dialect::Plain);
         decoder.push(1, br#"{"_id":"a","n":1"#);
         decoder.push(2, br#"{"_id":"b","n":2}"#);
-        let Decoded { batches, rejected, .. } = decoder.finish();
+        let Decoded { batches, rejected, .. } = decoder.finish("raw", at_line);
         assert_eq!(rejected.len(), 1);
-        assert_eq!(rejected[0].id, 1);
+        assert_eq!(rejected[0].location, at_line(1));
         let n = batches[0].column(1).as_primitive::<Int64Type>();
         assert_eq!((n.len(), n.value(0)), (1, 2));
     }
@@ -250,7 +380,7 @@ mod tests {
         for i in 0..(BATCH_ROWS as u64 + 10) {
             decoder.push(i + 1, format!(r#"{{"_id":"{i}","n":{i}}}"#).as_bytes());
         }
-        let Decoded { batches, rejected, .. } = decoder.finish();
+        let Decoded { batches, rejected, .. } = decoder.finish("raw", at_line);
         assert!(rejected.is_empty());
         assert_eq!(
             batches.iter().map(|b| b.num_rows()).collect::<Vec<_>>(),

@@ -1,0 +1,127 @@
+//! Kafka clients, shared by the Kafka source, the Kafka sink and `produce`: the client settings
+//! every client starts from, the error for brokers that do not answer, topic administration,
+//! and broker requests retried with [`RetryPolicy::BROKER`].
+
+use std::time::Duration;
+
+use backon::BlockingRetryable;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+
+use crate::error::{Error, Result};
+use crate::retry::RetryPolicy;
+
+/// How long to wait for brokers before a request counts as failed.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Client settings shared by the consumer, the producer and the admin client.
+pub fn client_config(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("socket.timeout.ms", "10000")
+        .set("log_level", "3");
+    config
+}
+
+/// The error for brokers that do not answer.
+pub fn unreachable(brokers: &str, e: impl std::fmt::Display) -> Error {
+    Error::Source {
+        source_name: "kafka".into(),
+        location: brokers.to_string(),
+        message: format!(
+            "cannot reach Kafka at {brokers} ({e}). Set KAFKA_BOOTSTRAP_SERVERS (or `brokers` under [kafka] in the \
+             pipeline file), or start a broker: `scripts/services.sh start` runs Apache Kafka on 127.0.0.1:9092, \
+             `docker compose -f docker/compose.yml up -d kafka` on localhost:29092"
+        ),
+        retryable: true,
+    }
+}
+
+/// Runs a blocking broker request again while it fails (a broker away, a leader moving), per
+/// [`RetryPolicy::BROKER`], logging each retry with the brokers' address.
+pub fn with_retries<T>(
+    brokers: &str,
+    what: &str,
+    request: impl FnMut() -> rdkafka::error::KafkaResult<T>,
+) -> Result<T> {
+    request
+        .retry(RetryPolicy::BROKER.backoff())
+        .sleep(std::thread::sleep)
+        .notify(|e, wait| {
+            tracing::warn!(brokers = %brokers, error = %e, retry_in_ms = wait.as_millis() as u64, "{what} failed; retrying")
+        })
+        .call()
+        .map_err(|e| unreachable(brokers, e))
+}
+
+/// A partition's first and end offsets (blocking).
+pub fn watermarks(consumer: &BaseConsumer, brokers: &str, topic: &str, partition: i32) -> Result<(i64, i64)> {
+    with_retries(brokers, "reading end offsets", || {
+        consumer.fetch_watermarks(topic, partition, REQUEST_TIMEOUT)
+    })
+}
+
+/// The partitions of `topic` (blocking).
+pub fn partitions(consumer: &BaseConsumer, brokers: &str, topic: &str) -> Result<Vec<i32>> {
+    let metadata = with_retries(brokers, "reading topic metadata", || {
+        consumer.fetch_metadata(Some(topic), REQUEST_TIMEOUT)
+    })?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect())
+}
+
+/// Whether `topic` exists with at least one partition (blocking, one try).
+pub fn topic_exists(consumer: &BaseConsumer, brokers: &str, topic: &str) -> Result<bool> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
+        .map_err(|e| unreachable(brokers, e))?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty()))
+}
+
+/// Creates `topic` with `partitions` partitions unless it exists; returns whether it was created.
+pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<bool> {
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(brokers).create().map_err(|e| unreachable(brokers, e))?;
+    let exists = tokio::task::block_in_place(|| {
+        admin.inner().fetch_metadata(Some(topic), REQUEST_TIMEOUT).map(|m| {
+            m.topics()
+                .iter()
+                .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+        })
+    })
+    .map_err(|e| unreachable(brokers, e))?;
+    if exists {
+        return Ok(false);
+    }
+    let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let results = admin
+        .create_topics(
+            [&new_topic],
+            &AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT)),
+        )
+        .await
+        .map_err(|e| unreachable(brokers, e))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => {
+                return Err(Error::Sink {
+                    table: format!("kafka:{name} at {brokers}"),
+                    message: format!("cannot create the topic: {code}"),
+                    retryable: false,
+                });
+            }
+        }
+    }
+    Ok(true)
+}
