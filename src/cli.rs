@@ -398,6 +398,11 @@ pub struct StreamRunArgs {
     /// Process what Kafka holds now, commit and exit (for scheduled incremental runs).
     #[arg(long, conflicts_with_all = ["from_files", "from_generator"])]
     pub until_caught_up: bool,
+
+    /// Process at most N micro-batches, then commit, save the state and exit; the next run goes
+    /// on from there.
+    #[arg(long, value_name = "N")]
+    pub max_epochs: Option<u64>,
 }
 
 /// Parses a duration flag such as `30s`, `10m` or `1h`.

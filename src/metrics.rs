@@ -17,6 +17,8 @@ pub enum Ended {
     CaughtUp,
     /// Stopped by a signal after committing the epoch in progress.
     Stopped,
+    /// `--max-epochs` micro-batches were processed.
+    EpochLimit,
 }
 
 /// What a run did.

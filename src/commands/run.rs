@@ -22,10 +22,10 @@ pub async fn run(settings: &Settings, args: RunArgs, progress: &Progress) -> Res
         return super::run_stream::run(settings, pipeline, args).await;
     }
     let stream = &args.stream;
-    if stream.from_files.is_some() || stream.from_generator || stream.until_caught_up {
+    if stream.from_files.is_some() || stream.from_generator || stream.until_caught_up || stream.max_epochs.is_some() {
         return Err(Error::Usage(format!(
-            "`{}` is a batch job: --from-files, --from-generator and --until-caught-up are for streaming \
-             pipelines ({})",
+            "`{}` is a batch job: --from-files, --from-generator, --until-caught-up and --max-epochs are for \
+             streaming pipelines ({})",
             args.target,
             registry
                 .streams()

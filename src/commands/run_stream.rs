@@ -77,6 +77,7 @@ pub async fn run(settings: &Settings, pipeline: &StreamPipeline, args: RunArgs) 
         until_caught_up: stream.until_caught_up,
         stop,
         without_sinks: false,
+        max_epochs: stream.max_epochs,
     };
     let report = engine.run(&options).await?;
     print_summary(pipeline, kind, &report, engine.checkpoint_location());
@@ -89,6 +90,7 @@ fn print_summary(pipeline: &StreamPipeline, input: &str, report: &RunReport, che
         Ended::EndOfInput => "input consumed, every window closed",
         Ended::CaughtUp => "caught up",
         Ended::Stopped => "stopped",
+        Ended::EpochLimit => "micro-batch limit reached",
     };
     println!(
         "{} from {input}: {} epoch(s){}, {} records in {:.2}s ({:.0} records/s); {ended}",

@@ -174,15 +174,6 @@ mod tests {
     use crate::config::pipeline::{RecordFormat, WriteMode};
 
     #[test]
-    fn durations_read_as_written_in_pipeline_files() {
-        assert_eq!(parse_duration("5 minutes").unwrap(), Duration::from_secs(300));
-        assert_eq!(parse_duration("1 minute").unwrap(), Duration::from_secs(60));
-        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert!(parse_duration("soon").unwrap_err().contains("not a duration"));
-    }
-
-    #[test]
     fn a_streaming_pipeline_file_parses_with_defaults() {
         let text = r#"
             description = "x"

@@ -470,4 +470,36 @@ pub(crate) mod tests {
             .sources
             .remove(0)
     }
+
+    #[test]
+    fn every_bad_setting_is_reported_at_once_with_its_field_and_file() {
+        let text = r#"
+            description = "x"
+            mode = "streaming"
+            [trigger]
+            interval = "soon"
+            max_records = 0
+            [sources.clicks]
+            kind = "kafka"
+            topic = "clickstream"
+            event_time = "ts"
+            watermark = "5 minuets"
+            columns = { id = "string", ts = "timestamp" }
+            [sources.users]
+            kind = "csv"
+            path = "users.csv"
+            columns = { id = "string" }
+            [outputs]
+        "#;
+        let file: StreamPipelineFile = toml::from_str(text).unwrap();
+        let project = Project::new(crate::project::ProjectLocation::BuiltIn);
+        let problems = StreamPipeline::resolve("p", "pipelines/p.toml", file, &project).unwrap_err();
+        let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(text.len(), 4, "{text:#?}");
+        assert!(text.iter().all(|p| p.starts_with("pipelines/p.toml: ")), "{text:#?}");
+        assert!(text[0].contains("trigger.interval: `soon` is not a duration") && text[0].contains("\"30s\""));
+        assert!(text[1].contains("trigger.max_records must be at least 1"));
+        assert!(text[2].contains("sources.clicks.watermark: `5 minuets` is not a duration"));
+        assert!(text[3].contains("sources.users: a streaming pipeline reads `kind = \"kafka\"` sources"));
+    }
 }

@@ -46,6 +46,9 @@ pub struct RunOptions {
     /// Skip the sinks, and the stateless outputs (bronze copies) no other output reads, whose
     /// rows would go nowhere: benchmarks of decoding, state and windows alone.
     pub without_sinks: bool,
+    /// Stop after this many micro-batches (and save the state): a scheduler's bounded run, or a
+    /// test restoring the state at every epoch boundary.
+    pub max_epochs: Option<u64>,
 }
 
 /// Where the sinks' servers are.
@@ -173,12 +176,16 @@ impl<'a> Engine<'a> {
         let started = Instant::now();
         let mut last_progress = Instant::now();
         let mut progress_from = (self.report.records, self.epoch);
+        let first_epoch = self.epoch;
         self.report.ended = loop {
             if self.finished {
                 break Ended::EndOfInput;
             }
             if options.stop.load(Ordering::SeqCst) {
                 break Ended::Stopped;
+            }
+            if options.max_epochs.is_some_and(|max| self.epoch - first_epoch >= max) {
+                break Ended::EpochLimit;
             }
             if options.until_caught_up && self.input.caught_up(&self.positions).await? {
                 break Ended::CaughtUp;

@@ -398,12 +398,25 @@ fn the_sql_shell_completes_table_names_and_ctrl_c_cancels_the_query_not_the_shel
     wait_for("gold.daily_metrics");
     keys(&["\\;", "Enter"]);
     wait_for("1 row(s) in");
-    keys(&[
-        "SELECT count(*) FROM (SELECT unnest(range(1, 400000000)) AS a) AS x WHERE a % 7 = 3",
-        "\\;",
-        "Enter",
-    ]);
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    let slow = "SELECT count(*) FROM (SELECT unnest(range(1, 400000000)) AS a) AS x WHERE a % 7 = 3";
+    keys(&[slow, "\\;", "Enter"]);
+    // The shell took the line and runs it once the cursor has left the line the query is on.
+    let cursor_line = || {
+        let out = tmux(&["display-message", "-p", "-t", &session, "#{cursor_y}"]);
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<usize>()
+            .unwrap_or(0)
+    };
+    let running = (0..300).any(|_| {
+        let query_line = screen().lines().position(|l| l.contains("unnest(range(1, 400000000))"));
+        if query_line.is_some_and(|line| cursor_line() > line) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        false
+    });
+    assert!(running, "the shell never took the slow query:\n{}", screen());
     keys(&["C-c"]);
     wait_for("query cancelled");
     keys(&["SELECT 40 + 2 AS answer", "\\;", "Enter"]);

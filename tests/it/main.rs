@@ -8,5 +8,6 @@ mod services;
 mod sql_files;
 mod stream_support;
 mod streaming;
+mod streaming_golden;
 mod streaming_runs;
 mod support;

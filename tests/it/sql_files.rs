@@ -1,9 +1,17 @@
 //! SQL tests as data: every `tests/slt/*.slt` file runs in its own session holding an empty
 //! table for every source and lake table, with the exact schemas the pipelines declare or
-//! produce. Files fill them with `INSERT`, run a job's real SQL and expectations with the one
-//! extension statement `RUN JOB <job> [FOR <day> | FROM <day> TO <day>]`, and check the rows it
-//! would write (registered as its sink table) and `last_run_violations(rule, on_violation,
-//! violations)`.
+//! produce. Files fill them with `INSERT` and run the project's real SQL with two extension
+//! statements:
+//!
+//! - `RUN JOB <job> [FOR <day> | FROM <day> TO <day>]`: a batch job's SQL and expectations; the
+//!   rows it would write are registered as its sink table (a Parquet export's as
+//!   `<layer>.<folder>`), and `last_run_violations(rule,
+//!   on_violation, violations)` holds what its expectations found;
+//! - `RUN OUTPUT <pipeline> <output>`: a streaming pipeline's outputs over the rows of its source
+//!   tables as one micro-batch that ends the input (every window closes, every join completes);
+//!   the output's final rows (for an aggregate without a window: its groups after the batch) are
+//!   registered as a table named after the output. The Kafka columns of a source row are filled
+//!   in: its topic, partition 0, its position as offset.
 
 use std::sync::Arc;
 
@@ -16,10 +24,16 @@ use datafusion::datasource::MemTable;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use quickchat_etl::catalog::{TableName, layer_schema};
+use quickchat_etl::config::pipeline::SinkDef;
+use quickchat_etl::config::stream_pipeline::StreamSource;
 use quickchat_etl::jobs::Registry;
 use quickchat_etl::jobs::planner::plan_all;
 use quickchat_etl::jobs::runner::run_in_memory;
+use quickchat_etl::metrics::RunReport;
+use quickchat_etl::query::analysis::QueryKind;
 use quickchat_etl::query::{DateRange, RunParams, new_session};
+use quickchat_etl::stream::micro_batch::MicroBatch;
+use quickchat_etl::stream::outputs::{plan, run_outputs};
 use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType};
 
 use crate::support::{registry, repo_root};
@@ -54,7 +68,32 @@ async fn sql_files_behave_as_their_slt_tests_say() {
     );
 }
 
-/// A session with every table of the project, empty, plus `RUN JOB`.
+/// Every batch job and every streaming output is run by some `.slt` file.
+#[test]
+fn every_sql_file_has_an_slt_test() {
+    let registry = registry();
+    let slt: String = std::fs::read_dir(repo_root().join("tests/slt"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    let mut untested: Vec<String> = registry
+        .jobs()
+        .filter(|job| {
+            !slt.contains(&format!("RUN JOB {}\n", job.name)) && !slt.contains(&format!("RUN JOB {} ", job.name))
+        })
+        .map(|job| job.sql_path.clone())
+        .collect();
+    for pipeline in registry.streams() {
+        for output in &pipeline.outputs {
+            if !slt.contains(&format!("RUN OUTPUT {} {}\n", pipeline.name, output.name)) {
+                untested.push(output.sql_path.clone());
+            }
+        }
+    }
+    assert!(untested.is_empty(), "SQL files without an .slt test: {untested:?}");
+}
+
+/// A session with every table of the project, empty, plus `RUN JOB` and `RUN OUTPUT`.
 struct JobDb {
     ctx: SessionContext,
     registry: Arc<Registry>,
@@ -80,7 +119,73 @@ impl JobDb {
                 ctx.register_table(source.name.as_str(), Arc::new(empty)).unwrap();
             }
         }
+        for pipeline in registry.streams() {
+            for source in &pipeline.sources {
+                let empty = MemTable::try_new(nullable(&source.schema), vec![vec![]]).unwrap();
+                ctx.register_table(source.name.as_str(), Arc::new(empty)).unwrap();
+            }
+        }
         Self { ctx, registry }
+    }
+
+    async fn run_output(&mut self, statement: &str) -> Result<(), DbError> {
+        let error = |e: &dyn std::fmt::Display| DbError(e.to_string());
+        let [_, _, pipeline, output] = statement.split_whitespace().collect::<Vec<_>>()[..] else {
+            return Err(DbError(format!(
+                "expected RUN OUTPUT <pipeline> <output>, got `{statement}`"
+            )));
+        };
+        let pipeline = self
+            .registry
+            .stream(pipeline)
+            .ok_or_else(|| DbError(format!("unknown streaming pipeline {pipeline}")))?
+            .clone();
+        let mut batch = MicroBatch {
+            end_of_input: true,
+            ..Default::default()
+        };
+        for source in &pipeline.sources {
+            let inserted = self
+                .ctx
+                .table(source.name.as_str())
+                .await
+                .map_err(|e| error(&e))?
+                .collect()
+                .await
+                .map_err(|e| error(&e))?;
+            let rows = source_rows(source, &inserted).map_err(|e| error(&e))?;
+            batch.on_time.insert(source.name.clone(), rows.clone());
+            batch.all.insert(source.name.clone(), rows.clone());
+            batch.buffers.insert(source.name.clone(), rows);
+        }
+        let (mut queries, _) = plan(&pipeline)
+            .await
+            .map_err(|problems| DbError(format!("{problems:?}")))?;
+        let emitted = run_outputs(
+            &mut queries,
+            &Arc::new(pipeline.clone()),
+            &Arc::new(batch),
+            false,
+            &mut RunReport::default(),
+        )
+        .await
+        .map_err(|e| error(&e))?;
+        let (query, emitted) = queries
+            .iter()
+            .zip(emitted)
+            .find(|(q, _)| q.output.name == output)
+            .ok_or_else(|| DbError(format!("no output {output} in {}", pipeline.name)))?;
+        let rows = match query.analysis.kind {
+            QueryKind::Global => emitted.update,
+            _ => emitted.append,
+        };
+        let schema = rows.first().map_or(query.analysis.schema.clone(), |b| b.schema());
+        let _ = self.ctx.deregister_table(output);
+        let table = MemTable::try_new(schema, vec![rows]).map_err(|e| error(&e))?;
+        self.ctx
+            .register_table(output, Arc::new(table))
+            .map_err(|e| error(&e))?;
+        Ok(())
     }
 
     async fn run_job(&mut self, statement: &str) -> Result<(), DbError> {
@@ -108,7 +213,14 @@ impl JobDb {
         let (rows, report) = run_in_memory(&self.ctx, job, &RunParams::new(range), &self.registry)
             .await
             .map_err(|e| DbError(e.to_string()))?;
-        if let Some(table) = &job.sink_table {
+        let parquet_table = match &job.sink {
+            SinkDef::Parquet(def) => Some(TableName {
+                layer: job.layer.clone(),
+                table: def.path.rsplit('/').next().unwrap_or_default().to_string(),
+            }),
+            _ => None,
+        };
+        if let Some(table) = job.sink_table.as_ref().or(parquet_table.as_ref()) {
             let schema = match rows.first() {
                 Some(batch) => batch.schema(),
                 None => self
@@ -151,6 +263,27 @@ fn parse_day(text: &str) -> Result<NaiveDate, DbError> {
         .map_err(|_| DbError(format!("`{text}` is not a YYYY-MM-DD day")))
 }
 
+/// The rows inserted into a stream source's table, as the source's batch: Kafka columns filled
+/// in (the topic, partition 0, the row's position as offset), every column of its declared type.
+fn source_rows(source: &StreamSource, inserted: &[RecordBatch]) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let all = arrow::compute::concat_batches(&nullable(&source.schema), inserted)?;
+    let rows = all.num_rows();
+    let columns = source
+        .schema
+        .fields()
+        .iter()
+        .map(|field| -> Result<arrow::array::ArrayRef, arrow::error::ArrowError> {
+            Ok(match field.name().as_str() {
+                "_kafka_topic" => Arc::new(arrow::array::StringArray::from(vec![source.topic.as_str(); rows])),
+                "_kafka_partition" => Arc::new(arrow::array::Int32Array::from(vec![0; rows])),
+                "_kafka_offset" => Arc::new(arrow::array::Int64Array::from_iter_values(0..rows as i64)),
+                name => arrow::compute::cast(all.column_by_name(name).expect("declared column"), field.data_type())?,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(source.schema.clone(), columns)
+}
+
 /// Tests insert only the columns they care about; the rest stay NULL.
 fn nullable(schema: &arrow::datatypes::SchemaRef) -> arrow::datatypes::SchemaRef {
     let fields: Vec<_> = schema
@@ -176,6 +309,10 @@ impl AsyncDB for JobDb {
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, DbError> {
         if sql.trim_start().to_ascii_uppercase().starts_with("RUN JOB ") {
             self.run_job(sql.trim()).await?;
+            return Ok(DBOutput::StatementComplete(0));
+        }
+        if sql.trim_start().to_ascii_uppercase().starts_with("RUN OUTPUT ") {
+            self.run_output(sql.trim()).await?;
             return Ok(DBOutput::StatementComplete(0));
         }
         let df = self.ctx.sql(sql).await.map_err(|e| DbError(e.to_string()))?;

@@ -525,6 +525,7 @@ async fn broker_faults_lose_and_double_nothing() {
         .map(|(topic, contents)| (topic.clone(), contents[files[topic].len()..].to_vec()))
         .collect();
     sent += produce_files_to(&bootstrap, &pipeline, &added).await;
+    crate::support::logged_warnings();
     cluster.broker_down(2).unwrap();
     let second = std::thread::scope(|scope| {
         let running = scope.spawn(|| {
@@ -534,7 +535,20 @@ async fn broker_faults_lose_and_double_nothing() {
                 .unwrap();
             runtime.block_on(run(&pipeline, &lake.lake, &bootstrap, &settings))
         });
-        std::thread::sleep(Duration::from_millis(1500));
+        // The run cannot read the partitions broker 2 leads: it retries, saying so with the
+        // brokers' address, and waits for it instead of ending.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let retried = || {
+            crate::support::logged_warnings()
+                .iter()
+                .any(|l| l.contains("retrying") && l.contains(bootstrap.as_str()))
+        };
+        while !retried() {
+            assert!(std::time::Instant::now() < deadline, "no retry logged in 60 s");
+            assert!(!running.is_finished(), "the second run ended before the fault");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!running.is_finished(), "the run ended while broker 2 was down");
         cluster.broker_up(2).unwrap();
         running.join().unwrap()
     });

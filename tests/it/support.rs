@@ -21,6 +21,37 @@ use quickchat_etl::project::{Project, ProjectLocation};
 use quickchat_etl::query::DateRange;
 use quickchat_etl::repl::exec::lake_session;
 
+/// Warnings and errors logged in this test process, one line each (a subscriber capturing them
+/// is installed on the first call): what a test waits for when the event it needs is a retry.
+pub fn logged_warnings() -> Vec<String> {
+    use std::sync::{Mutex, OnceLock};
+    static LINES: OnceLock<&'static Mutex<Vec<u8>>> = OnceLock::new();
+    let lines = LINES.get_or_init(|| {
+        let lines: &'static Mutex<Vec<u8>> = Box::leak(Box::new(Mutex::new(Vec::new())));
+        struct Capture(&'static Mutex<Vec<u8>>);
+        impl std::io::Write for Capture {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || Capture(lines))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber");
+        lines
+    });
+    String::from_utf8_lossy(&lines.lock().unwrap())
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
 /// The status code a process ends with for `code`.
 pub fn exit(code: quickchat_etl::ExitCode) -> Option<i32> {
     Some(i32::from(code.code()))
@@ -249,7 +280,13 @@ fn first_difference(expected: &str, actual: &str) -> String {
 /// Compares dumps with the checked-in files under `tests/golden/`, or rewrites them when
 /// `UPDATE_GOLDEN=1`.
 pub fn assert_golden(dumps: &BTreeMap<String, String>) {
-    let folder = repo_root().join("tests/golden");
+    assert_golden_in("tests/golden", dumps);
+}
+
+/// Compares dumps with the checked-in files of a folder of the repository (one `<table>.txt`
+/// each), or rewrites them when `UPDATE_GOLDEN=1`.
+pub fn assert_golden_in(folder: &str, dumps: &BTreeMap<String, String>) {
+    let folder = repo_root().join(folder);
     if std::env::var("UPDATE_GOLDEN").is_ok_and(|v| v == "1") {
         std::fs::create_dir_all(&folder).unwrap();
         for (table, dump) in dumps {
