@@ -1,12 +1,15 @@
 //! The lake: where tables live, reaching files under it (local or S3), finding its Delta
-//! tables and registering them in a DataFusion session as `<layer>.<table>`.
+//! tables, reading them (opening a table, its DataFusion provider, the epochs a stream recorded
+//! in it) and registering them in a DataFusion session as `<layer>.<table>`. Writing them is
+//! `sinks::delta`'s: deltalake is called from these two files only.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
+use datafusion::catalog::{MemorySchemaProvider, SchemaProvider, TableProvider};
 use datafusion::prelude::SessionContext;
+use deltalake::{DeltaTable, DeltaTableError};
 use futures::TryStreamExt;
 use object_store::ObjectStore;
 use object_store::path::Path as ObjectPath;
@@ -14,7 +17,6 @@ use url::Url;
 
 use crate::config::LakeLocation;
 use crate::error::{Error, Result};
-use crate::sinks::delta;
 
 /// A lake table name, `<layer>.<table>`, stored at `<lake>/<layer>/<table>/`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -171,7 +173,7 @@ impl Lake {
     pub async fn register_all(&self, ctx: &SessionContext) -> Result<Vec<TableName>> {
         let tables = self.list_tables().await?;
         for table in &tables {
-            let provider = delta::table_provider(self, table, ctx).await?;
+            let provider = table_provider(self, table, ctx).await?;
             layer_schema(ctx, &table.layer)
                 .register_table(table.table.clone(), provider)
                 .map_err(|e| Error::Lake {
@@ -180,6 +182,57 @@ impl Lake {
                 })?;
         }
         Ok(tables)
+    }
+}
+
+/// Opens a lake table; `None` when there is no Delta table there yet.
+pub async fn open(lake: &Lake, table: &TableName) -> Result<Option<DeltaTable>> {
+    let url = lake.table_url(table);
+    // deltalake refuses a local folder that does not exist rather than reporting no table.
+    if let Ok(path) = url.to_file_path()
+        && !path.join("_delta_log").is_dir()
+    {
+        return Ok(None);
+    }
+    let opened = DeltaTable::try_from_url_with_storage_options(url.clone(), lake.location().storage_options.clone())
+        .await
+        .map_err(|e| lake_error(table, lake, e))?;
+    Ok(opened.version().is_some().then_some(opened))
+}
+
+/// A DataFusion provider reading the table's current version; the table's object store is
+/// registered with the session so scans can reach it.
+pub async fn table_provider(lake: &Lake, table: &TableName, ctx: &SessionContext) -> Result<Arc<dyn TableProvider>> {
+    let opened = open(lake, table).await?.ok_or_else(|| Error::Lake {
+        location: lake.table_url(table).to_string(),
+        message: format!("{table} is not a Delta table"),
+    })?;
+    opened
+        .update_datafusion_session(&ctx.state())
+        .map_err(|e| lake_error(table, lake, e))?;
+    opened.table_provider().await.map_err(|e| Error::Lake {
+        location: lake.table_url(table).to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// The last version application `app_id` recorded in the table (with
+/// [`DeltaSink::with_app_transaction`]); `None` when it never wrote there.
+pub async fn app_transaction_version(lake: &Lake, table: &TableName, app_id: &str) -> Result<Option<i64>> {
+    let Some(opened) = open(lake, table).await? else {
+        return Ok(None);
+    };
+    let snapshot = opened.snapshot().map_err(|e| lake_error(table, lake, e))?;
+    snapshot
+        .transaction_version(opened.log_store().as_ref(), app_id)
+        .await
+        .map_err(|e| lake_error(table, lake, e))
+}
+
+fn lake_error(table: &TableName, lake: &Lake, e: DeltaTableError) -> Error {
+    Error::Lake {
+        location: format!("{} ({table})", lake.table_url(table)),
+        message: e.to_string(),
     }
 }
 

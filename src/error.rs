@@ -156,6 +156,9 @@ pub enum Error {
         message: String,
         /// Whether trying again later may succeed (server away, network).
         retryable: bool,
+        /// The client's error, when there is one.
+        #[source]
+        cause: Option<Cause>,
     },
 
     /// A sink could not be written.
@@ -167,6 +170,9 @@ pub enum Error {
         message: String,
         /// Whether trying again later may succeed.
         retryable: bool,
+        /// The client's error, when there is one.
+        #[source]
+        cause: Option<Cause>,
     },
 
     /// Reading the lake (listing, opening a Delta table) failed.

@@ -28,7 +28,7 @@ pub fn client_config(brokers: &str) -> ClientConfig {
 }
 
 /// The error for brokers that do not answer.
-pub fn unreachable(brokers: &str, e: impl std::fmt::Display) -> Error {
+pub fn unreachable(brokers: &str, e: rdkafka::error::KafkaError) -> Error {
     Error::Source {
         source_name: "kafka".into(),
         location: brokers.to_string(),
@@ -38,6 +38,7 @@ pub fn unreachable(brokers: &str, e: impl std::fmt::Display) -> Error {
              `docker compose -f docker/compose.yml up -d kafka` on localhost:29092"
         ),
         retryable: true,
+        cause: Some(Box::new(e)),
     }
 }
 
@@ -119,6 +120,7 @@ pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result
                     table: format!("kafka:{name} at {brokers}"),
                     message: format!("cannot create the topic: {code}"),
                     retryable: false,
+                    cause: None,
                 });
             }
         }

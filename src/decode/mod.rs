@@ -91,6 +91,7 @@ impl BoundedRecords for BoundedDecoder<'_> {
                 location: file.to_string(),
                 message,
                 retryable: false,
+                cause: None,
             })?;
         self.batches.extend(batches);
         self.rejected.extend(rejected);
@@ -140,7 +141,7 @@ pub fn decode_records(
     };
 
     let values = concat_batches(&source.value_schema, &batches)
-        .map_err(|e| Error::Internal(format!("source {}: {e}", source.name)))?;
+        .map_err(|e| Error::compute(format!("decoding source {}", source.name), e))?;
     let index = |i: &u64| *i as usize;
     let mut columns: Vec<ArrayRef> = values.columns().to_vec();
     columns.push(Arc::new(StringArray::from(vec![source.topic.as_str(); ids.len()])));
@@ -159,7 +160,7 @@ pub fn decode_records(
             raw.key(index(i)).map(|k| String::from_utf8_lossy(k).into_owned())
         }))));
     let batch = RecordBatch::try_new(source.schema.clone(), columns)
-        .map_err(|e| Error::Internal(format!("source {}: {e}", source.name)))?;
+        .map_err(|e| Error::compute(format!("decoding source {}", source.name), e))?;
 
     // A record without an event time cannot be placed in any window.
     let event_time = batch.column(source.event_time);
@@ -183,7 +184,8 @@ pub fn decode_records(
         Location::Record { partition, offset, .. } => (partition, offset),
         _ => (0, 0),
     });
-    let batch = filter_record_batch(&batch, &keep).map_err(|e| Error::Internal(e.to_string()))?;
+    let batch = filter_record_batch(&batch, &keep)
+        .map_err(|e| Error::compute(format!("decoding source {}", source.name), e))?;
     Ok((batch, rejected))
 }
 

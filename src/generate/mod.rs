@@ -16,6 +16,7 @@ use std::fmt;
 
 use chrono::NaiveDate;
 use object_store::{ObjectStoreExt, PutPayload};
+use rand::Rng;
 use url::Url;
 
 use crate::catalog::Lake;
@@ -107,6 +108,12 @@ pub async fn write_file(lake: &Lake, folder: &Url, relative: &str, contents: Vec
             table: url.to_string(),
             message: e.to_string(),
             retryable: true,
+            cause: None,
         })?;
     Ok(())
+}
+
+/// One of `items`, at random.
+pub(crate) fn pick<'a, T>(rng: &mut rand_chacha::ChaCha8Rng, items: &'a [T]) -> &'a T {
+    &items[rng.random_range(0..items.len())]
 }

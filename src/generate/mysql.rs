@@ -18,6 +18,7 @@ pub async fn load_users(url: &str, users: &[User]) -> Result<()> {
         table: format!("{} table users", redact_url(url)),
         message,
         retryable: true,
+        cause: None,
     };
     let opts = Opts::from_url(url).map_err(|e| error(format!("bad MySQL URL: {e}")))?;
     let mut conn = Conn::new(opts)

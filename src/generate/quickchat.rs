@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::mongo_json::{Doc, Mode, ObjectId};
 use super::users::{User, make_users, write_users_csv};
-use super::{Counts, DataSetFiles, DataSetSpec};
+use super::{Counts, DataSetFiles, DataSetSpec, pick};
 
 struct Conversation {
     id: ObjectId,
@@ -76,10 +76,6 @@ pub fn generate(spec: &DataSetSpec) -> DataSetFiles {
 
 fn midnight(date: NaiveDate) -> DateTime<Utc> {
     date.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc()
-}
-
-pub(super) fn pick<'a, T>(rng: &mut ChaCha8Rng, items: &'a [T]) -> &'a T {
-    &items[rng.random_range(0..items.len())]
 }
 
 /// A standard normal sample (Box–Muller).

@@ -6,8 +6,7 @@ use chrono::{DateTime, Duration, Utc};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use super::DataSetSpec;
-use super::quickchat::pick;
+use super::{DataSetSpec, pick};
 
 /// How active a user is over the period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

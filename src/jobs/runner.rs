@@ -287,7 +287,7 @@ pub async fn run_in_memory(
         .zip(report.violation_counts())
         .map(|(rule, count)| (rule.name.clone(), rule.on_violation.as_str().to_string(), count))
         .collect();
-    let rows = rows.map_err(|e| quality_error(Error::Internal(e.to_string()), job, &violations))?;
+    let rows = rows.map_err(|e| quality_error(Error::compute(format!("job `{}`", job.name), e), job, &violations))?;
     Ok((rows, report))
 }
 

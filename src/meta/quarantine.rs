@@ -197,7 +197,7 @@ pub async fn record(
         .into_iter()
         .filter(|e| seen.insert((e.rule.clone(), e.location.clone(), e.record.clone())))
         .collect();
-    let exists = crate::sinks::delta::open(lake, &table_name()).await?.is_some();
+    let exists = crate::catalog::open(lake, &table_name()).await?.is_some();
     if entries.is_empty() && !exists {
         return Ok(SinkMetrics::default());
     }
@@ -245,7 +245,7 @@ pub async fn append_epoch(
         return Ok(SinkMetrics::default());
     }
     let table = table_name();
-    if crate::sinks::delta::app_transaction_version(lake, &table, app_id)
+    if crate::catalog::app_transaction_version(lake, &table, app_id)
         .await?
         .is_some_and(|v| v >= epoch as i64)
     {

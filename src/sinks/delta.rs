@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::record_batch::RecordBatch;
-use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::SessionState;
@@ -21,7 +20,7 @@ use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableError};
 
 use super::{Replace, SinkMetrics};
-use crate::catalog::{Lake, TableName};
+use crate::catalog::{Lake, TableName, open};
 use crate::error::{Error, Result};
 
 /// The session a write runs in: the caller's (its tables, the project's extension nodes such as
@@ -34,62 +33,6 @@ fn writer_session(ctx: &SessionContext) -> Arc<SessionState> {
             .with_query_planner(planner)
             .build(),
     )
-}
-
-/// Opens a lake table; `None` when there is no Delta table there yet.
-pub async fn open(lake: &Lake, table: &TableName) -> Result<Option<DeltaTable>> {
-    let url = lake.table_url(table);
-    // deltalake refuses a local folder that does not exist rather than reporting no table.
-    if let Ok(path) = url.to_file_path()
-        && !path.join("_delta_log").is_dir()
-    {
-        return Ok(None);
-    }
-    let opened = DeltaTable::try_from_url_with_storage_options(url.clone(), lake.location().storage_options.clone())
-        .await
-        .map_err(|e| lake_error(table, lake, e))?;
-    Ok(opened.version().is_some().then_some(opened))
-}
-
-/// A DataFusion provider reading the table's current version; the table's object store is
-/// registered with the session so scans can reach it.
-pub async fn table_provider(lake: &Lake, table: &TableName, ctx: &SessionContext) -> Result<Arc<dyn TableProvider>> {
-    let opened = open(lake, table).await?.ok_or_else(|| Error::Lake {
-        location: lake.table_url(table).to_string(),
-        message: format!("{table} is not a Delta table"),
-    })?;
-    opened
-        .update_datafusion_session(&ctx.state())
-        .map_err(|e| lake_error(table, lake, e))?;
-    opened.table_provider().await.map_err(|e| Error::Lake {
-        location: lake.table_url(table).to_string(),
-        message: e.to_string(),
-    })
-}
-
-/// The last version application `app_id` recorded in the table (with
-/// [`DeltaSink::with_app_transaction`]); `None` when it never wrote there.
-pub async fn app_transaction_version(lake: &Lake, table: &TableName, app_id: &str) -> Result<Option<i64>> {
-    let Some(opened) = open(lake, table).await? else {
-        return Ok(None);
-    };
-    let snapshot = opened.snapshot().map_err(|e| lake_error(table, lake, e))?;
-    snapshot
-        .transaction_version(opened.log_store().as_ref(), app_id)
-        .await
-        .map_err(|e| lake_error(table, lake, e))
-}
-
-/// The latest version of a table and the row count it holds, for summaries.
-pub async fn version(lake: &Lake, table: &TableName) -> Result<Option<i64>> {
-    Ok(open(lake, table).await?.and_then(|t| t.version()).map(|v| v as i64))
-}
-
-fn lake_error(table: &TableName, lake: &Lake, e: DeltaTableError) -> Error {
-    Error::Lake {
-        location: format!("{} ({table})", lake.table_url(table)),
-        message: e.to_string(),
-    }
 }
 
 /// Writes into one Delta table of the lake.
@@ -291,6 +234,7 @@ impl<'l> DeltaSink<'l> {
             table: self.table.to_string(),
             message,
             retryable: false,
+            cause: None,
         }
     }
 
@@ -300,6 +244,7 @@ impl<'l> DeltaSink<'l> {
             table: self.table.to_string(),
             message: e.to_string(),
             retryable,
+            cause: Some(Box::new(e)),
         }
     }
 }

@@ -21,12 +21,12 @@ use chrono::Utc;
 use datafusion::logical_expr::Expr;
 use datafusion::prelude::SessionContext;
 
-use super::delta::{DeltaSink, Upsert, app_transaction_version, existing, incoming};
+use super::delta::{DeltaSink, Upsert, existing, incoming};
 use super::kafka::KafkaSink;
 use super::mysql::MysqlSink;
 use super::parquet::ParquetSink;
 use super::{Replace, SinkMetrics, console};
-use crate::catalog::{Lake, TableName};
+use crate::catalog::{Lake, TableName, app_transaction_version};
 use crate::config::columns::timestamp_type;
 use crate::config::pipeline::{SinkDef, WriteMode};
 use crate::config::stream_pipeline::{StreamPipeline, StreamSource};
@@ -173,6 +173,7 @@ impl<'a> SinkWriter<'a> {
                     table: format!("mysql:{}", def.table),
                     message: "no MySQL URL configured: set MYSQL_URL (and MYSQL_USER/MYSQL_PASSWORD)".into(),
                     retryable: false,
+                    cause: None,
                 })?;
                 if self.mysql.is_none() {
                     self.mysql = Some(MysqlSink::connect(&url).await?);
@@ -204,6 +205,7 @@ impl<'a> SinkWriter<'a> {
                     table: format!("kafka:{}", def.topic),
                     message: "no Kafka brokers configured: set KAFKA_BOOTSTRAP_SERVERS".into(),
                     retryable: false,
+                    cause: None,
                 })?;
                 if self.kafka.is_none() {
                     self.kafka = Some(KafkaSink::connect(&brokers)?);
@@ -304,9 +306,9 @@ mod tests {
     use arrow::datatypes::DataType;
 
     use super::*;
+    use crate::catalog::open;
     use crate::config::pipeline::DeltaSinkDef;
     use crate::config::stream_pipeline::tests::pipeline;
-    use crate::sinks::delta::open;
 
     #[tokio::test]
     async fn a_delta_sink_compacts_after_every_n_commits_and_keeps_rows_and_epochs() {
@@ -336,7 +338,7 @@ mod tests {
         assert_eq!(files_after, [1, 2, 1, 2], "three one-file commits compacted into one");
 
         let ctx = crate::query::new_session();
-        let provider = crate::sinks::delta::table_provider(&lake, &table, &ctx).await.unwrap();
+        let provider = crate::catalog::table_provider(&lake, &table, &ctx).await.unwrap();
         assert_eq!(
             ctx.read_table(provider).unwrap().count().await.unwrap(),
             40,

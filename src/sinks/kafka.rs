@@ -55,6 +55,7 @@ impl KafkaSink {
             table: format!("kafka:{topic} at {}", self.brokers),
             message,
             retryable: true,
+            cause: None,
         }
     }
 

@@ -182,12 +182,18 @@ fn sink_error(shown: &str, message: String, retryable: bool) -> Error {
         table: format!("mysql {shown}"),
         message,
         retryable,
+        cause: None,
     }
 }
 
 fn mysql_error(shown: &str, table: &str, e: mysql_async::Error) -> Error {
     let retryable = matches!(e, mysql_async::Error::Io(_) | mysql_async::Error::Driver(_));
-    sink_error(shown, format!("{table}: {e}"), retryable)
+    Error::Sink {
+        table: format!("mysql {shown}"),
+        message: format!("{table}: {e}"),
+        retryable,
+        cause: Some(Box::new(e)),
+    }
 }
 
 fn quoted(name: &str) -> String {

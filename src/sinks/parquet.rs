@@ -158,6 +158,7 @@ impl<'l> ParquetSink<'l> {
             table: format!("parquet {}", self.url),
             message,
             retryable,
+            cause: None,
         }
     }
 }

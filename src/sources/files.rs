@@ -38,6 +38,7 @@ pub async fn list_files(source_name: &str, path: &str, lake: &Lake) -> Result<Ve
         location: shown(&url, &object_path),
         message,
         retryable: false,
+        cause: None,
     };
     match store.head(&object_path).await {
         Ok(_) => {
@@ -175,6 +176,7 @@ impl FileInput {
                             source.topic
                         ),
                         retryable: false,
+                        cause: None,
                     });
                 }
                 Err(e) => return Err(read_error(&source.name, &file, e)),
@@ -238,6 +240,7 @@ impl FileInput {
                             file.len()
                         ),
                         retryable: false,
+                        cause: None,
                     });
                 }
             }
@@ -294,5 +297,6 @@ fn read_error(source_name: &str, file: &FileRef, e: object_store::Error) -> Erro
         location: file.shown.clone(),
         message: e.to_string(),
         retryable,
+        cause: Some(Box::new(e)),
     }
 }

@@ -108,6 +108,7 @@ impl KafkaInput {
                         source.topic, source.topic
                     ),
                     retryable: false,
+                    cause: None,
                 });
             }
             topics.insert(source.name.clone(), source.topic.clone());
@@ -426,6 +427,7 @@ impl Reader {
                     missing.join(", ")
                 ),
                 retryable: false,
+                cause: None,
             });
         }
         Ok(batch)

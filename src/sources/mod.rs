@@ -78,6 +78,7 @@ pub async fn read(source: &Source, cx: SourceContext<'_>, into: &mut dyn Bounded
                           or give the source a csv_export"
                     .into(),
                 retryable: false,
+                cause: None,
             }),
         },
         SourceDef::Kafka(_) => Err(Error::config_in(
@@ -102,6 +103,7 @@ async fn read_csv(
                 location: file.shown.clone(),
                 message,
                 retryable: false,
+                cause: None,
             },
             other => other,
         })?;

@@ -21,6 +21,7 @@ pub async fn read_table(source: &Source, table: &str, url: &str, into: &mut dyn 
         location: location.clone(),
         message,
         retryable,
+        cause: None,
     };
     let mut identifiers = source.schema.fields().iter().map(|f| f.name().as_str()).chain([table]);
     if let Some(bad) = identifiers.find(|name| !is_plain_identifier(name)) {

@@ -91,7 +91,7 @@ impl Alerts {
                 continue;
             };
             let internal =
-                |e: datafusion::error::DataFusionError| Error::Internal(format!("alerts rule `{}`: {e}", rule.name));
+                |e: datafusion::error::DataFusionError| Error::compute(format!("alerts rule `{}`", rule.name), e);
             let df = self.ctx.read_batches(rows.iter().cloned()).map_err(internal)?;
             let condition = df.parse_sql_expr(&rule.condition).map_err(internal)?;
             let matching = df

@@ -128,7 +128,7 @@ fn conform(schema: &SchemaRef, batches: Vec<RecordBatch>) -> Result<Vec<RecordBa
                     }
                 })
                 .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|e| Error::Internal(e.to_string()))?;
+                .map_err(|e| Error::compute("an output's rows", e))?;
             let relaxed = Arc::new(arrow::datatypes::Schema::new(
                 schema
                     .fields()
