@@ -197,6 +197,9 @@ pub enum BenchPart {
     Freshness,
     /// State rows and memory over a longer run from the generator.
     Soak,
+    /// `chat-analytics` over the same events as Protobuf records and as JSON records (held in
+    /// memory, no sinks): the cost of each decoder in a whole pipeline.
+    Protobuf,
 }
 
 /// Arguments of `bench`.

@@ -23,11 +23,13 @@ use crate::metrics::{Latencies, RunReport};
 use crate::sinks::kafka::KafkaSink;
 use crate::sources::Input;
 use crate::sources::files::FileInput;
-use crate::sources::generator::GeneratorInput;
+use crate::sources::generator::{GeneratorInput, json_to_protobuf};
 use crate::sources::kafka::KafkaInput;
 use crate::stream::engine::{Engine, RunOptions, SinkSettings};
 
 const PIPELINE: &str = "clickstream-analytics";
+/// The pipeline whose source is Protobuf.
+const CHAT_PIPELINE: &str = "chat-analytics";
 /// Event time between generated events: 1,000 events per second of event time.
 const EVENTS_PER_SECOND: f64 = 1_000.0;
 
@@ -70,6 +72,12 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> Result<()> {
         }
         if wants(BenchPart::Soak) {
             soak(&pipeline, &work, &args, &mut rows).await?;
+        }
+        if wants(BenchPart::Protobuf) {
+            let chat = registry
+                .stream(CHAT_PIPELINE)
+                .ok_or_else(|| Error::config(format!("no pipeline {CHAT_PIPELINE}")))?;
+            protobuf(chat, &work, args.events, &mut rows).await?;
         }
         Ok::<_, Error>(())
     }
@@ -484,6 +492,61 @@ async fn soak(pipeline: &StreamPipeline, work: &std::path::Path, args: &BenchArg
         peak_rss_mb: peak_rss_mb(),
         note: format!("second half: state {state_min}..{state_max} rows, RSS {rss_min}..{rss_max} MiB"),
     });
+    Ok(())
+}
+
+/// `chat-analytics` over the same generated events held in memory as Protobuf records, then as
+/// JSON records, without sinks: events/s of the whole pipeline with each decoder.
+async fn protobuf(pipeline: &StreamPipeline, work: &std::path::Path, events: u64, rows: &mut Vec<Row>) -> Result<()> {
+    let source = pipeline
+        .sources
+        .first()
+        .ok_or_else(|| Error::config(format!("{} has no source", pipeline.name)))?;
+    let descriptor = source
+        .protobuf
+        .clone()
+        .ok_or_else(|| Error::config(format!("source {} of {} is not Protobuf", source.name, pipeline.name)))?;
+    println!("protobuf: encoding {events} chat events ...");
+    let file = stream_files(pipeline, events, EVENTS_PER_SECOND, 1_704_067_200_000, 42)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Internal("no events generated".into()))?;
+    let json: Vec<Vec<u8>> = file
+        .contents
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect();
+    let protobuf: Vec<Vec<u8>> = json.iter().map(|j| json_to_protobuf(&descriptor, j)).collect();
+    let bytes = |records: &[Vec<u8>]| records.iter().map(Vec::len).sum::<usize>() / records.len().max(1);
+    println!(
+        "protobuf: {} bytes per Protobuf record, {} per JSON record",
+        bytes(&protobuf),
+        bytes(&json)
+    );
+    for (n, (phase, records, as_json)) in [
+        ("protobuf: chat, Protobuf records", protobuf, false),
+        ("protobuf: chat, same as JSON", json, true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let lake = lake_at(&work.join(format!("lake-protobuf-{n}")))?;
+        let records = BTreeMap::from([(source.name.clone(), records)]);
+        let input = Input::Files(FileInput::in_memory(records, as_json));
+        reset_peak_rss();
+        let options = RunOptions {
+            without_sinks: true,
+            ..Default::default()
+        };
+        let report = run_engine(pipeline, &lake, input, SinkSettings::default(), options).await?;
+        println!(
+            "{phase}: {:.0} events/s",
+            report.records as f64 / report.elapsed.as_secs_f64()
+        );
+        print_stages(&report);
+        rows.push(row(phase, &report, "decode + dedup + 3 windows, no sinks".into()));
+    }
     Ok(())
 }
 

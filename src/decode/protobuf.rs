@@ -50,14 +50,24 @@ struct FieldSpec {
 /// How a field's value is encoded, as far as decoding needs to know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum WireKind {
-    /// Varint, as written (`int32`, `int64`, `uint32`, `uint64`, `bool`, enums).
-    Varint { signed32: bool, unsigned64: bool },
+    /// Varint, sign-extended from 32 bits (`int32`, enums).
+    Int32,
+    /// Varint (`int64`, `uint32`).
+    Int64,
+    /// Varint, unsigned 64 bits.
+    Uint64,
+    /// Varint, 0 or 1.
+    Bool,
     /// Zig-zag varint (`sint32`, `sint64`).
     ZigZag,
-    /// 8 bytes: `fixed64` / `sfixed64` (integer) or `double`.
-    Fixed64 { float: bool, unsigned: bool },
-    /// 4 bytes: `fixed32` / `sfixed32` (integer) or `float`.
-    Fixed32 { float: bool, unsigned: bool },
+    /// 8 bytes, integer (`fixed64` unsigned, `sfixed64` signed).
+    Fixed64 { signed: bool },
+    /// 8 bytes, `double`.
+    Double,
+    /// 4 bytes, integer (`fixed32` unsigned, `sfixed32` signed).
+    Fixed32 { signed: bool },
+    /// 4 bytes, `float`.
+    Float,
     /// Length-delimited UTF-8.
     String,
     /// A `google.protobuf.Timestamp` message.
@@ -100,59 +110,34 @@ impl ProtobufDecoder {
                 return Err(wrong());
             }
             let kind = match field.kind() {
-                Kind::Int32 | Kind::Enum(_) => WireKind::Varint {
-                    signed32: true,
-                    unsigned64: false,
-                },
-                Kind::Int64 | Kind::Uint32 | Kind::Bool => WireKind::Varint {
-                    signed32: false,
-                    unsigned64: false,
-                },
-                Kind::Uint64 => WireKind::Varint {
-                    signed32: false,
-                    unsigned64: true,
-                },
+                Kind::Int32 | Kind::Enum(_) => WireKind::Int32,
+                Kind::Int64 | Kind::Uint32 => WireKind::Int64,
+                Kind::Uint64 => WireKind::Uint64,
+                Kind::Bool => WireKind::Bool,
                 Kind::Sint32 | Kind::Sint64 => WireKind::ZigZag,
-                Kind::Fixed64 => WireKind::Fixed64 {
-                    float: false,
-                    unsigned: true,
-                },
-                Kind::Sfixed64 => WireKind::Fixed64 {
-                    float: false,
-                    unsigned: false,
-                },
-                Kind::Double => WireKind::Fixed64 {
-                    float: true,
-                    unsigned: false,
-                },
-                Kind::Fixed32 => WireKind::Fixed32 {
-                    float: false,
-                    unsigned: true,
-                },
-                Kind::Sfixed32 => WireKind::Fixed32 {
-                    float: false,
-                    unsigned: false,
-                },
-                Kind::Float => WireKind::Fixed32 {
-                    float: true,
-                    unsigned: false,
-                },
+                Kind::Fixed64 => WireKind::Fixed64 { signed: false },
+                Kind::Sfixed64 => WireKind::Fixed64 { signed: true },
+                Kind::Double => WireKind::Double,
+                Kind::Fixed32 => WireKind::Fixed32 { signed: false },
+                Kind::Sfixed32 => WireKind::Fixed32 { signed: true },
+                Kind::Float => WireKind::Float,
                 Kind::String => WireKind::String,
                 Kind::Message(m) if m.full_name() == "google.protobuf.Timestamp" => WireKind::Timestamp,
                 Kind::Bytes | Kind::Message(_) => return Err(wrong()),
             };
+            let integer = !matches!(
+                kind,
+                WireKind::String | WireKind::Timestamp | WireKind::Double | WireKind::Float | WireKind::Bool
+            );
             let fits = match (column.data_type(), kind) {
                 (DataType::Utf8, WireKind::String) => true,
-                (DataType::Boolean, WireKind::Varint { .. }) => matches!(field.kind(), Kind::Bool),
-                (DataType::Int32 | DataType::Int64, k) => {
-                    !matches!(k, WireKind::String | WireKind::Timestamp)
-                        && !is_float(k)
-                        && !matches!(field.kind(), Kind::Bool)
+                (DataType::Boolean, WireKind::Bool) => true,
+                (DataType::Int32 | DataType::Int64, _) => integer,
+                (DataType::Float32 | DataType::Float64, k) => {
+                    integer || matches!(k, WireKind::Double | WireKind::Float)
                 }
-                (DataType::Float32 | DataType::Float64, k) => !matches!(k, WireKind::String | WireKind::Timestamp),
-                (DataType::Timestamp(TimeUnit::Microsecond, _), WireKind::Timestamp) => true,
-                (DataType::Timestamp(TimeUnit::Microsecond, _), WireKind::Varint { .. }) => {
-                    matches!(field.kind(), Kind::Int64)
+                (DataType::Timestamp(TimeUnit::Microsecond, _), k) => {
+                    matches!(k, WireKind::Timestamp | WireKind::Int64)
                 }
                 _ => false,
             };
@@ -256,33 +241,27 @@ impl ProtobufDecoder {
             };
             let spec = &self.fields[column];
             values[column] = match (spec.kind, wire_type) {
-                (WireKind::Varint { signed32, unsigned64 }, 0) => {
-                    let v = varint(record, &mut at)?;
-                    match (signed32, unsigned64) {
-                        // An int32 is sign-extended to 64 bits on the wire.
-                        (true, _) => Value::Int(i64::from(v as i32)),
-                        (_, true) => Value::Unsigned(v),
-                        _ => Value::Int(v as i64),
-                    }
-                }
+                (WireKind::Int32, 0) => Value::Int(i64::from(varint(record, &mut at)? as i32)),
+                (WireKind::Int64 | WireKind::Bool, 0) => Value::Int(varint(record, &mut at)? as i64),
+                (WireKind::Uint64, 0) => Value::Unsigned(varint(record, &mut at)?),
                 (WireKind::ZigZag, 0) => {
                     let v = varint(record, &mut at)?;
                     Value::Int(((v >> 1) as i64) ^ -((v & 1) as i64))
                 }
-                (WireKind::Fixed64 { float, unsigned }, 1) => {
+                (WireKind::Fixed64 { .. } | WireKind::Double, 1) => {
                     let bytes: [u8; 8] = take(record, &mut at, 8)?.try_into().expect("8 bytes");
-                    match (float, unsigned) {
-                        (true, _) => Value::Float(f64::from_le_bytes(bytes)),
-                        (_, true) => Value::Unsigned(u64::from_le_bytes(bytes)),
-                        _ => Value::Int(i64::from_le_bytes(bytes)),
+                    match spec.kind {
+                        WireKind::Double => Value::Float(f64::from_le_bytes(bytes)),
+                        _ if signed_of(spec.kind) => Value::Int(i64::from_le_bytes(bytes)),
+                        _ => Value::Unsigned(u64::from_le_bytes(bytes)),
                     }
                 }
-                (WireKind::Fixed32 { float, unsigned }, 5) => {
+                (WireKind::Fixed32 { .. } | WireKind::Float, 5) => {
                     let bytes: [u8; 4] = take(record, &mut at, 4)?.try_into().expect("4 bytes");
-                    match (float, unsigned) {
-                        (true, _) => Value::Float(f64::from(f32::from_le_bytes(bytes))),
-                        (_, true) => Value::Int(i64::from(u32::from_le_bytes(bytes))),
-                        _ => Value::Int(i64::from(i32::from_le_bytes(bytes))),
+                    match spec.kind {
+                        WireKind::Float => Value::Float(f64::from(f32::from_le_bytes(bytes))),
+                        _ if signed_of(spec.kind) => Value::Int(i64::from(i32::from_le_bytes(bytes))),
+                        _ => Value::Int(i64::from(u32::from_le_bytes(bytes))),
                     }
                 }
                 (WireKind::String, 2) => {
@@ -341,10 +320,11 @@ impl ProtobufDecoder {
     }
 }
 
-fn is_float(kind: WireKind) -> bool {
+/// Whether a fixed-width integer kind is signed.
+fn signed_of(kind: WireKind) -> bool {
     matches!(
         kind,
-        WireKind::Fixed64 { float: true, .. } | WireKind::Fixed32 { float: true, .. }
+        WireKind::Fixed64 { signed: true } | WireKind::Fixed32 { signed: true }
     )
 }
 

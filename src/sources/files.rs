@@ -145,9 +145,13 @@ impl LinesFile {
     }
 }
 
-/// Records from `DIR/<topic>.jsonl` files, read whole.
+/// Records from `DIR/<topic>.jsonl` files, read whole (or records held in memory, for
+/// benchmarks).
 pub struct FileInput {
     sources: BTreeMap<String, LinesFile>,
+    /// Whether the records are JSON lines whatever the sources' format (files are), rather
+    /// than in the sources' own format.
+    json_lines: bool,
 }
 
 impl FileInput {
@@ -183,7 +187,40 @@ impl FileInput {
             };
             sources.insert(source.name.clone(), LinesFile::new(file.shown, bytes));
         }
-        Ok(Self { sources })
+        Ok(Self {
+            sources,
+            json_lines: true,
+        })
+    }
+
+    /// Records held in memory, per source: JSON objects (`json_lines`), or in the sources' own
+    /// format (Protobuf messages for a Protobuf source). A replayable input without a file or a
+    /// broker, for benchmarks.
+    pub fn in_memory(records: BTreeMap<String, Vec<Vec<u8>>>, json_lines: bool) -> Self {
+        let sources = records
+            .into_iter()
+            .map(|(source, values)| {
+                let mut bytes = Vec::with_capacity(values.iter().map(Vec::len).sum());
+                let mut lines = Vec::with_capacity(values.len());
+                for value in values {
+                    let start = bytes.len();
+                    bytes.extend_from_slice(&value);
+                    lines.push((start, bytes.len()));
+                }
+                let file = LinesFile {
+                    shown: format!("memory:{source}"),
+                    bytes: Bytes::from(bytes),
+                    lines,
+                };
+                (source, file)
+            })
+            .collect();
+        Self { sources, json_lines }
+    }
+
+    /// Whether the records are JSON whatever the sources' declared format.
+    pub fn json_lines(&self) -> bool {
+        self.json_lines
     }
 
     fn position(positions: &Positions, source: &str) -> i64 {

@@ -137,7 +137,7 @@ impl Input {
 
     /// Whether record values are JSON whatever the source's format (files are JSON lines).
     pub fn always_json(&self) -> bool {
-        matches!(self, Input::Files(_))
+        matches!(self, Input::Files(files) if files.json_lines())
     }
 
     /// Where a run without a checkpoint starts.
