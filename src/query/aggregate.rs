@@ -23,7 +23,7 @@ use datafusion::execution::TaskContext;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, PhysicalGroupBy};
-use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
+use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions, reset_plan_states};
 use datafusion::physical_plan::{ExecutionPlan, collect};
 
 /// A query's physical plan split around its aggregate.
@@ -81,6 +81,14 @@ impl SplitPlan {
                 _ => return Ok(None),
             }
         }
+    }
+
+    /// The same split with `pre` ready to run again (its operators' run state cleared).
+    pub fn reset(&self) -> DfResult<Self> {
+        Ok(Self {
+            pre: reset_plan_states(self.pre.clone())?,
+            ..self.clone()
+        })
     }
 
     /// Accumulator states of `pre`'s rows, one row per group of this batch.

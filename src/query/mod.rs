@@ -7,6 +7,7 @@
 
 pub mod aggregate;
 pub mod analysis;
+pub mod bound_table;
 pub mod counting_join;
 pub mod expectations;
 pub mod intervals;

@@ -6,10 +6,10 @@
 //! `session_start` and `session_end`: per key, events less than or exactly `gap` apart share a
 //! session, which starts at its first event and ends at its last.
 //!
-//! The functions hold no logic of their own: each micro-batch the engine prepares the rows a
-//! query may aggregate now (see `stream::windowed`), and the functions hand them to DataFusion. Planning a
-//! query records which windows it uses; that is how the engine learns a query's windows from its
-//! SQL.
+//! The functions hold no logic of their own: they return a [`BoundTable`] to which, each
+//! micro-batch, the engine binds the rows a query may aggregate now, with their window columns
+//! (see `stream::windowed`). Planning a query records which windows it uses; that is how the
+//! engine learns a query's windows from its SQL.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,12 +19,12 @@ use arrow::compute::take;
 use arrow::datatypes::{Field, Schema, SchemaRef, TimestampMicrosecondType};
 use arrow::record_batch::RecordBatch;
 use datafusion::catalog::{TableFunctionImpl, TableProvider};
-use datafusion::datasource::MemTable;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::Expr;
 use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
 
+use super::bound_table::{Binding, BoundTable};
 use super::intervals::interval_micros;
 use crate::config::columns::timestamp_type;
 
@@ -71,13 +71,14 @@ pub struct WindowUse {
     pub spec: WindowSpec,
 }
 
-/// What the window functions of one planning return: the rows the engine prepared.
+/// What the window functions of one query's session return: tables bound to the rows the
+/// engine prepares.
 #[derive(Debug, Default)]
 pub struct WindowTables {
     /// Source table schemas, by name.
     schemas: HashMap<String, SchemaRef>,
-    /// Windowed rows prepared for this planning.
-    prepared: Mutex<HashMap<WindowUse, RecordBatch>>,
+    /// Per window: the rows bound to its table.
+    bindings: Mutex<HashMap<WindowUse, Binding>>,
     /// The calls made while planning.
     seen: Mutex<Vec<WindowUse>>,
 }
@@ -91,9 +92,18 @@ impl WindowTables {
         }
     }
 
-    /// Sets the rows (already carrying their window columns) a call returns.
+    /// Binds the rows (already carrying their window columns) a call's table holds.
     pub fn prepare(&self, window: WindowUse, rows: RecordBatch) {
-        self.prepared.lock().expect("window tables lock").insert(window, rows);
+        self.binding(window).bind(vec![rows]);
+    }
+
+    fn binding(&self, window: WindowUse) -> Binding {
+        self.bindings
+            .lock()
+            .expect("window tables lock")
+            .entry(window)
+            .or_default()
+            .clone()
     }
 
     /// The calls made while planning, in order.
@@ -189,15 +199,7 @@ impl TableFunctionImpl for WindowFunction {
             .expect("window tables lock")
             .push(window.clone());
         let schema = windowed_schema(&schema, &window.spec);
-        let rows = self
-            .tables
-            .prepared
-            .lock()
-            .expect("window tables lock")
-            .get(&window)
-            .cloned();
-        let partitions = rows.map(|rows| vec![rows]).unwrap_or_default();
-        Ok(Arc::new(MemTable::try_new(schema, vec![partitions])?))
+        Ok(Arc::new(BoundTable::new(schema, self.tables.binding(window))))
     }
 }
 

@@ -1,21 +1,26 @@
 //! One micro-batch as the outputs' queries see it: per source the rows on time, all rows kept,
-//! the rows joins may use and the watermark; the rows earlier outputs emitted; and the
-//! DataFusion session a query is planned in over those tables ([`QuerySql`]).
+//! the rows joins may use and the watermark; the rows earlier outputs emitted. An output's SQL
+//! is planned once ([`PlannedQuery`]) over tables each micro-batch binds its rows to
+//! ([`QuerySql::bind`]); the plan then runs again, reset, over the new rows.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
-use datafusion::prelude::{DataFrame, SessionContext};
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::execution_plan::reset_plan_states;
+use datafusion::physical_plan::{ExecutionPlan, collect};
+use datafusion::prelude::SessionContext;
 
 use super::join_buffer::joinable_rows;
 use crate::config::stream_pipeline::{StreamOutput, StreamPipeline};
 use crate::error::{Error, Result};
 use crate::query::aggregate::SplitPlan;
-use crate::query::analysis::{Analysis, QueryKind, planning_session};
+use crate::query::analysis::{Analysis, QueryKind};
+use crate::query::bound_table::{Binding, BoundTable};
+use crate::query::new_session;
 use crate::query::window::{WindowTables, WindowUse};
 
 /// Everything one micro-batch brings, shared by all outputs.
@@ -56,59 +61,91 @@ pub struct Emitted {
 /// The final rows earlier outputs emitted in this micro-batch, with their schemas, by output.
 pub type Finals = HashMap<String, (SchemaRef, Vec<RecordBatch>)>;
 
-/// A session with this micro-batch's tables for a query: the sources it reads (rows on time
-/// for aggregates, every row for stateless queries, the retained rows for joins), the earlier
-/// outputs' final rows, and the window functions returning `windowed` rows.
-pub fn query_session(
-    pipeline: &StreamPipeline,
-    analysis: &Analysis,
-    batch: &MicroBatch,
-    finals: &Finals,
-    windowed: Option<(&WindowUse, RecordBatch)>,
-) -> SessionContext {
-    let schemas = pipeline
-        .sources
-        .iter()
-        .map(|s| (s.name.clone(), s.schema.clone()))
-        .collect();
-    let tables = Arc::new(WindowTables::new(schemas));
-    if let Some((window, rows)) = &windowed {
-        tables.prepare((*window).clone(), rows.clone());
-    }
-    let output_schemas = finals
-        .iter()
-        .map(|(name, (schema, _))| (name.clone(), schema.clone()))
-        .collect();
-    let ctx = planning_session(pipeline, &output_schemas, &tables);
-    for name in &analysis.reads {
-        let (schema, rows) = match pipeline.source(name) {
-            Some(source) => {
-                let rows = match &analysis.kind {
-                    QueryKind::Stateless => batch.all.get(name).cloned(),
-                    QueryKind::Global => batch.on_time.get(name).cloned(),
-                    QueryKind::Windowed { join, window } => batch.buffers.get(name).map(|rows| {
-                        let driving_time = pipeline.source(&window.source).map(|s| s.event_time);
-                        let windowed_rows = windowed.as_ref().map(|(_, rows)| rows).zip(driving_time);
-                        joinable_rows(rows, source, join.as_ref(), windowed_rows)
-                    }),
-                };
-                (source.schema.clone(), rows.into_iter().collect::<Vec<_>>())
-            }
-            None => finals
-                .get(name)
-                .cloned()
-                .unwrap_or_else(|| (analysis.schema.clone(), Vec::new())),
-        };
-        let table = MemTable::try_new(schema, vec![rows]).expect("rows match their table's schema");
-        let _ = ctx.deregister_table(name.as_str());
-        ctx.register_table(name.as_str(), Arc::new(table))
-            .expect("tables register");
-    }
-    ctx
+/// An output's SQL planned once, over tables its micro-batches bind their rows to: the sources
+/// it reads, the earlier outputs it reads, and its window function's table.
+pub struct PlannedQuery {
+    ctx: SessionContext,
+    windows: Arc<WindowTables>,
+    tables: HashMap<String, Binding>,
+    plan: Arc<dyn ExecutionPlan>,
+    split: Option<SplitPlan>,
 }
 
-/// One output's SQL over micro-batches: what its operator plans with, and the error naming the
-/// output's SQL file when planning or running it fails.
+impl std::fmt::Debug for PlannedQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PlannedQuery({:?})", self.tables.keys().collect::<Vec<_>>())
+    }
+}
+
+impl PlannedQuery {
+    /// Plans `output` of `pipeline` (what `analysis` found it is); `outputs` are the schemas
+    /// of the outputs before it.
+    pub async fn new(
+        pipeline: &StreamPipeline,
+        output: &StreamOutput,
+        analysis: &Analysis,
+        outputs: &HashMap<String, SchemaRef>,
+    ) -> Result<Self> {
+        let error = |e| Error::sql(&pipeline.name, &output.sql_path, e);
+        let schemas = pipeline
+            .sources
+            .iter()
+            .map(|s| (s.name.clone(), s.schema.clone()))
+            .collect();
+        let windows = Arc::new(WindowTables::new(schemas));
+        let ctx = new_session();
+        // A plan run again with new rows must not carry filters derived from the rows of an
+        // earlier run (`reset_plan_states` cannot reset them).
+        ctx.state_ref()
+            .write()
+            .config_mut()
+            .options_mut()
+            .optimizer
+            .enable_dynamic_filter_pushdown = false;
+        windows.register(&ctx);
+        let mut tables = HashMap::new();
+        for name in &analysis.reads {
+            let schema = match pipeline.source(name) {
+                Some(source) => source.schema.clone(),
+                None => match outputs.get(name) {
+                    Some(schema) => schema.clone(),
+                    None => continue,
+                },
+            };
+            let binding = Binding::default();
+            ctx.register_table(name.as_str(), Arc::new(BoundTable::new(schema, binding.clone())))
+                .map_err(error)?;
+            tables.insert(name.clone(), binding);
+        }
+        let plan = ctx
+            .sql(&output.sql)
+            .await
+            .map_err(error)?
+            .create_physical_plan()
+            .await
+            .map_err(error)?;
+        tracing::trace!(output = %output.name, plan = %datafusion::physical_plan::displayable(plan.as_ref()).indent(true), "physical plan");
+        let split = match analysis.kind {
+            QueryKind::Stateless => None,
+            _ => Some(SplitPlan::split(&plan).map_err(error)?.ok_or_else(|| Error::Sql {
+                job: pipeline.name.clone(),
+                file: output.sql_path.clone(),
+                message: "the query lost its aggregate".into(),
+                cause: None,
+            })?),
+        };
+        Ok(Self {
+            ctx,
+            windows,
+            tables,
+            plan,
+            split,
+        })
+    }
+}
+
+/// One output's SQL over micro-batches: its plan, the tables to bind each micro-batch's rows to,
+/// and the error naming the output's SQL file when running it fails.
 #[derive(Clone, Copy)]
 pub struct QuerySql<'a> {
     /// The pipeline.
@@ -117,6 +154,8 @@ pub struct QuerySql<'a> {
     pub output: &'a StreamOutput,
     /// What its SQL is.
     pub analysis: &'a Analysis,
+    /// Its plan.
+    pub planned: &'a PlannedQuery,
 }
 
 impl QuerySql<'_> {
@@ -135,32 +174,52 @@ impl QuerySql<'_> {
         Error::sql(&self.pipeline.name, &self.output.sql_path, e)
     }
 
-    /// A session over this micro-batch's tables (see [`query_session`]).
-    pub fn session(
-        &self,
-        batch: &MicroBatch,
-        finals: &Finals,
-        windowed: Option<(&WindowUse, RecordBatch)>,
-    ) -> SessionContext {
-        query_session(self.pipeline, self.analysis, batch, finals, windowed)
+    /// Binds this micro-batch's rows to the query's tables: the sources it reads (rows on time
+    /// for aggregates, every row for stateless queries, the retained rows for joins — only
+    /// those the `windowed` rows' bounds can reach), the earlier outputs' final rows, and the
+    /// `windowed` rows to its window function's table.
+    pub fn bind(&self, batch: &MicroBatch, finals: &Finals, windowed: Option<(&WindowUse, RecordBatch)>) {
+        let (pipeline, analysis) = (self.pipeline, self.analysis);
+        for (name, binding) in &self.planned.tables {
+            let rows = match pipeline.source(name) {
+                Some(source) => match &analysis.kind {
+                    QueryKind::Stateless => batch.all.get(name).cloned(),
+                    QueryKind::Global => batch.on_time.get(name).cloned(),
+                    QueryKind::Windowed { join, window } => batch.buffers.get(name).map(|rows| {
+                        let driving_time = pipeline.source(&window.source).map(|s| s.event_time);
+                        let windowed_rows = windowed.as_ref().map(|(_, rows)| rows).zip(driving_time);
+                        joinable_rows(rows, source, join.as_ref(), windowed_rows)
+                    }),
+                }
+                .into_iter()
+                .collect(),
+                None => finals.get(name).map(|(_, rows)| rows.clone()).unwrap_or_default(),
+            };
+            binding.bind(rows);
+        }
+        if let Some((window, rows)) = windowed {
+            self.planned.windows.prepare(window.clone(), rows);
+        }
     }
 
-    /// The query planned in `ctx`.
-    pub async fn frame(&self, ctx: &SessionContext) -> Result<DataFrame> {
-        ctx.sql(&self.output.sql).await.map_err(|e| self.datafusion_error(e))
+    /// The task context queries run in.
+    pub fn task(&self) -> Arc<TaskContext> {
+        self.planned.ctx.task_ctx()
     }
 
-    /// The query's physical plan in `ctx`, split around its aggregate.
-    pub async fn split(&self, ctx: &SessionContext) -> Result<SplitPlan> {
-        let physical = self
-            .frame(ctx)
-            .await?
-            .create_physical_plan()
-            .await
-            .map_err(|e| self.datafusion_error(e))?;
-        tracing::trace!(output = %self.output.name, plan = %datafusion::physical_plan::displayable(physical.as_ref()).indent(true), "physical plan");
-        SplitPlan::split(&physical)
-            .map_err(|e| self.datafusion_error(e))?
-            .ok_or_else(|| self.error("the query lost its aggregate"))
+    /// Runs a stateless query over the rows bound.
+    pub async fn collect(&self) -> Result<Vec<RecordBatch>> {
+        let plan = reset_plan_states(self.planned.plan.clone()).map_err(|e| self.datafusion_error(e))?;
+        collect(plan, self.task()).await.map_err(|e| self.datafusion_error(e))
+    }
+
+    /// An aggregate query's plan split around its aggregate, ready to run over the rows bound.
+    pub fn split(&self) -> Result<SplitPlan> {
+        let split = self
+            .planned
+            .split
+            .as_ref()
+            .ok_or_else(|| self.error("the query has no aggregate"))?;
+        split.reset().map_err(|e| self.datafusion_error(e))
     }
 }

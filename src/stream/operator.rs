@@ -7,7 +7,7 @@ use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
 use super::join_buffer::JoinWait;
-use super::micro_batch::{Emitted, Finals, MicroBatch, QuerySql};
+use super::micro_batch::{Emitted, Finals, MicroBatch, PlannedQuery, QuerySql};
 use super::running::{RunningAggregate, RunningState};
 use super::session::{SessionAggregate, SessionState};
 use super::state_batches::StateBatches;
@@ -24,6 +24,8 @@ pub struct Query {
     pub output: StreamOutput,
     /// What its SQL is.
     pub analysis: Analysis,
+    /// Its SQL, planned once.
+    pub planned: PlannedQuery,
     /// What computes it.
     pub operator: Operator,
 }
@@ -68,7 +70,12 @@ impl OperatorState {
 
 impl Query {
     /// A query with empty state, for `pipeline`.
-    pub fn new(pipeline: &StreamPipeline, output: StreamOutput, analysis: Analysis) -> Result<Self> {
+    pub fn new(
+        pipeline: &StreamPipeline,
+        output: StreamOutput,
+        analysis: Analysis,
+        planned: PlannedQuery,
+    ) -> Result<Self> {
         let operator = match &analysis.kind {
             QueryKind::Stateless => Operator::Stateless,
             QueryKind::Global => Operator::Running(RunningAggregate::default()),
@@ -92,6 +99,7 @@ impl Query {
         Ok(Self {
             output,
             analysis,
+            planned,
             operator,
         })
     }
@@ -102,16 +110,12 @@ impl Query {
             pipeline,
             output: &self.output,
             analysis: &self.analysis,
+            planned: &self.planned,
         };
         match &mut self.operator {
             Operator::Stateless => {
-                let ctx = sql.session(batch, finals, None);
-                let rows = sql
-                    .frame(&ctx)
-                    .await?
-                    .collect()
-                    .await
-                    .map_err(|e| sql.datafusion_error(e))?;
+                sql.bind(batch, finals, None);
+                let rows = sql.collect().await?;
                 Ok(Emitted {
                     append: rows.clone(),
                     update: rows,
@@ -232,7 +236,10 @@ mod tests {
     async fn query(pipeline: &StreamPipeline, sql: &str) -> Query {
         let output = output("q", sql);
         let analysis = analyse(pipeline, &output, &HashMap::new()).await.unwrap();
-        Query::new(pipeline, output, analysis).unwrap()
+        let planned = PlannedQuery::new(pipeline, &output, &analysis, &HashMap::new())
+            .await
+            .unwrap();
+        Query::new(pipeline, output, analysis, planned).unwrap()
     }
 
     /// A micro-batch: new rows per source, watermark = latest time - 5 minutes.

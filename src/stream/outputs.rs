@@ -9,7 +9,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
 use super::alerts::Alerts;
-use super::micro_batch::{Emitted, Finals, MicroBatch};
+use super::micro_batch::{Emitted, Finals, MicroBatch, PlannedQuery};
 use super::operator::Query;
 use crate::config::pipeline::{SinkDef, WriteMode};
 use crate::config::stream_pipeline::StreamPipeline;
@@ -160,8 +160,15 @@ pub async fn plan(pipeline: &StreamPipeline) -> std::result::Result<(Vec<Query>,
         if let Err(e) = check_sinks(pipeline, &output.name, &analysis.kind, &output.sinks) {
             problems.push(e);
         }
+        let planned = match PlannedQuery::new(pipeline, output, &analysis, &schemas).await {
+            Ok(planned) => planned,
+            Err(e) => {
+                problems.push(e);
+                continue;
+            }
+        };
         schemas.insert(output.name.clone(), analysis.schema.clone());
-        match Query::new(pipeline, output.clone(), analysis) {
+        match Query::new(pipeline, output.clone(), analysis, planned) {
             Ok(query) => queries.push(query),
             Err(e) => problems.push(e),
         }

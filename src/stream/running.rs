@@ -39,9 +39,9 @@ impl RunningAggregate {
         if new_rows == 0 {
             return Ok(Emitted::default());
         }
-        let ctx = sql.session(batch, finals, None);
-        let split = sql.split(&ctx).await?;
-        let task = ctx.task_ctx();
+        sql.bind(batch, finals, None);
+        let split = sql.split()?;
+        let task = sql.task();
         let partial = split.partial(task.clone()).await.map_err(|e| sql.datafusion_error(e))?;
         let mut states = std::mem::take(&mut self.state.groups.0);
         states.extend(partial.iter().cloned());

@@ -90,9 +90,9 @@ impl SessionAggregate {
         if windowed.num_rows() == 0 && !self.sessions.any_closing(&self.state.sessions, watermark) {
             return Ok(Emitted::default());
         }
-        let ctx = sql.session(batch, finals, Some((&self.window, windowed.clone())));
-        let split = sql.split(&ctx).await?;
-        let task = ctx.task_ctx();
+        sql.bind(batch, finals, Some((&self.window, windowed.clone())));
+        let split = sql.split()?;
+        let task = sql.task();
         let partial = if windowed.num_rows() > 0 {
             split.partial(task.clone()).await.map_err(|e| sql.datafusion_error(e))?
         } else {

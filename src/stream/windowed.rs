@@ -88,9 +88,9 @@ impl WindowedAggregate {
         let mut partial = Vec::new();
         let mut planned = None;
         for chunk in chunks {
-            let ctx = sql.session(batch, finals, Some((&self.window, chunk.clone())));
-            let split = sql.split(&ctx).await?;
-            let task = ctx.task_ctx();
+            sql.bind(batch, finals, Some((&self.window, chunk.clone())));
+            let split = sql.split()?;
+            let task = sql.task();
             if chunk.num_rows() > 0 {
                 partial.extend(split.partial(task.clone()).await.map_err(|e| sql.datafusion_error(e))?);
             }
