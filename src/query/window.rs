@@ -97,6 +97,13 @@ impl WindowTables {
         self.binding(window).bind(vec![rows]);
     }
 
+    /// Lets go of every call's rows.
+    pub fn release(&self) {
+        for binding in self.bindings.lock().expect("window tables lock").values() {
+            binding.bind(Vec::new());
+        }
+    }
+
     fn binding(&self, window: WindowUse) -> Binding {
         self.bindings
             .lock()

@@ -144,6 +144,18 @@ impl PlannedQuery {
     }
 }
 
+/// Rows bound to a planned query's tables, until dropped.
+pub struct Bound<'a>(&'a PlannedQuery);
+
+impl Drop for Bound<'_> {
+    fn drop(&mut self) {
+        for binding in self.0.tables.values() {
+            binding.bind(Vec::new());
+        }
+        self.0.windows.release();
+    }
+}
+
 /// One output's SQL over micro-batches: its plan, the tables to bind each micro-batch's rows to,
 /// and the error naming the output's SQL file when running it fails.
 #[derive(Clone, Copy)]
@@ -177,8 +189,10 @@ impl QuerySql<'_> {
     /// Binds this micro-batch's rows to the query's tables: the sources it reads (rows on time
     /// for aggregates, every row for stateless queries, the retained rows for joins — only
     /// those the `windowed` rows' bounds can reach), the earlier outputs' final rows, and the
-    /// `windowed` rows to its window function's table.
-    pub fn bind(&self, batch: &MicroBatch, finals: &Finals, windowed: Option<(&WindowUse, RecordBatch)>) {
+    /// `windowed` rows to its window function's table. The tables let go of the rows when the
+    /// returned guard is dropped, so state is all a query keeps between micro-batches.
+    #[must_use = "the rows are unbound when the guard is dropped"]
+    pub fn bind(&self, batch: &MicroBatch, finals: &Finals, windowed: Option<(&WindowUse, RecordBatch)>) -> Bound<'_> {
         let (pipeline, analysis) = (self.pipeline, self.analysis);
         for (name, binding) in &self.planned.tables {
             let rows = match pipeline.source(name) {
@@ -200,6 +214,7 @@ impl QuerySql<'_> {
         if let Some((window, rows)) = windowed {
             self.planned.windows.prepare(window.clone(), rows);
         }
+        Bound(self.planned)
     }
 
     /// The task context queries run in.

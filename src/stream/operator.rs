@@ -114,7 +114,7 @@ impl Query {
         };
         match &mut self.operator {
             Operator::Stateless => {
-                sql.bind(batch, finals, None);
+                let _bound = sql.bind(batch, finals, None);
                 let rows = sql.collect().await?;
                 Ok(Emitted {
                     append: rows.clone(),

@@ -39,7 +39,7 @@ impl RunningAggregate {
         if new_rows == 0 {
             return Ok(Emitted::default());
         }
-        sql.bind(batch, finals, None);
+        let _bound = sql.bind(batch, finals, None);
         let split = sql.split()?;
         let task = sql.task();
         let partial = split.partial(task.clone()).await.map_err(|e| sql.datafusion_error(e))?;

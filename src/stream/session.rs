@@ -90,7 +90,7 @@ impl SessionAggregate {
         if windowed.num_rows() == 0 && !self.sessions.any_closing(&self.state.sessions, watermark) {
             return Ok(Emitted::default());
         }
-        sql.bind(batch, finals, Some((&self.window, windowed.clone())));
+        let _bound = sql.bind(batch, finals, Some((&self.window, windowed.clone())));
         let split = sql.split()?;
         let task = sql.task();
         let partial = if windowed.num_rows() > 0 {

@@ -88,7 +88,7 @@ impl WindowedAggregate {
         let mut partial = Vec::new();
         let mut planned = None;
         for chunk in chunks {
-            sql.bind(batch, finals, Some((&self.window, chunk.clone())));
+            let _bound = sql.bind(batch, finals, Some((&self.window, chunk.clone())));
             let split = sql.split()?;
             let task = sql.task();
             if chunk.num_rows() > 0 {

@@ -67,9 +67,11 @@ pub fn golden_spec() -> DataSetSpec {
     }
 }
 
-/// The repository root (pipelines/, sql/, tests/).
+/// The repository root (pipelines/, sql/, tests/). Read when the test runs (`cargo test` sets it),
+/// not only when it was compiled: a test binary built from another clone sharing the target
+/// folder would otherwise look for that clone's files.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()))
 }
 
 /// The repository's jobs, with default variables.
