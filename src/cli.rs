@@ -180,6 +180,11 @@ pub enum Command {
     /// Show a streaming pipeline's checkpoints, remove old ones, or reset them.
     Checkpoints(CheckpointsArgs),
 
+    /// Keep the lake's Delta tables healthy: compact (or Z-order) small files, VACUUM files no
+    /// retained version needs, write a log checkpoint, expire old log entries. With no
+    /// operation flag, all four. Safe while jobs and streams run.
+    Maintain(MaintainArgs),
+
     /// Measure clickstream-analytics: events/s, micro-batch latency and peak memory from files
     /// and from Kafka (beside a bare consumer's rate), freshness in update mode, and state
     /// memory over a longer run.
@@ -200,6 +205,9 @@ pub enum BenchPart {
     /// `chat-analytics` over the same events as Protobuf records and as JSON records (held in
     /// memory, no sinks): the cost of each decoder in a whole pipeline.
     Protobuf,
+    /// Many micro-batch commits to one append and one update Delta table (a day of a 1 s
+    /// trigger is 86,400): whether a commit's cost grows with the table's age.
+    Commits,
 }
 
 /// Arguments of `bench`.
@@ -233,6 +241,10 @@ pub struct BenchArgs {
     /// Soak without the sinks, to tell the memory of state and queries from that of the writers.
     #[arg(long)]
     pub soak_without_sinks: bool,
+
+    /// Micro-batch commits per table in the commits part.
+    #[arg(long, default_value_t = 3_000)]
+    pub commits: u64,
 
     /// Run only these parts (comma-separated) [default: all].
     #[arg(long, value_enum, value_delimiter = ',')]
@@ -312,6 +324,49 @@ pub struct CheckpointsArgs {
     /// starting offsets, and writes every result again.
     #[arg(long, conflicts_with = "cleanup")]
     pub reset: bool,
+}
+
+/// Arguments of `maintain`.
+#[derive(Debug, Args)]
+pub struct MaintainArgs {
+    /// `all`, a layer (`bronze`, `silver`, `gold`, `meta`) or one `<layer>.<table>`.
+    #[arg(default_value = "all")]
+    pub target: String,
+
+    /// Compact small files into files of the table's target size (OPTIMIZE); Z-order instead
+    /// where the table's sink declares `zorder_by`.
+    #[arg(long)]
+    pub optimize: bool,
+
+    /// With optimize: Z-order by these columns (comma-separated) instead of what the pipeline
+    /// file declares.
+    #[arg(long, value_delimiter = ',')]
+    pub zorder_by: Option<Vec<String>>,
+
+    /// Delete data files that no version within --retain references (VACUUM).
+    #[arg(long)]
+    pub vacuum: bool,
+
+    /// With vacuum: how far back versions stay readable (time travel).
+    #[arg(long, default_value = "168h", value_parser = parse_duration_arg)]
+    pub retain: std::time::Duration,
+
+    /// With vacuum: allow a --retain under the table's delta.deletedFileRetentionDuration.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Write a Delta log checkpoint at the current version.
+    #[arg(long)]
+    pub checkpoint: bool,
+
+    /// Delete log entries older than delta.logRetentionDuration (30 days unless set) that a
+    /// checkpoint has made unneeded.
+    #[arg(long)]
+    pub expire_logs: bool,
+
+    /// Print what would be done; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// The sample data set's shape; the same seed always gives the same files.

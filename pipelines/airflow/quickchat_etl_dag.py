@@ -70,3 +70,12 @@ with DAG(
     for job in jobs:
         for upstream in filter(None, (name.strip() for name in job["depends_on"].split(","))):
             tasks[upstream] >> tasks[job["job"]]
+    # Lake upkeep once the day's jobs are done: compaction (or Z-order), VACUUM keeping 7 days
+    # of versions, a log checkpoint and log expiry on every table, streaming ones included.
+    maintain = BashOperator(
+        task_id="maintain_lake",
+        bash_command=f"{BINARY} --log-format json maintain all",
+        doc_md="Delta upkeep of every table of the lake (quickchat-etl maintain).",
+    )
+    for task in tasks.values():
+        task >> maintain

@@ -6,6 +6,7 @@ pub mod checkpoints;
 pub mod demo;
 pub mod generate;
 pub mod list;
+pub mod maintain;
 pub mod produce;
 pub mod run;
 pub mod run_stream;
@@ -34,6 +35,7 @@ pub async fn run(cli: Cli, progress: Progress) -> Result<()> {
         Command::Generate(args) => generate::run(&settings, args).await,
         Command::Produce(args) => produce::run(&settings, args).await,
         Command::Checkpoints(args) => checkpoints::run(&settings, args).await,
+        Command::Maintain(args) => maintain::run(&settings, args).await,
         Command::Bench(args) => bench::run(&settings, args).await,
     }
 }

@@ -216,6 +216,14 @@ pub enum SinkDef {
     Console(ConsoleSinkDef),
 }
 
+/// Micro-batch commits between two compactions of a streaming Delta sink, by default: as
+/// often as deltalake writes a log checkpoint (`delta.checkpointInterval`, 100).
+pub const DEFAULT_COMPACT_EVERY: u64 = 100;
+
+fn default_compact_every() -> u64 {
+    DEFAULT_COMPACT_EVERY
+}
+
 /// A Delta table sink.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -232,10 +240,15 @@ pub struct DeltaSinkDef {
     #[serde(default)]
     pub key: Vec<String>,
     /// Streaming: compacts the table's small files (Delta OPTIMIZE, bin-packing) after every
-    /// this many micro-batch commits of a run; 0 (the default) never does. Each micro-batch adds
-    /// a file per partition; compaction keeps readers fast but stalls the micro-batch it runs in.
-    #[serde(default)]
+    /// this many micro-batch commits of a run; 0 never does. Each micro-batch adds a file per
+    /// partition, and every commit's cost grows with the files a table holds, so the default
+    /// ([`DEFAULT_COMPACT_EVERY`]) keeps them few.
+    #[serde(default = "default_compact_every")]
     pub compact_every: u64,
+    /// Columns `maintain` Z-orders the table by (rows near in them share files, so filters on
+    /// them skip more files); empty: `maintain` bin-packs.
+    #[serde(default)]
+    pub zorder_by: Vec<String>,
 }
 
 /// A Parquet files sink.

@@ -1,9 +1,9 @@
-//! Delta Lake: every deltalake call of the project. Opening tables, providing them to
-//! DataFusion, and [`DeltaSink`], the builder that writes a logical plan into a table with a
-//! partition-range replace (`replaceWhere`), a full overwrite or an append, in one commit.
+//! Delta Lake writes: [`DeltaSink`], the builder that writes a logical plan into a table with a
+//! partition-range replace (`replaceWhere`), a full overwrite, an append or a merge, in one
+//! commit, and [`OpenTables`], the snapshots a long-running writer keeps between commits.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arrow::record_batch::RecordBatch;
@@ -15,9 +15,12 @@ use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{Action, Transaction};
+use deltalake::operations::optimize::OptimizeType;
 use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
+use deltalake::table::config::TablePropertiesExt;
 use deltalake::{DeltaTable, DeltaTableError};
+use futures::TryStreamExt;
 
 use super::{Replace, SinkMetrics};
 use crate::catalog::{Lake, TableName, open};
@@ -35,6 +38,41 @@ fn writer_session(ctx: &SessionContext) -> Arc<SessionState> {
     )
 }
 
+/// The tables a long-running writer (a streaming pipeline's sinks) keeps open between commits.
+///
+/// Opening a table lists its `_delta_log` and replays the commits since the last checkpoint; on
+/// a local folder the listing reads every entry of the log, so a stream committing every second
+/// paid more for each commit the older its table was. A kept table starts each write from the
+/// snapshot its previous commit left, after one read checking that nobody committed since (a
+/// `maintain` run, another writer): if somebody did, the snapshot is brought up to date first,
+/// so a merge never rewrites files another commit already replaced.
+///
+/// A write that fails drops its table: the next one opens it afresh.
+#[derive(Debug, Default)]
+pub struct OpenTables(Mutex<HashMap<String, DeltaTable>>);
+
+impl OpenTables {
+    fn take(&self, table: &TableName) -> Option<DeltaTable> {
+        self.0.lock().expect("open tables lock").remove(&table.to_string())
+    }
+
+    fn keep(&self, table: &TableName, opened: DeltaTable) {
+        self.0
+            .lock()
+            .expect("open tables lock")
+            .insert(table.to_string(), opened);
+    }
+
+    /// A copy of the kept snapshot of `table`, for upkeep beside the writes.
+    pub fn get(&self, table: &TableName) -> Option<DeltaTable> {
+        self.0
+            .lock()
+            .expect("open tables lock")
+            .get(&table.to_string())
+            .cloned()
+    }
+}
+
 /// Writes into one Delta table of the lake.
 #[derive(Debug, Clone)]
 pub struct DeltaSink<'l> {
@@ -44,6 +82,7 @@ pub struct DeltaSink<'l> {
     replace: Replace,
     commit_metadata: HashMap<String, serde_json::Value>,
     app_transaction: Option<(String, i64)>,
+    open_tables: Option<&'l OpenTables>,
 }
 
 impl<'l> DeltaSink<'l> {
@@ -56,6 +95,51 @@ impl<'l> DeltaSink<'l> {
             replace: Replace::Nothing,
             commit_metadata: HashMap::new(),
             app_transaction: None,
+            open_tables: None,
+        }
+    }
+
+    /// Starts from the snapshot kept in `open_tables` and keeps the one the commit leaves
+    /// there. Expired log entries are then not cleaned after every commit (deltalake's default,
+    /// which lists the whole log each time): the writer's upkeep does it now and then.
+    pub fn with_open_tables(mut self, open_tables: &'l OpenTables) -> Self {
+        self.open_tables = Some(open_tables);
+        self
+    }
+
+    /// The table to write: the kept snapshot brought up to date if a commit landed since, else
+    /// the table opened (`None`: no table yet).
+    async fn current(&self) -> Result<Option<DeltaTable>> {
+        let kept = self.open_tables.and_then(|open| open.take(&self.table));
+        let Some(mut table) = kept else {
+            return open(self.lake, &self.table).await;
+        };
+        let next = table.version().map_or(0, |v| v + 1);
+        let landed = table
+            .log_store()
+            .read_commit_entry(next)
+            .await
+            .map_err(|e| self.delta_error(e))?;
+        if landed.is_some() {
+            table.update_incremental(None).await.map_err(|e| self.delta_error(e))?;
+        }
+        Ok(Some(table))
+    }
+
+    /// Keeps the snapshot `written` left, except right after a commit deltalake checkpointed:
+    /// each commit appends its files to the kept snapshot as a batch of its own, and walking a
+    /// thousand such batches cost more per commit than reading the log again (measured with
+    /// `bench --only commits`), so the next write opens the table from the new checkpoint.
+    fn keep(&self, written: &DeltaTable) {
+        let Some(open) = self.open_tables else {
+            return;
+        };
+        let checkpointed = match (written.version(), written.snapshot()) {
+            (Some(version), Ok(snapshot)) => (version + 1) % snapshot.table_config().checkpoint_interval().get() == 0,
+            _ => true,
+        };
+        if !checkpointed {
+            open.keep(&self.table, written.clone());
         }
     }
 
@@ -68,7 +152,9 @@ impl<'l> DeltaSink<'l> {
     }
 
     fn commit_properties(&self) -> CommitProperties {
-        let properties = CommitProperties::default().with_metadata(self.commit_metadata.clone());
+        let properties = CommitProperties::default()
+            .with_metadata(self.commit_metadata.clone())
+            .with_cleanup_expired_logs(self.open_tables.map(|_| false));
         match &self.app_transaction {
             Some((app_id, version)) => properties.with_application_transaction(Transaction::new(app_id, *version)),
             None => properties,
@@ -125,7 +211,7 @@ impl<'l> DeltaSink<'l> {
         upsert: Upsert,
     ) -> Result<SinkMetrics> {
         let started = Instant::now();
-        let Some(table) = open(self.lake, &self.table).await? else {
+        let Some(table) = self.current().await? else {
             return self.write_batches(ctx, schema, batches).await;
         };
         let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
@@ -150,6 +236,7 @@ impl<'l> DeltaSink<'l> {
                 .map_err(|e| self.delta_error(e))?;
         }
         let (written, metrics) = builder.await.map_err(|e| self.delta_error(e))?;
+        self.keep(&written);
         Ok(SinkMetrics {
             rows: (metrics.num_target_rows_inserted + metrics.num_target_rows_updated) as u64,
             files_added: metrics.num_target_files_added as u64,
@@ -162,16 +249,21 @@ impl<'l> DeltaSink<'l> {
     /// Runs the logical plan and writes its rows, in one Delta commit.
     pub async fn write_plan(&self, ctx: &SessionContext, plan: LogicalPlan) -> Result<SinkMetrics> {
         let started = Instant::now();
-        let url = self.lake.table_url(&self.table);
-        if self.lake.location().is_local() {
-            let path = url
-                .to_file_path()
-                .map_err(|()| self.sink_error("not a local path".into()))?;
-            std::fs::create_dir_all(&path).map_err(|e| Error::io(path.display(), e))?;
-        }
-        let table = DeltaTable::try_from_url_with_storage_options(url, self.lake.location().storage_options.clone())
-            .await
-            .map_err(|e| self.delta_error(e))?;
+        let table = match self.current().await? {
+            Some(table) => table,
+            None => {
+                let url = self.lake.table_url(&self.table);
+                if self.lake.location().is_local() {
+                    let path = url
+                        .to_file_path()
+                        .map_err(|()| self.sink_error("not a local path".into()))?;
+                    std::fs::create_dir_all(&path).map_err(|e| Error::io(path.display(), e))?;
+                }
+                DeltaTable::try_from_url_with_storage_options(url, self.lake.location().storage_options.clone())
+                    .await
+                    .map_err(|e| self.delta_error(e))?
+            }
+        };
         let (save_mode, schema_mode) = match &self.replace {
             Replace::Nothing => (SaveMode::Append, SchemaMode::Merge),
             Replace::Everything => (SaveMode::Overwrite, SchemaMode::Overwrite),
@@ -201,6 +293,7 @@ impl<'l> DeltaSink<'l> {
             Replace::Nothing | Replace::Everything => {}
         }
         let written = builder.await.map_err(|e| self.delta_error(e))?;
+        self.keep(&written);
         let mut metrics = last_commit_metrics(&written).await;
         metrics.version = written.version().map(|v| v as i64);
         metrics.elapsed = started.elapsed();
@@ -210,16 +303,29 @@ impl<'l> DeltaSink<'l> {
     /// Compacts the table's small files into files of the table's target size (Delta OPTIMIZE,
     /// bin-packing): one commit that changes no data, so readers and replays see the same rows.
     pub async fn compact(&self, ctx: &SessionContext) -> Result<SinkMetrics> {
+        self.optimize(ctx, &[]).await
+    }
+
+    /// [`compact`](Self::compact), or with `zorder_by` columns a Z-order rewrite of the table's
+    /// files by them (rows near in those columns end up in the same files).
+    pub async fn optimize(&self, ctx: &SessionContext, zorder_by: &[String]) -> Result<SinkMetrics> {
         let started = Instant::now();
-        let Some(table) = open(self.lake, &self.table).await? else {
+        let Some(table) = self.current().await? else {
             return Ok(SinkMetrics::default());
+        };
+        let kind = if zorder_by.is_empty() {
+            OptimizeType::Compact
+        } else {
+            OptimizeType::ZOrder(zorder_by.to_vec())
         };
         let (compacted, metrics) = table
             .optimize()
+            .with_type(kind)
             .with_session_state(writer_session(ctx))
             .with_commit_properties(self.commit_properties())
             .await
             .map_err(|e| self.delta_error(e))?;
+        self.keep(&compacted);
         Ok(SinkMetrics {
             rows: 0,
             files_added: metrics.num_files_added,
@@ -227,6 +333,98 @@ impl<'l> DeltaSink<'l> {
             version: compacted.version().map(|v| v as i64),
             elapsed: started.elapsed(),
         })
+    }
+
+    /// Expires log entries older than the table's `delta.logRetentionDuration` (30 days unless
+    /// set) that a checkpoint makes unneeded; returns how many were deleted.
+    pub async fn expire_logs(&self) -> Result<usize> {
+        let Some(table) = open(self.lake, &self.table).await? else {
+            return Ok(0);
+        };
+        deltalake::protocol::checkpoints::cleanup_metadata(&table, None)
+            .await
+            .map_err(|e| self.delta_error(e))
+    }
+
+    /// Deletes the files no version within `retain` references (Delta VACUUM); returns them.
+    /// A retention under the table's `delta.deletedFileRetentionDuration` (7 days unless set)
+    /// is refused unless `force`: a reader of an older version could lose its files.
+    pub async fn vacuum(&self, retain: std::time::Duration, force: bool, dry_run: bool) -> Result<Vec<String>> {
+        let Some(table) = open(self.lake, &self.table).await? else {
+            return Ok(Vec::new());
+        };
+        let minimum = table
+            .snapshot()
+            .map_err(|e| self.delta_error(e))?
+            .table_config()
+            .deleted_file_retention_duration();
+        if retain < minimum && !force {
+            return Err(Error::Usage(format!(
+                "{}: a VACUUM retention of {} is under the table's delta.deletedFileRetentionDuration \
+                 ({}): readers of older versions could lose their files; give --retain {} or more, \
+                 or --force",
+                self.table,
+                humantime::format_duration(retain),
+                humantime::format_duration(minimum),
+                humantime::format_duration(minimum),
+            )));
+        }
+        let retain = chrono::Duration::from_std(retain).map_err(|e| self.sink_error(e.to_string()))?;
+        let (_, metrics) = table
+            .vacuum()
+            .with_retention_period(retain)
+            .with_enforce_retention_duration(false)
+            .with_dry_run(dry_run)
+            .with_commit_properties(self.commit_properties())
+            .await
+            .map_err(|e| self.delta_error(e))?;
+        Ok(metrics.files_deleted)
+    }
+
+    /// Writes a log checkpoint at the current version, so that readers start from it instead of
+    /// replaying the commits since the last one.
+    pub async fn checkpoint(&self) -> Result<()> {
+        let Some(table) = open(self.lake, &self.table).await? else {
+            return Ok(());
+        };
+        deltalake::checkpoints::create_checkpoint(&table, None)
+            .await
+            .map_err(|e| self.delta_error(e))
+    }
+
+    /// The table's version, live files and their bytes, and the entries of its `_delta_log`.
+    pub async fn stats(&self) -> Result<TableStats> {
+        let Some(table) = open(self.lake, &self.table).await? else {
+            return Ok(TableStats::default());
+        };
+        let snapshot = table.snapshot().map_err(|e| self.delta_error(e))?;
+        let files = snapshot.log_data();
+        let bytes = files.iter().map(|f| f.size().max(0) as u64).sum();
+        let log = table.log_store();
+        let log_entries = log
+            .object_store(None)
+            .list(Some(&log.log_path().clone()))
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(|e| self.delta_error(e.into()))?
+            .len();
+        Ok(TableStats {
+            version: table.version().map(|v| v as i64),
+            files: files.num_files() as u64,
+            bytes,
+            log_entries: log_entries as u64,
+        })
+    }
+
+    /// A streaming table's upkeep: [`compact`](Self::compact), then
+    /// [`expire_logs`](Self::expire_logs). Returns the compaction's metrics.
+    pub async fn upkeep(&self, ctx: &SessionContext) -> Result<SinkMetrics> {
+        let compacted = self.compact(ctx).await?;
+        let expired = self.expire_logs().await?;
+        if expired > 0 {
+            tracing::debug!(table = %self.table, expired, "expired log entries");
+        }
+        Ok(compacted)
     }
 
     fn sink_error(&self, message: String) -> Error {
@@ -247,6 +445,19 @@ impl<'l> DeltaSink<'l> {
             cause: Some(Box::new(e)),
         }
     }
+}
+
+/// What [`DeltaSink::stats`] reports of a table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableStats {
+    /// The current version (`None`: no table).
+    pub version: Option<i64>,
+    /// Live data files.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Entries of `_delta_log` (commits, checkpoints).
+    pub log_entries: u64,
 }
 
 /// How [`DeltaSink::upsert_batches`] matches rows: `existing` is the table's row, `incoming`

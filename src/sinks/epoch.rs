@@ -20,8 +20,9 @@ use arrow::datatypes::{Field, Schema, SchemaRef};
 use chrono::Utc;
 use datafusion::logical_expr::Expr;
 use datafusion::prelude::SessionContext;
+use tokio::task::JoinHandle;
 
-use super::delta::{DeltaSink, Upsert, existing, incoming};
+use super::delta::{DeltaSink, OpenTables, Upsert, existing, incoming};
 use super::kafka::KafkaSink;
 use super::mysql::MysqlSink;
 use super::parquet::ParquetSink;
@@ -41,8 +42,12 @@ pub struct SinkWriter<'a> {
     lineage: String,
     /// Per Delta application id: the last epoch the table holds from it.
     written: HashMap<String, Option<i64>>,
-    /// Per Delta table: commits since this run last compacted it.
-    commits_since_compaction: HashMap<String, u64>,
+    /// Per Delta table: commits since this run last kept it up.
+    commits_since_upkeep: HashMap<String, u64>,
+    /// Per append Delta table: the upkeep running beside the stream.
+    upkeep: HashMap<String, JoinHandle<Result<SinkMetrics>>>,
+    /// The Delta tables written so far, kept open between epochs.
+    open_tables: OpenTables,
     ctx: SessionContext,
     mysql_url: Option<String>,
     brokers: Option<String>,
@@ -67,7 +72,9 @@ impl<'a> SinkWriter<'a> {
             input,
             lineage: lineage.to_string(),
             written: HashMap::new(),
-            commits_since_compaction: HashMap::new(),
+            commits_since_upkeep: HashMap::new(),
+            upkeep: HashMap::new(),
+            open_tables: OpenTables::default(),
             ctx: crate::query::new_session(),
             mysql_url,
             brokers,
@@ -137,6 +144,7 @@ impl<'a> SinkWriter<'a> {
                     return Ok(SinkMetrics::default());
                 }
                 let delta = DeltaSink::new(self.lake, table.clone())
+                    .with_open_tables(&self.open_tables)
                     .with_partition_columns(&def.partition_by)
                     .with_app_transaction(&app_id, epoch as i64)
                     .with_commit_metadata("quickchat.job", &self.pipeline.name)
@@ -165,7 +173,8 @@ impl<'a> SinkWriter<'a> {
                     _ => delta.write_batches(&self.ctx, schema.clone(), rows).await?,
                 };
                 self.wrote(&app_id, epoch);
-                self.compact_now_and_then(output, &table, def.compact_every).await;
+                self.upkeep_now_and_then(output, &table, def.compact_every, sink.mode())
+                    .await;
                 Ok(metrics)
             }
             SinkDef::Mysql(def) => {
@@ -224,29 +233,62 @@ impl<'a> SinkWriter<'a> {
         }
     }
 
-    /// Compacts `table` after every `every` commits of this run. A compaction that fails is
-    /// logged and tried again after the next `every` commits: the rows are written either way.
-    async fn compact_now_and_then(&mut self, output: &str, table: &TableName, every: u64) {
-        let commits = self.commits_since_compaction.entry(table.to_string()).or_default();
+    /// Upkeep of `table` after every `every` commits of this run: compaction (Delta OPTIMIZE,
+    /// bin-packing) and expiry of log entries older than the table's `delta.logRetentionDuration`
+    /// (deltalake writes the log checkpoint itself, every `delta.checkpointInterval` commits).
+    ///
+    /// An append table is kept up beside the stream, on a task of its own: a compaction removes
+    /// only files it rewrote with the same rows, which an append never touches. An update table
+    /// is compacted here, between its merges, stalling the micro-batch: deltalake 1.1 lets a
+    /// merge and a compaction that replaced the same file both commit, which would count the
+    /// file's rows twice. A failed upkeep is logged and tried again after the next `every`
+    /// commits: the rows are written either way.
+    async fn upkeep_now_and_then(&mut self, output: &str, table: &TableName, every: u64, mode: WriteMode) {
+        let key = table.to_string();
+        let commits = self.commits_since_upkeep.entry(key.clone()).or_default();
         *commits += 1;
         if every == 0 || *commits < every {
             return;
         }
+        if let Some(running) = self.upkeep.get(&key)
+            && !running.is_finished()
+        {
+            return;
+        }
         *commits = 0;
-        let compacted = DeltaSink::new(self.lake, table.clone())
-            .with_commit_metadata("quickchat.job", &self.pipeline.name)
-            .with_commit_metadata("quickchat.output", output)
-            .compact(&self.ctx)
-            .await;
-        match compacted {
-            Ok(metrics) => tracing::debug!(
-                table = %table,
-                files_removed = metrics.files_removed,
-                files_added = metrics.files_added,
-                elapsed_ms = metrics.elapsed.as_millis() as u64,
-                "compacted"
-            ),
-            Err(e) => tracing::warn!(table = %table, error = %e, "compaction failed; trying again later"),
+        if let Some(done) = self.upkeep.remove(&key) {
+            log_upkeep(table, done.await);
+        }
+        let job = (self.pipeline.name.clone(), output.to_string());
+        if mode == WriteMode::Update {
+            let upkept = DeltaSink::new(self.lake, table.clone())
+                .with_open_tables(&self.open_tables)
+                .with_commit_metadata("quickchat.job", &job.0)
+                .with_commit_metadata("quickchat.output", &job.1)
+                .upkeep(&self.ctx)
+                .await;
+            log_upkeep(table, Ok(upkept));
+            return;
+        }
+        let location = self.lake.location().clone();
+        let table = table.clone();
+        let task = tokio::spawn(async move {
+            let lake = Lake::new(location);
+            DeltaSink::new(&lake, table)
+                .with_commit_metadata("quickchat.job", &job.0)
+                .with_commit_metadata("quickchat.output", &job.1)
+                .upkeep(&crate::query::new_session())
+                .await
+        });
+        self.upkeep.insert(key, task);
+    }
+
+    /// Waits for the upkeep running beside the stream (at the end of a run, so that a process
+    /// that exits leaves no compaction half done).
+    pub async fn settle(&mut self) {
+        for (key, task) in self.upkeep.drain() {
+            let table = TableName::parse(&key).expect("kept under its parsed name");
+            log_upkeep(&table, task.await);
         }
     }
 
@@ -276,6 +318,7 @@ impl<'a> SinkWriter<'a> {
         let batch = RecordBatch::try_new(schema.clone(), columns)
             .map_err(|e| Error::compute(format!("late records of {}", source.name), e))?;
         let metrics = DeltaSink::new(self.lake, source.late_table.clone())
+            .with_open_tables(&self.open_tables)
             .with_app_transaction(&app_id, epoch as i64)
             .with_commit_metadata("quickchat.job", &self.pipeline.name)
             .write_batches(&self.ctx, schema, vec![batch])
@@ -300,6 +343,20 @@ impl<'a> SinkWriter<'a> {
     }
 }
 
+fn log_upkeep(table: &TableName, done: std::result::Result<Result<SinkMetrics>, tokio::task::JoinError>) {
+    match done {
+        Ok(Ok(metrics)) => tracing::debug!(
+            table = %table,
+            files_removed = metrics.files_removed,
+            files_added = metrics.files_added,
+            elapsed_ms = metrics.elapsed.as_millis() as u64,
+            "compacted"
+        ),
+        Ok(Err(e)) => tracing::warn!(table = %table, error = %e, "upkeep failed; trying again later"),
+        Err(e) => tracing::warn!(table = %table, error = %e, "upkeep task ended abnormally"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use arrow::array::Int64Array;
@@ -311,40 +368,128 @@ mod tests {
     use crate::config::stream_pipeline::tests::pipeline;
 
     #[tokio::test]
-    async fn a_delta_sink_compacts_after_every_n_commits_and_keeps_rows_and_epochs() {
+    async fn a_kept_table_sees_what_another_writer_committed_before_merging() {
         let (_dir, lake) = Lake::temporary();
         let pipeline = pipeline(&["clicks"]);
         let mut writer = SinkWriter::new(&lake, &pipeline, "files", "lineage", None, None);
         let sink = SinkDef::Delta(DeltaSinkDef {
-            table: "gold.compacted".into(),
+            table: "gold.kept".into(),
             partition_by: Vec::new(),
-            mode: None,
-            key: Vec::new(),
-            compact_every: 3,
+            mode: Some(WriteMode::Update),
+            key: vec!["n".into()],
+            compact_every: 0,
+            zorder_by: Vec::new(),
         });
-        let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
-        let table = TableName::parse("gold.compacted").unwrap();
-        let mut files_after = Vec::new();
-        for epoch in 1..=4u64 {
-            let rows =
-                RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![epoch as i64; 10]))]).unwrap();
-            writer
-                .write("out", &sink, epoch, &schema, &[rows], false)
-                .await
-                .unwrap();
-            let opened = open(&lake, &table).await.unwrap().unwrap();
-            files_after.push(opened.get_file_uris().unwrap().count());
-        }
-        assert_eq!(files_after, [1, 2, 1, 2], "three one-file commits compacted into one");
-
+        let schema: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Int64, false),
+            Field::new("v", DataType::Int64, false),
+        ]));
+        let rows = |keys: std::ops::Range<i64>, v: i64| {
+            let n = (keys.end - keys.start) as usize;
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(Int64Array::from_iter_values(keys)),
+                    Arc::new(Int64Array::from(vec![v; n])),
+                ],
+            )
+            .unwrap()
+        };
+        let table = TableName::parse("gold.kept").unwrap();
+        writer
+            .write("out", &sink, 1, &schema, &[rows(0..10, 1)], false)
+            .await
+            .unwrap();
+        writer
+            .write("out", &sink, 2, &schema, &[rows(10..20, 1)], false)
+            .await
+            .unwrap();
+        // A `maintain` run compacts the table behind the stream's kept snapshot.
         let ctx = crate::query::new_session();
+        let compacted = DeltaSink::new(&lake, table.clone()).compact(&ctx).await.unwrap();
+        assert_eq!((compacted.files_removed, compacted.files_added), (2, 1));
+        writer
+            .write("out", &sink, 3, &schema, &[rows(0..20, 3)], false)
+            .await
+            .unwrap();
+
         let provider = crate::catalog::table_provider(&lake, &table, &ctx).await.unwrap();
+        let totals = ctx
+            .read_table(provider)
+            .unwrap()
+            .aggregate(
+                vec![],
+                vec![datafusion::functions_aggregate::expr_fn::sum(datafusion::prelude::col(
+                    "v",
+                ))],
+            )
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let rows_now = crate::catalog::table_provider(&lake, &table, &ctx).await.unwrap();
         assert_eq!(
-            ctx.read_table(provider).unwrap().count().await.unwrap(),
-            40,
-            "no row lost or doubled"
+            ctx.read_table(rows_now).unwrap().count().await.unwrap(),
+            20,
+            "no row doubled"
         );
-        let recorded = app_transaction_version(&lake, &table, &writer.app_id("gold.compacted")).await;
-        assert_eq!(recorded.unwrap(), Some(4), "the epoch marker survives compaction");
+        let sum = totals[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .value(0);
+        assert_eq!(sum, 60, "every row updated once");
+    }
+
+    #[tokio::test]
+    async fn a_delta_sink_compacts_after_every_n_commits_and_keeps_rows_and_epochs() {
+        // Append tables are kept up beside the stream, update tables between merges.
+        for (mode, key) in [(WriteMode::Append, vec![]), (WriteMode::Update, vec!["n".to_string()])] {
+            let (_dir, lake) = Lake::temporary();
+            let pipeline = pipeline(&["clicks"]);
+            let mut writer = SinkWriter::new(&lake, &pipeline, "files", "lineage", None, None);
+            let sink = SinkDef::Delta(DeltaSinkDef {
+                table: "gold.compacted".into(),
+                partition_by: Vec::new(),
+                mode: Some(mode),
+                key,
+                compact_every: 3,
+                zorder_by: Vec::new(),
+            });
+            let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+            let table = TableName::parse("gold.compacted").unwrap();
+            let mut files_after = Vec::new();
+            for epoch in 1..=4i64 {
+                let values: Vec<i64> = (0..10).map(|i| epoch * 10 + i).collect();
+                let rows = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(values))]).unwrap();
+                writer
+                    .write("out", &sink, epoch as u64, &schema, &[rows], false)
+                    .await
+                    .unwrap();
+                writer.settle().await;
+                let opened = open(&lake, &table).await.unwrap().unwrap();
+                files_after.push(opened.get_file_uris().unwrap().count());
+            }
+            assert_eq!(
+                files_after,
+                [1, 2, 1, 2],
+                "{mode:?}: three one-file commits compacted into one"
+            );
+
+            let ctx = crate::query::new_session();
+            let provider = crate::catalog::table_provider(&lake, &table, &ctx).await.unwrap();
+            assert_eq!(
+                ctx.read_table(provider).unwrap().count().await.unwrap(),
+                40,
+                "{mode:?}: no row lost or doubled"
+            );
+            let recorded = app_transaction_version(&lake, &table, &writer.app_id("gold.compacted")).await;
+            assert_eq!(
+                recorded.unwrap(),
+                Some(4),
+                "{mode:?}: the epoch marker survives compaction"
+            );
+        }
     }
 }

@@ -231,6 +231,7 @@ impl<'a> Engine<'a> {
                 progress_from = (self.report.records, self.epoch);
             }
         };
+        self.sinks.settle().await;
         self.save_snapshot().await?;
         self.report.last_epoch = self.epoch;
         self.report.state_rows = self.state_rows();

@@ -22,11 +22,14 @@ with open(os.path.join(folder, "jobs.json"), encoding="utf-8") as manifest:
 jobs = [job for job in jobs if job["layer"] != "streaming"]
 
 tasks = {task.task_id: task for task in dag.tasks}
+maintain = tasks.pop("maintain_lake")
 assert set(tasks) == {j["job"].replace("-", "_") for j in jobs}, sorted(tasks)
+assert set(maintain.upstream_task_ids) == set(tasks), maintain.upstream_task_ids
+assert maintain.bash_command.endswith("maintain all"), maintain.bash_command
 for job in jobs:
     task = tasks[job["job"].replace("-", "_")]
     assert type(task).__module__ == "airflow.providers.standard.operators.bash", type(task).__module__
     expected = {d.strip().replace("-", "_") for d in job["depends_on"].split(",") if d.strip()}
     assert set(task.upstream_task_ids) == expected, (job["job"], task.upstream_task_ids, expected)
     assert task.bash_command.endswith(f"run {job['job']} --date {{{{ ds }}}}"), task.bash_command
-print(f"ok: {len(tasks)} tasks")
+print(f"ok: {len(tasks)} job tasks and maintain_lake")

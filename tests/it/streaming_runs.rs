@@ -9,7 +9,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use quickchat_etl::ExitCode;
 
-use crate::stream_support::{StreamProject, brokers, input_files, produce_files};
+use crate::stream_support::{StreamProject, brokers, concat, input_files, produce_files, sentinels, write_files};
 use crate::support::{TestLake, describe, exit};
 
 /// Messages in a topic (all partitions).
@@ -209,6 +209,8 @@ async fn bench_measures_every_part_and_reads_every_event() {
             "10s",
             "--soak-rate",
             "1000",
+            "--commits",
+            "30",
         ],
     );
     let row = |phase: &str| -> Vec<String> {
@@ -230,6 +232,88 @@ async fn bench_measures_every_part_and_reads_every_event() {
     assert_eq!(events("kafka: pipeline + sinks"), produced, "{out}");
     assert!(events("kafka: freshness, update mode") > 0, "{out}");
     assert!(events("generator: soak") > 0, "{out}");
+    assert_eq!(events("commits: append table"), 30, "{out}");
+    assert_eq!(events("commits: update table"), 30, "{out}");
     let p99_ms: u64 = row("kafka: freshness, update mode")[4].parse().unwrap();
     assert!(p99_ms > 0, "freshness measured: {out}");
+}
+
+/// `maintain` on tables a stream wrote in small micro-batches: fewer files, the same rows, a
+/// dry run that changes nothing, and a VACUUM retention under Delta's safety limit refused.
+#[tokio::test]
+async fn maintain_compacts_what_a_stream_wrote_and_every_read_stays_equal() {
+    let name = "clickstream-analytics";
+    let project = StreamProject::new(500).await;
+    let pipeline = project.pipeline(name);
+    let files = input_files(&pipeline, 12_000, 5);
+    let dir = tempfile::tempdir().unwrap();
+    write_files(dir.path(), &concat(files, &sentinels(&pipeline)));
+    let lake = TestLake::local();
+    project.run_ok(&lake, &["run", name, "--from-files", dir.path().to_str().unwrap()]);
+
+    let tables = [
+        (
+            "bronze.clickstream",
+            "SELECT count(*), count(DISTINCT event_id) FROM bronze.clickstream",
+        ),
+        (
+            "gold.page_views",
+            "SELECT count(*), sum(view_count), sum(unique_users), count(DISTINCT product_id) FROM gold.page_views",
+        ),
+        (
+            "gold.conversions",
+            "SELECT count(*), sum(clicks), sum(purchases) FROM gold.conversions",
+        ),
+    ];
+    let mut before = Vec::new();
+    for (_, sql) in &tables {
+        before.push(lake.query(sql).await);
+    }
+    let files_of = |listing: &str, table: &str| -> String {
+        let line = listing
+            .lines()
+            .find(|l| l.starts_with(table))
+            .unwrap_or_else(|| panic!("{table} in:\n{listing}"));
+        line.split_whitespace().nth(2).unwrap().to_string()
+    };
+
+    let dry = project.run_ok(&lake, &["maintain", "--dry-run"]);
+    for (table, _) in &tables {
+        assert!(
+            !files_of(&dry, table).contains('→'),
+            "a dry run changes nothing:\n{dry}"
+        );
+    }
+    let refused = project.run(&lake, &["maintain", "bronze", "--vacuum", "--retain", "1h"]);
+    assert_eq!(
+        refused.status.code(),
+        Some(ExitCode::Usage as i32),
+        "{}",
+        describe(&refused)
+    );
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--force"),
+        "{}",
+        describe(&refused)
+    );
+
+    let done = project.run_ok(&lake, &["maintain"]);
+    // Bronze got a file per micro-batch; gold windows closed only at the end of the input.
+    for table in ["bronze.clickstream", "bronze.transactions"] {
+        let files = files_of(&done, table);
+        let (from, to) = files
+            .split_once('→')
+            .unwrap_or_else(|| panic!("{table} compacted:\n{done}"));
+        assert!(
+            to.parse::<u64>().unwrap() < from.parse::<u64>().unwrap(),
+            "{table}:\n{done}"
+        );
+    }
+    for ((table, sql), before) in tables.iter().zip(&before) {
+        assert_eq!(&lake.query(sql).await, before, "{table} reads the same after maintain");
+    }
+    let logged = lake
+        .query("SELECT count(*) FROM meta.run_log WHERE job LIKE 'maintain %' AND status = 'succeeded'")
+        .await;
+    assert!(!logged.contains("\n0"), "{logged}");
 }
