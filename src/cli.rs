@@ -47,6 +47,16 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "QUICKCHAT_LOG", default_value = "info")]
     pub log_level: String,
 
+    /// Memory all queries of the process may use, e.g. `4GiB` or `512MB`; past it sorts, joins
+    /// and aggregations spill to --spill-dir, and a query that cannot fit even so fails (exit
+    /// 4) [default: [engine] memory_limit, else 3/4 of the machine's memory].
+    #[arg(long, global = true, env = "QUICKCHAT_MEMORY_LIMIT", value_name = "BYTES", value_parser = parse_bytes_arg)]
+    pub memory_limit: Option<u64>,
+
+    /// Folder for spill files [default: [engine] spill_dir, else the system's temporary folder].
+    #[arg(long, global = true, env = "QUICKCHAT_SPILL_DIR", value_name = "DIR")]
+    pub spill_dir: Option<PathBuf>,
+
     /// MySQL/MariaDB server: mysql://host:port/db or jdbc:mysql://host:port/db. `bronze-users`
     /// reads its `users` table there, streaming MySQL sinks write there, `generate --load-mysql`
     /// loads it [default: the config file's [mysql] url; without one the users CSV export is read]
@@ -461,6 +471,11 @@ pub struct StreamRunArgs {
     /// on from there.
     #[arg(long, value_name = "N")]
     pub max_epochs: Option<u64>,
+}
+
+/// Parses a size flag such as `512MB`, `4GiB` or `1000000`.
+pub fn parse_bytes_arg(text: &str) -> Result<u64, String> {
+    crate::config::parse_bytes(text)
 }
 
 /// Parses a duration flag such as `30s`, `10m` or `1h`.

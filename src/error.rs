@@ -285,6 +285,19 @@ impl Error {
         }
     }
 
+    /// What to do about an error whose cause is plain but whose remedy is not in its message:
+    /// a query that ran out of the memory pool (DataFusion's "Resources exhausted", wherever
+    /// it surfaced: a job's SQL, a Delta write) needs a larger `--memory-limit`.
+    pub fn hint(&self) -> Option<String> {
+        self.to_string().contains("Resources exhausted").then(|| {
+            format!(
+                "the run needs more memory than --memory-limit ({}) allows, even spilling to disk: \
+                 raise --memory-limit (or [engine] memory_limit in the config file)",
+                crate::query::memory::describe(crate::query::memory::limit())
+            )
+        })
+    }
+
     /// A failed SQL file of a job, keeping DataFusion's error.
     pub fn sql(job: &str, file: &str, cause: datafusion::error::DataFusionError) -> Self {
         Error::Sql {

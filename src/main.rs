@@ -23,10 +23,18 @@ fn main() -> std::process::ExitCode {
             let code = error.exit_code();
             match log_format {
                 // Log collectors get one JSON event; people get one plain line.
-                LogFormat::Json => {
-                    tracing::error!(exit_code = code.code(), retryable = error.is_retryable(), "{error}")
+                LogFormat::Json => tracing::error!(
+                    exit_code = code.code(),
+                    retryable = error.is_retryable(),
+                    hint = error.hint().unwrap_or_default(),
+                    "{error}"
+                ),
+                LogFormat::Text => {
+                    eprintln!("error: {error}");
+                    if let Some(hint) = error.hint() {
+                        eprintln!("hint: {hint}");
+                    }
                 }
-                LogFormat::Text => eprintln!("error: {error}"),
             }
             std::process::ExitCode::from(code.code())
         }

@@ -24,6 +24,7 @@ use url::Url;
 use crate::cli::GlobalArgs;
 use crate::error::{ConfigProblem, Error, Result};
 use crate::project::ProjectLocation;
+use crate::query::memory::MemorySettings;
 use stream_pipeline::StreamPipeline;
 pub use vars::Vars;
 
@@ -45,6 +46,8 @@ pub struct Settings {
     pub kafka_brokers: Option<String>,
     /// Variables for `${VAR}` expansion in pipeline files.
     pub vars: Vars,
+    /// The queries' memory pool and spill folder.
+    pub memory: MemorySettings,
 }
 
 /// A lake root URL with the object-store options needed to reach it.
@@ -138,6 +141,8 @@ struct ConfigFile {
     kafka: KafkaSection,
     #[serde(default)]
     s3: S3Section,
+    #[serde(default)]
+    engine: EngineSection,
     /// Variables for `${VAR}` expansion, below the environment in precedence.
     #[serde(default)]
     vars: HashMap<String, String>,
@@ -155,6 +160,15 @@ struct MysqlSection {
 #[serde(deny_unknown_fields)]
 struct KafkaSection {
     bootstrap_servers: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EngineSection {
+    /// `--memory-limit`, e.g. `"4GiB"`.
+    memory_limit: Option<String>,
+    /// `--spill-dir`.
+    spill_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -210,6 +224,18 @@ impl Settings {
             None => None,
         };
         let kafka_brokers = given(&args.brokers).or(file.kafka.bootstrap_servers.clone());
+        let limit = match (args.memory_limit, &file.engine.memory_limit) {
+            (Some(limit), _) => limit,
+            (None, Some(text)) => parse_bytes(text).unwrap_or_else(|message| {
+                problems.push(ConfigProblem::general(format!("[engine] memory_limit: {message}")));
+                0
+            }),
+            (None, None) => MemorySettings::default_limit(),
+        };
+        let memory = MemorySettings {
+            limit,
+            spill_dir: args.spill_dir.clone().or(file.engine.spill_dir.clone()),
+        };
 
         let project = match &args.project {
             Some(dir) if dir.join("pipelines").is_dir() => ProjectLocation::Folder(dir.clone()),
@@ -233,6 +259,7 @@ impl Settings {
                 mysql_url,
                 kafka_brokers,
                 vars,
+                memory,
             }),
             _ => Err(Error::Config(problems)),
         }
@@ -243,6 +270,40 @@ impl Settings {
     pub fn brokers_for(&self, pipeline: &StreamPipeline) -> Option<String> {
         self.kafka_brokers.clone().or(pipeline.kafka.brokers.clone())
     }
+}
+
+/// A size such as `512MB`, `4GiB`, `2G` or `1000000` (bytes): decimal units (kB, MB, GB, TB)
+/// are powers of 1000, binary ones (KiB, MiB, GiB, TiB, and K, M, G, T) of 1024.
+pub fn parse_bytes(text: &str) -> std::result::Result<u64, String> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size (e.g. 512MB, 4GiB)"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        other => {
+            return Err(format!(
+                "`{text}`: unknown unit `{other}` (B, kB, MB, GB, TB, KiB, MiB, GiB, TiB)"
+            ));
+        }
+    };
+    let bytes = (number * scale as f64) as u64;
+    if bytes == 0 {
+        return Err(format!("`{text}`: a size must be more than 0 bytes"));
+    }
+    Ok(bytes)
 }
 
 fn read_config_file(path: &Path) -> Result<ConfigFile> {
@@ -349,6 +410,8 @@ mod tests {
             project: None,
             log_format: crate::cli::LogFormat::Text,
             log_level: "info".into(),
+            memory_limit: None,
+            spill_dir: None,
             mysql_url: None,
             mysql_user: None,
             mysql_password: None,
@@ -451,5 +514,17 @@ mod tests {
         let settings = Settings::resolve(&args(None), &HashMap::new()).unwrap();
         assert!(settings.lake.is_local());
         assert!(settings.lake.root.path().ends_with("/lake/"), "{}", settings.lake.root);
+    }
+
+    #[test]
+    fn sizes_parse_in_decimal_and_binary_units_and_bad_ones_say_why() {
+        assert_eq!(parse_bytes("512MB"), Ok(512_000_000));
+        assert_eq!(parse_bytes("4GiB"), Ok(4 << 30));
+        assert_eq!(parse_bytes("2g"), Ok(2 << 30));
+        assert_eq!(parse_bytes("1.5 KiB"), Ok(1536));
+        assert_eq!(parse_bytes("1000"), Ok(1000));
+        assert!(parse_bytes("4 parsecs").unwrap_err().contains("unknown unit"));
+        assert!(parse_bytes("GB").unwrap_err().contains("not a size"));
+        assert!(parse_bytes("0MB").unwrap_err().contains("more than 0"));
     }
 }

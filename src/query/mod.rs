@@ -12,6 +12,7 @@ pub mod counting_join;
 pub mod expectations;
 pub mod intervals;
 pub mod join_bounds;
+pub mod memory;
 pub mod window;
 
 use std::collections::HashMap;
@@ -135,6 +136,7 @@ pub fn new_session() -> SessionContext {
         .set_usize("datafusion.optimizer.hash_join_inlist_pushdown_max_distinct_values", 0);
     let state = SessionStateBuilder::new()
         .with_config(config)
+        .with_runtime_env(memory::runtime())
         .with_default_features()
         .with_query_planner(planner_with(Vec::new()))
         .with_optimizer_rule(Arc::new(intervals::FixedIntervalsAsDurations))

@@ -225,6 +225,49 @@ fn usage_errors_exit_2_and_say_what_is_known() {
 
     let bad_date = binary(dir.path(), &["run", "bronze-all", "--date", "2024-13-01"]);
     assert_eq!(bad_date.status.code(), exit(ExitCode::Usage), "{}", describe(&bad_date));
+
+    let bad_limit = binary(dir.path(), &["--memory-limit", "4 parsecs", "list"]);
+    assert_eq!(
+        bad_limit.status.code(),
+        exit(ExitCode::Usage),
+        "{}",
+        describe(&bad_limit)
+    );
+    assert!(stderr(&bad_limit).contains("unknown unit"), "{}", describe(&bad_limit));
+}
+
+#[test]
+fn a_job_under_a_memory_limit_too_small_fails_naming_the_job_and_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let landing = dir.path().join("lake/landing");
+    let generated = binary(
+        dir.path(),
+        &[
+            "generate",
+            "--out",
+            landing.to_str().unwrap(),
+            "--users",
+            "50",
+            "--days",
+            "2",
+        ],
+    );
+    assert!(generated.status.success(), "{}", describe(&generated));
+    let out = binary(
+        dir.path(),
+        &["--memory-limit", "64KiB", "run", "bronze-all", "--upstream"],
+    );
+    let out = if out.status.success() {
+        binary(dir.path(), &["--memory-limit", "64KiB", "run", "full-pipeline"])
+    } else {
+        out
+    };
+    assert_eq!(out.status.code(), exit(ExitCode::JobFailed), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("hint: the run needs more memory than --memory-limit (64.0 KiB)"),
+        "{}",
+        describe(&out)
+    );
 }
 
 #[test]
