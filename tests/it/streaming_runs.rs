@@ -312,6 +312,16 @@ async fn maintain_compacts_what_a_stream_wrote_and_every_read_stays_equal() {
     for ((table, sql), before) in tables.iter().zip(&before) {
         assert_eq!(&lake.query(sql).await, before, "{table} reads the same after maintain");
     }
+    let zordered = project.run_ok(
+        &lake,
+        &["maintain", "bronze.clickstream", "--optimize", "--zorder-by", "user_id"],
+    );
+    assert!(zordered.contains("z-order by user_id"), "{zordered}");
+    assert_eq!(
+        lake.query(tables[0].1).await,
+        before[0],
+        "bronze reads the same after a Z-order"
+    );
     let logged = lake
         .query("SELECT count(*) FROM meta.run_log WHERE job LIKE 'maintain %' AND status = 'succeeded'")
         .await;
