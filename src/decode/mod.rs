@@ -12,6 +12,7 @@ pub mod csv;
 pub mod extended_json;
 pub mod json;
 pub mod protobuf;
+mod protobuf_wire;
 pub mod reject;
 pub mod text_table;
 

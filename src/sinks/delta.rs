@@ -62,15 +62,6 @@ impl OpenTables {
             .expect("open tables lock")
             .insert(table.to_string(), opened);
     }
-
-    /// A copy of the kept snapshot of `table`, for upkeep beside the writes.
-    pub fn get(&self, table: &TableName) -> Option<DeltaTable> {
-        self.0
-            .lock()
-            .expect("open tables lock")
-            .get(&table.to_string())
-            .cloned()
-    }
 }
 
 /// Writes into one Delta table of the lake.
