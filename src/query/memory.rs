@@ -107,8 +107,8 @@ mod tests {
         })
         .unwrap();
         let config = SessionConfig::new()
-            .with_target_partitions(2)
-            .set_usize("datafusion.execution.sort_spill_reservation_bytes", 1 << 20);
+            .with_target_partitions(1)
+            .set_usize("datafusion.execution.sort_spill_reservation_bytes", 4 << 20);
         SessionContext::new_with_config_rt(config, runtime)
     }
 
@@ -117,7 +117,7 @@ mod tests {
     #[tokio::test]
     async fn a_sort_larger_than_the_limit_spills_and_gives_every_row_in_order() {
         let spill = tempfile::tempdir().unwrap();
-        let ctx = session_with_limit(16 << 20, spill.path());
+        let ctx = session_with_limit(32 << 20, spill.path());
         let batches = ctx.sql(SORT).await.unwrap().collect().await.unwrap();
         let values: Vec<i64> = batches
             .iter()
