@@ -2,7 +2,10 @@
 # Starts (or finds already running) the services the tests talk to, and prints `export` lines
 # for their addresses:
 #   eval "$(scripts/services.sh start)"
-#   scripts/services.sh stop          stops what this script started
+#   scripts/services.sh start mariadb  starts only the services named (mariadb, s3, kafka)
+#   scripts/services.sh stop          stops what this script started, and waits until it ended
+# QUICKCHAT_SERVICES_DIR and the port variables below give a second set of servers (the outage
+# tests start their own MariaDB and Kafka this way, to stop and restart them).
 # Every service listens on 127.0.0.1 only; run scripts/install-deps.sh test first.
 # - MariaDB on ${QUICKCHAT_MYSQL_PORT:-3306}: a server already listening there is used (the test
 #   user is created through its unix socket when we are root), else the local mariadbd is
@@ -156,9 +159,17 @@ start_kafka() {
 
 case "${1:-start}" in
   start)
-    start_mariadb
-    start_s3
-    start_kafka
+    shift || true
+    wanted=("$@")
+    [ ${#wanted[@]} -gt 0 ] || wanted=(mariadb s3 kafka)
+    for service in "${wanted[@]}"; do
+      case "$service" in
+        mariadb) start_mariadb ;;
+        s3) start_s3 ;;
+        kafka) start_kafka ;;
+        *) echo "unknown service $service (mariadb, s3, kafka)" >&2; exit 2 ;;
+      esac
+    done
     echo "export QUICKCHAT_TEST_MYSQL_URL=${QUICKCHAT_TEST_MYSQL_URL:-mysql://$mysql_user:$mysql_password@127.0.0.1:$mysql_port}"
     echo "export QUICKCHAT_TEST_S3_ENDPOINT=http://127.0.0.1:$s3_port"
     echo "export QUICKCHAT_TEST_S3_BUCKET=$bucket"
@@ -167,10 +178,19 @@ case "${1:-start}" in
     echo "export QUICKCHAT_TEST_AIRFLOW_PYTHON=${QUICKCHAT_TEST_AIRFLOW_PYTHON:-$cache/airflow-venv/bin/python}"
     ;;
   stop)
+    stopping=()
     for pidfile in "$state"/*.pid; do
       [ -e "$pidfile" ] || continue
-      kill "$(cat "$pidfile")" 2>/dev/null || true
+      pid=$(cat "$pidfile")
+      kill "$pid" 2>/dev/null && stopping+=("$pid")
       rm -f "$pidfile"
+    done
+    # Ended, so that a restart on the same data folder finds it unlocked.
+    for pid in "${stopping[@]}"; do
+      for _ in $(seq 1 600); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+      done
     done
     ;;
   *)

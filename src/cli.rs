@@ -57,6 +57,12 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "QUICKCHAT_SPILL_DIR", value_name = "DIR")]
     pub spill_dir: Option<PathBuf>,
 
+    /// How long a server away (Kafka, MySQL, S3) or a full disk is retried, with backoff,
+    /// before the run fails (exit 4; a restart resumes exactly once), e.g. `30s`, `10m`
+    /// [default: [engine] retry_for, else 2m].
+    #[arg(long, global = true, env = "QUICKCHAT_RETRY_FOR", value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub retry_for: Option<std::time::Duration>,
+
     /// MySQL/MariaDB server: mysql://host:port/db or jdbc:mysql://host:port/db. `bronze-users`
     /// reads its `users` table there, streaming MySQL sinks write there, `generate --load-mysql`
     /// loads it [default: the config file's [mysql] url; without one the users CSV export is read]

@@ -212,6 +212,22 @@ pub enum Error {
         upstream: String,
     },
 
+    /// An operation failed for longer than the retries allow (`--retry-for`).
+    #[error("{what}: gave up after {tries} tries in {seconds} s (--retry-for {limit}): {cause}")]
+    GaveUp {
+        /// What was tried, with where.
+        what: String,
+        /// How many times it was tried.
+        tries: u32,
+        /// How long it was tried for.
+        seconds: u64,
+        /// The bound, as given.
+        limit: String,
+        /// The last failure.
+        #[source]
+        cause: Box<Error>,
+    },
+
     /// Local I/O on a named path.
     #[error("{path}: {source}")]
     Io {
@@ -230,6 +246,37 @@ pub enum Error {
     Internal(String),
 }
 
+/// Whether `error`, or anything that caused it, is a failure that passes by itself: a full
+/// disk, a connection refused, reset or timed out, a storage request that failed after the
+/// store's own retries. (Permissions, missing objects and bad data are not.)
+pub fn is_transient(error: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind;
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                ErrorKind::StorageFull
+                    | ErrorKind::QuotaExceeded
+                    | ErrorKind::ConnectionRefused
+                    | ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::NotConnected
+                    | ErrorKind::BrokenPipe
+                    | ErrorKind::TimedOut
+                    | ErrorKind::Interrupted
+            )
+        {
+            return true;
+        }
+        if let Some(object_store::Error::Generic { .. }) = e.downcast_ref::<object_store::Error>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 impl Error {
     /// The exit code this error ends the process with.
     pub fn exit_code(&self) -> ExitCode {
@@ -246,6 +293,7 @@ impl Error {
             | Error::Sink { .. }
             | Error::Lake { .. }
             | Error::UpstreamFailed { .. }
+            | Error::GaveUp { .. }
             | Error::Io { .. } => ExitCode::JobFailed,
         }
     }
@@ -254,7 +302,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Source { retryable, .. } | Error::Sink { retryable, .. } => *retryable,
-            Error::Lake { .. } => true,
+            Error::Lake { .. } | Error::GaveUp { .. } => true,
             _ => false,
         }
     }
@@ -334,6 +382,27 @@ fn format_violations(violations: &[RuleViolation]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_disk_deep_in_a_parquet_error_passes_and_a_missing_object_does_not() {
+        let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        let store = object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(full),
+        };
+        let parquet = parquet::errors::ParquetError::External(Box::new(store));
+        assert!(is_transient(&parquet));
+        let missing = object_store::Error::NotFound {
+            path: "lake/bronze/x".into(),
+            source: Box::new(std::io::Error::from(std::io::ErrorKind::NotFound)),
+        };
+        assert!(!is_transient(&parquet::errors::ParquetError::External(Box::new(
+            missing
+        ))));
+        assert!(!is_transient(&parquet::errors::ParquetError::General(
+            "bad page".into()
+        )));
+    }
 
     /// The README's exit-code table, as (code, meaning) rows.
     fn readme_exit_codes() -> Vec<(u8, String)> {

@@ -1,6 +1,6 @@
 //! Kafka clients, shared by the Kafka source, the Kafka sink and `produce`: the client settings
 //! every client starts from, the error for brokers that do not answer, topic administration,
-//! and broker requests retried with [`RetryPolicy::BROKER`].
+//! and broker requests retried per the process's [`crate::retry::policy`].
 
 use std::time::Duration;
 
@@ -12,7 +12,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 
 use crate::error::{Error, Result};
-use crate::retry::RetryPolicy;
 
 /// How long to wait for brokers before a request counts as failed.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,14 +42,14 @@ pub fn unreachable(brokers: &str, e: rdkafka::error::KafkaError) -> Error {
 }
 
 /// Runs a blocking broker request again while it fails (a broker away, a leader moving), per
-/// [`RetryPolicy::BROKER`], logging each retry with the brokers' address.
+/// the process's retry policy, logging each retry with the brokers' address.
 pub fn with_retries<T>(
     brokers: &str,
     what: &str,
     request: impl FnMut() -> rdkafka::error::KafkaResult<T>,
 ) -> Result<T> {
     request
-        .retry(RetryPolicy::BROKER.backoff())
+        .retry(crate::retry::policy().backoff())
         .sleep(std::thread::sleep)
         .notify(|e, wait| {
             tracing::warn!(brokers = %brokers, error = %e, retry_in_ms = wait.as_millis() as u64, "{what} failed; retrying")

@@ -94,6 +94,16 @@ impl Latencies {
         self.0.is_empty()
     }
 
+    /// The durations counted after `earlier`, a copy of these taken before.
+    pub fn since(&self, earlier: &Latencies) -> Latencies {
+        let mut later = self.0.clone();
+        // Fails only when `earlier` counted what this did not: then nothing is subtracted.
+        if later.subtract(&earlier.0).is_err() {
+            return self.clone();
+        }
+        Latencies(later)
+    }
+
     /// The duration at quantile `q` (0.5 = median), zero when nothing was counted.
     pub fn quantile(&self, q: f64) -> Duration {
         if self.is_empty() {
@@ -129,5 +139,19 @@ mod tests {
                 "q{q}: {got} ms, exact {exact_ms} ms"
             );
         }
+    }
+
+    #[test]
+    fn since_counts_only_what_came_after_the_copy() {
+        let mut latencies = Latencies::default();
+        for millis in 1..=1000u64 {
+            latencies.record(Duration::from_millis(millis));
+        }
+        let earlier = latencies.clone();
+        latencies.record(Duration::from_secs(5));
+        let later = latencies.since(&earlier);
+        assert_eq!(later.len(), 1);
+        assert_eq!(later.quantile(0.5).as_secs(), 5);
+        assert_eq!(latencies.len(), 1001);
     }
 }

@@ -4,10 +4,32 @@
 //! bounded in total waiting time. Past the bound the error is returned to the caller, which
 //! turns it into exit code 4: a supervisor (Airflow, systemd, Kubernetes) restarting the
 //! process resumes where the checkpoint says.
+//!
+//! The bound is the process's `--retry-for` (`[engine] retry_for`, default two minutes), set once
+//! at start ([`configure`]) and read by every client ([`policy`]): Kafka requests and
+//! deliveries, sink writes of an epoch, checkpoint files.
 
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
-use backon::ExponentialBuilder;
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+
+use crate::error::Error;
+
+/// The default `--retry-for`.
+pub const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(120);
+
+static POLICY: OnceLock<RetryPolicy> = OnceLock::new();
+
+/// Sets how long the process keeps retrying; the first call wins (commands call it at start).
+pub fn configure(give_up_after: Duration) {
+    let _ = POLICY.set(RetryPolicy::BROKER.giving_up_after(give_up_after));
+}
+
+/// The process's retry policy: [`RetryPolicy::BROKER`] with the configured bound.
+pub fn policy() -> RetryPolicy {
+    *POLICY.get_or_init(|| RetryPolicy::BROKER)
+}
 
 /// How long to wait between tries and when to give up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,11 +43,11 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Kafka requests and deliveries: 100 ms doubling to 5 s, for two minutes.
+    /// Servers away: 100 ms doubling to 5 s, for [`DEFAULT_RETRY_FOR`].
     pub const BROKER: RetryPolicy = RetryPolicy {
         first_wait: Duration::from_millis(100),
         max_wait: Duration::from_secs(5),
-        give_up_after: Duration::from_secs(120),
+        give_up_after: DEFAULT_RETRY_FOR,
     };
 
     /// The same policy giving up after `give_up_after`.
@@ -42,6 +64,54 @@ impl RetryPolicy {
             .with_jitter()
             .without_max_times()
             .with_total_delay(Some(self.give_up_after))
+    }
+}
+
+/// The retries of one operation that cannot be handed to `backon` as a closure (it needs the
+/// caller's `&mut self` between tries): ask [`Retries::wait_after`] after each failure.
+pub struct Retries {
+    policy: RetryPolicy,
+    waits: ExponentialBackoff,
+    started: Instant,
+    tries: u32,
+}
+
+impl Retries {
+    /// Retries per `policy`, counted from now.
+    pub fn new(policy: RetryPolicy) -> Self {
+        Self {
+            policy,
+            waits: policy.backoff().build(),
+            started: Instant::now(),
+            tries: 0,
+        }
+    }
+
+    /// After a failed try of `what`: when `error` may pass and the bound is not reached, logs
+    /// the retry, waits and returns `None` (try again); otherwise returns the error to give up
+    /// with, saying how long it was retried.
+    pub async fn wait_after(&mut self, what: &str, error: Error) -> Option<Error> {
+        // An error that was retried already (by the Kafka client) is not retried again.
+        if !error.is_retryable() || matches!(error, Error::GaveUp { .. }) {
+            return Some(error);
+        }
+        match self.waits.next() {
+            Some(wait) => {
+                self.tries += 1;
+                tracing::warn!(error = %error, retry_in_ms = wait.as_millis() as u64, try_number = self.tries,
+                    "{what} failed; retrying");
+                tokio::time::sleep(wait).await;
+                None
+            }
+            None if self.tries == 0 => Some(error),
+            None => Some(Error::GaveUp {
+                what: what.to_string(),
+                tries: self.tries + 1,
+                seconds: self.started.elapsed().as_secs(),
+                limit: humantime::format_duration(self.policy.give_up_after).to_string(),
+                cause: Box::new(error),
+            }),
+        }
     }
 }
 
@@ -71,6 +141,41 @@ mod tests {
         .call();
         assert_eq!(result, Ok(2));
         assert_eq!(tries.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn retries_of_a_stateful_operation_end_with_the_cause_and_the_bound() {
+        let mut retries = Retries::new(QUICK);
+        let away = || Error::Sink {
+            table: "mysql:page_views".into(),
+            message: "cannot connect".into(),
+            retryable: true,
+            cause: None,
+        };
+        let mut tries = 1;
+        let given_up = loop {
+            match retries.wait_after("writing page_views", away()).await {
+                None => tries += 1,
+                Some(error) => break error,
+            }
+        };
+        assert!(tries > 3, "{tries}");
+        let text = given_up.to_string();
+        assert!(
+            text.contains("writing page_views") && text.contains("cannot connect"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{tries} tries")) && text.contains("--retry-for 50ms"),
+            "{text}"
+        );
+        assert_eq!(given_up.exit_code(), crate::error::ExitCode::JobFailed);
+
+        let fatal = Error::Usage("no such table".into());
+        assert!(matches!(
+            Retries::new(QUICK).wait_after("x", fatal).await,
+            Some(Error::Usage(_))
+        ));
     }
 
     #[tokio::test]

@@ -27,6 +27,7 @@ pub async fn run(cli: Cli, progress: Progress) -> Result<()> {
     let env: HashMap<String, String> = std::env::vars().collect();
     let settings = Settings::resolve(&cli.global, &env)?;
     crate::query::memory::configure(&settings.memory)?;
+    crate::retry::configure(settings.retry_for);
     match cli.command {
         Command::Demo(args) => demo::run(&settings, args, &progress).await,
         Command::Run(args) => run::run(&settings, args, &progress).await,

@@ -17,6 +17,7 @@ pub mod vars;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use url::Url;
@@ -48,6 +49,8 @@ pub struct Settings {
     pub vars: Vars,
     /// The queries' memory pool and spill folder.
     pub memory: MemorySettings,
+    /// How long servers away are retried (`--retry-for`).
+    pub retry_for: Duration,
 }
 
 /// A lake root URL with the object-store options needed to reach it.
@@ -169,6 +172,8 @@ struct EngineSection {
     memory_limit: Option<String>,
     /// `--spill-dir`.
     spill_dir: Option<PathBuf>,
+    /// `--retry-for`, e.g. `"5m"`.
+    retry_for: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -237,6 +242,15 @@ impl Settings {
             spill_dir: args.spill_dir.clone().or(file.engine.spill_dir.clone()),
         };
 
+        let retry_for = match (args.retry_for, &file.engine.retry_for) {
+            (Some(bound), _) => bound,
+            (None, Some(text)) => stream::parse_duration(text).unwrap_or_else(|message| {
+                problems.push(ConfigProblem::general(format!("[engine] retry_for: {message}")));
+                crate::retry::DEFAULT_RETRY_FOR
+            }),
+            (None, None) => crate::retry::DEFAULT_RETRY_FOR,
+        };
+
         let project = match &args.project {
             Some(dir) if dir.join("pipelines").is_dir() => ProjectLocation::Folder(dir.clone()),
             Some(dir) => {
@@ -260,6 +274,7 @@ impl Settings {
                 kafka_brokers,
                 vars,
                 memory,
+                retry_for,
             }),
             _ => Err(Error::Config(problems)),
         }
@@ -412,6 +427,7 @@ mod tests {
             log_level: "info".into(),
             memory_limit: None,
             spill_dir: None,
+            retry_for: None,
             mysql_url: None,
             mysql_user: None,
             mysql_password: None,

@@ -427,11 +427,14 @@ impl<'l> DeltaSink<'l> {
         }
     }
 
+    /// A failure of deltalake, with the table's location; retryable when the storage failed
+    /// in a way that passes (a server away, a full disk), however deep in the cause.
     fn delta_error(&self, e: DeltaTableError) -> Error {
-        let retryable = matches!(e, DeltaTableError::ObjectStore { .. } | DeltaTableError::Io { .. });
+        let retryable = matches!(e, DeltaTableError::ObjectStore { .. } | DeltaTableError::Io { .. })
+            || crate::error::is_transient(&e);
         Error::Sink {
             table: self.table.to_string(),
-            message: e.to_string(),
+            message: format!("{e} (table at {})", self.lake.table_url(&self.table)),
             retryable,
             cause: Some(Box::new(e)),
         }

@@ -33,6 +33,7 @@ use crate::config::pipeline::{SinkDef, WriteMode};
 use crate::config::stream_pipeline::{StreamPipeline, StreamSource};
 use crate::decode::reject::Reject;
 use crate::error::{Error, Result};
+use crate::retry::Retries;
 
 /// Writes the rows of one pipeline's epochs.
 pub struct SinkWriter<'a> {
@@ -124,6 +125,93 @@ impl<'a> SinkWriter<'a> {
     /// Writes rows of `output` to one of its sinks for `epoch`. `replay` is set for epochs
     /// already committed before a restart: sinks that cannot tell (Kafka, console) skip them.
     pub async fn write(
+        &mut self,
+        output: &str,
+        sink: &SinkDef,
+        epoch: u64,
+        schema: &SchemaRef,
+        rows: &[RecordBatch],
+        replay: bool,
+    ) -> Result<SinkMetrics> {
+        let write = Write::Output {
+            output,
+            sink,
+            schema,
+            rows,
+            replay,
+        };
+        self.retrying(epoch, write).await
+    }
+
+    /// Appends a source's late records of `epoch` to its late table, with the watermark they
+    /// missed.
+    pub async fn write_late(
+        &mut self,
+        source: &StreamSource,
+        epoch: u64,
+        late: &RecordBatch,
+        watermark: i64,
+    ) -> Result<SinkMetrics> {
+        let write = Write::Late {
+            source,
+            late,
+            watermark,
+        };
+        self.retrying(epoch, write).await
+    }
+
+    /// Appends unusable records of `epoch` to the quarantine.
+    pub async fn write_rejects(&mut self, epoch: u64, rejects: &[Reject]) -> Result<SinkMetrics> {
+        self.retrying(epoch, Write::Rejects(rejects)).await
+    }
+
+    /// Writes `write` of `epoch`, again while it fails in a way that may pass (a server away,
+    /// a full disk), per the process's retry policy. Each try is idempotent: a write of an
+    /// epoch the target already holds writes nothing, so a try whose commit landed though its
+    /// answer was lost is not written twice. Between tries the writer forgets what it knew of
+    /// its targets (the epochs they hold, its MySQL connection) and asks them again. The Kafka
+    /// sink retries deliveries itself.
+    async fn retrying(&mut self, epoch: u64, write: Write<'_>) -> Result<SinkMetrics> {
+        if let Write::Output {
+            sink: SinkDef::Kafka(_),
+            ..
+        } = write
+        {
+            return self.write_once(epoch, &write).await;
+        }
+        let mut retries = Retries::new(crate::retry::policy());
+        loop {
+            let failed = match self.write_once(epoch, &write).await {
+                Ok(metrics) => return Ok(metrics),
+                Err(e) => e,
+            };
+            self.written.clear();
+            self.mysql = None;
+            if let Some(given_up) = retries.wait_after(&write.describe(epoch), failed).await {
+                return Err(given_up);
+            }
+        }
+    }
+
+    async fn write_once(&mut self, epoch: u64, write: &Write<'_>) -> Result<SinkMetrics> {
+        match *write {
+            Write::Output {
+                output,
+                sink,
+                schema,
+                rows,
+                replay,
+            } => self.write_output(output, sink, epoch, schema, rows, replay).await,
+            Write::Late {
+                source,
+                late,
+                watermark,
+            } => self.write_late_once(source, epoch, late, watermark).await,
+            Write::Rejects(rejects) => self.write_rejects_once(epoch, rejects).await,
+        }
+    }
+
+    async fn write_output(
         &mut self,
         output: &str,
         sink: &SinkDef,
@@ -292,9 +380,7 @@ impl<'a> SinkWriter<'a> {
         }
     }
 
-    /// Appends a source's late records of `epoch` to its late table, with the watermark they
-    /// missed.
-    pub async fn write_late(
+    async fn write_late_once(
         &mut self,
         source: &StreamSource,
         epoch: u64,
@@ -327,8 +413,7 @@ impl<'a> SinkWriter<'a> {
         Ok(metrics)
     }
 
-    /// Appends unusable records of `epoch` to the quarantine.
-    pub async fn write_rejects(&self, epoch: u64, rejects: &[Reject]) -> Result<SinkMetrics> {
+    async fn write_rejects_once(&self, epoch: u64, rejects: &[Reject]) -> Result<SinkMetrics> {
         let app_id = self.app_id("meta.quarantine");
         crate::meta::quarantine::append_epoch(
             self.lake,
@@ -340,6 +425,33 @@ impl<'a> SinkWriter<'a> {
             Utc::now(),
         )
         .await
+    }
+}
+
+/// One write of an epoch, kept to be tried again.
+enum Write<'w> {
+    Output {
+        output: &'w str,
+        sink: &'w SinkDef,
+        schema: &'w SchemaRef,
+        rows: &'w [RecordBatch],
+        replay: bool,
+    },
+    Late {
+        source: &'w StreamSource,
+        late: &'w RecordBatch,
+        watermark: i64,
+    },
+    Rejects(&'w [Reject]),
+}
+
+impl Write<'_> {
+    fn describe(&self, epoch: u64) -> String {
+        match self {
+            Write::Output { output, sink, .. } => format!("writing epoch {epoch} of {output} to {}", sink.display()),
+            Write::Late { source, .. } => format!("writing epoch {epoch}'s late records to {}", source.late_table),
+            Write::Rejects(_) => format!("writing epoch {epoch}'s rejects to meta.quarantine"),
+        }
     }
 }
 

@@ -40,7 +40,7 @@ impl KafkaSink {
         Ok(Self {
             producer,
             brokers: brokers.to_string(),
-            retry: RetryPolicy::BROKER,
+            retry: crate::retry::policy(),
         })
     }
 

@@ -64,7 +64,13 @@ struct Reader {
     reading_from: Option<Positions>,
     /// topic → partition → offset assigned from: records before it are skipped.
     skip_below: HashMap<String, HashMap<i32, i64>>,
+    /// Since when every fetch failed (the brokers away), with how many failures.
+    failing_since: Option<(Instant, u32)>,
 }
+
+/// How long a fetch error waits for the brokers to answer a metadata request (answered: the
+/// error passed; not: the brokers are away).
+const BROKER_CHECK: Duration = Duration::from_secs(1);
 
 /// A micro-batch and whether reading it ended on a quiet poll.
 type Read = Result<(InputBatch, bool)>;
@@ -124,6 +130,7 @@ impl KafkaInput {
             topics: topics.clone(),
             reading_from: None,
             skip_below: HashMap::new(),
+            failing_since: None,
         };
         Ok(Self {
             consumer,
@@ -308,6 +315,7 @@ impl Reader {
             let wait = left.min(DRAINED_AFTER);
             match self.consumer.poll(wait) {
                 Some(Ok(message)) => {
+                    self.failing_since = None;
                     let Some(source) = self.sources.get(message.topic()) else {
                         continue;
                     };
@@ -329,7 +337,29 @@ impl Reader {
                     count += 1;
                 }
                 Some(Err(e)) => {
-                    tracing::warn!(error = %e, brokers = %self.brokers, "Kafka fetch error; retrying");
+                    // librdkafka reconnects with its own backoff; the run gives up once the
+                    // brokers were away longer than the process's retries allow.
+                    let topic = self.topics.values().next().map(String::as_str);
+                    if self.consumer.fetch_metadata(topic, BROKER_CHECK).is_ok() {
+                        // The brokers answer: a passing error, not an outage.
+                        self.failing_since = None;
+                        tracing::warn!(error = %e, brokers = %self.brokers, "Kafka fetch error; retrying");
+                        continue;
+                    }
+                    let (since, failures) = self.failing_since.get_or_insert((Instant::now(), 0));
+                    *failures += 1;
+                    let bound = crate::retry::policy().give_up_after;
+                    tracing::warn!(error = %e, brokers = %self.brokers, failing_for_s = since.elapsed().as_secs(),
+                        "Kafka fetch error; retrying");
+                    if since.elapsed() > bound {
+                        return Err(Error::GaveUp {
+                            what: format!("reading from Kafka at {}", self.brokers),
+                            tries: *failures,
+                            seconds: since.elapsed().as_secs(),
+                            limit: humantime::format_duration(bound).to_string(),
+                            cause: Box::new(unreachable(&self.brokers, e)),
+                        });
+                    }
                 }
                 None => {
                     drained = wait == DRAINED_AFTER;

@@ -24,6 +24,7 @@ use super::join_buffer::JoinBufferState;
 use super::operator::OperatorState;
 use crate::catalog::Lake;
 use crate::error::{Error, Result};
+use crate::retry::Retries;
 use crate::sources::positions::{EpochRange, Positions};
 
 /// The snapshot format this build writes and reads. Snapshots of other formats (the per-part
@@ -120,19 +121,37 @@ impl Checkpoints {
         }
     }
 
+    /// Writes a checkpoint file, again while the storage is away or full (per the process's
+    /// retry policy): a file is whole or absent, and writing it twice writes the same bytes.
     async fn put(&self, path: ObjectPath, bytes: Vec<u8>) -> Result<()> {
-        self.store
-            .put(&path, PutPayload::from(bytes))
-            .await
-            .map_err(|e| self.error(e))?;
-        Ok(())
+        let payload = PutPayload::from(bytes);
+        let mut retries = Retries::new(crate::retry::policy());
+        loop {
+            let failed = match self.store.put(&path, payload.clone()).await {
+                Ok(_) => return Ok(()),
+                Err(e) => self.error(format!("{path}: {e}")),
+            };
+            if let Some(given_up) = retries.wait_after(&format!("writing checkpoint {path}"), failed).await {
+                return Err(given_up);
+            }
+        }
     }
 
     async fn get(&self, path: &ObjectPath) -> Result<Option<bytes::Bytes>> {
-        match self.store.get(path).await {
-            Ok(result) => Ok(Some(result.bytes().await.map_err(|e| self.error(e))?)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(self.error(e)),
+        let mut retries = Retries::new(crate::retry::policy());
+        loop {
+            let read = match self.store.get(path).await {
+                Ok(result) => result.bytes().await,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => Err(e),
+            };
+            let failed = match read {
+                Ok(bytes) => return Ok(Some(bytes)),
+                Err(e) => self.error(format!("{path}: {e}")),
+            };
+            if let Some(given_up) = retries.wait_after(&format!("reading checkpoint {path}"), failed).await {
+                return Err(given_up);
+            }
         }
     }
 

@@ -4,6 +4,8 @@
 
 mod cli;
 mod golden;
+mod outage_support;
+mod outages;
 mod services;
 mod sql_files;
 mod stream_support;

@@ -149,23 +149,7 @@ impl StreamProject {
 
     /// A query's rows from this test's database, one line per row, sorted.
     pub async fn mysql_rows(&self, sql: &str) -> Vec<String> {
-        let mut conn = mysql(&self.mysql_url).await;
-        let rows: Vec<mysql_async::Row> = conn.query(sql).await.unwrap();
-        let mut lines: Vec<String> = rows
-            .into_iter()
-            .map(|row| {
-                (0..row.len())
-                    .map(|i| match row.as_ref(i).unwrap() {
-                        mysql_async::Value::NULL => "NULL".to_string(),
-                        mysql_async::Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
-                        other => other.as_sql(true).trim_matches('\'').to_string(),
-                    })
-                    .collect::<Vec<_>>()
-                    .join("|")
-            })
-            .collect();
-        lines.sort();
-        lines
+        mysql_rows_at(&self.mysql_url, sql).await
     }
 
     pub async fn drop_database(&self) {
@@ -177,7 +161,28 @@ impl StreamProject {
     }
 }
 
-async fn mysql(url: &str) -> mysql_async::Conn {
+/// A query's rows from the database at `url`, one line per row, sorted.
+pub async fn mysql_rows_at(url: &str, sql: &str) -> Vec<String> {
+    let mut conn = mysql(url).await;
+    let rows: Vec<mysql_async::Row> = conn.query(sql).await.unwrap();
+    let mut lines: Vec<String> = rows
+        .into_iter()
+        .map(|row| {
+            (0..row.len())
+                .map(|i| match row.as_ref(i).unwrap() {
+                    mysql_async::Value::NULL => "NULL".to_string(),
+                    mysql_async::Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+                    other => other.as_sql(true).trim_matches('\'').to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("|")
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+pub async fn mysql(url: &str) -> mysql_async::Conn {
     mysql_async::Conn::new(mysql_async::Opts::from_url(url).unwrap())
         .await
         .unwrap()

@@ -114,6 +114,16 @@ impl TestLake {
         }
     }
 
+    /// A lake in the local folder `root` (which the caller removes).
+    pub fn at(root: &Path) -> Self {
+        let root_arg = root.display().to_string();
+        Self {
+            _dir: tempfile::tempdir().unwrap(),
+            lake: Lake::new(LakeLocation::parse(&root_arg, HashMap::new()).unwrap()),
+            root_arg,
+        }
+    }
+
     /// A lake under a fresh prefix of the test bucket on the S3 server the test script
     /// started; fails with instructions when it did not.
     pub fn s3() -> Self {

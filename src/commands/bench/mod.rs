@@ -5,6 +5,7 @@
 //! Each part starts from an empty lake under the system's temporary folder.
 
 mod commits;
+mod soak;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,11 +22,11 @@ use crate::config::{LakeLocation, Settings};
 use crate::error::{Error, Result};
 use crate::generate::streams::stream_files;
 use crate::kafka::{client_config, ensure_topic, unreachable};
-use crate::metrics::{Latencies, RunReport};
+use crate::metrics::RunReport;
 use crate::sinks::kafka::KafkaSink;
 use crate::sources::Input;
 use crate::sources::files::FileInput;
-use crate::sources::generator::{GeneratorInput, json_to_protobuf};
+use crate::sources::generator::json_to_protobuf;
 use crate::sources::kafka::KafkaInput;
 use crate::stream::engine::{Engine, RunOptions, SinkSettings};
 
@@ -73,7 +74,7 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> Result<()> {
             _ => {}
         }
         if wants(BenchPart::Soak) {
-            soak(&pipeline, &work, &args, &mut rows).await?;
+            soak::soak(&pipeline, &work, &args, &mut rows).await?;
         }
         if wants(BenchPart::Protobuf) {
             let chat = registry
@@ -407,96 +408,6 @@ async fn steady_producer(
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::SeqCst);
-    Ok(())
-}
-
-/// The generator at a steady rate (event time 10x wall-clock time, so windows, sessions and the
-/// join buffer reach their steady size early): state rows and memory sampled ten times.
-async fn soak(pipeline: &StreamPipeline, work: &std::path::Path, args: &BenchArgs, rows: &mut Vec<Row>) -> Result<()> {
-    println!(
-        "soak: {} events/s from the generator for {}s{} ...",
-        args.soak_rate,
-        args.soak.as_secs(),
-        if args.soak_without_sinks { ", without sinks" } else { "" }
-    );
-    let lake = lake_at(&work.join("lake-soak"))?;
-    let generator = GeneratorInput::new(pipeline, args.soak_rate, None, chrono::Utc::now().timestamp_millis(), 5)?
-        .with_time_scale(10.0);
-    let mut engine = Engine::open(pipeline, &lake, Input::Generator(generator), SinkSettings::default()).await?;
-    let sample_every = (args.soak / 10).max(Duration::from_secs(5));
-    let started = Instant::now();
-    let mut records = 0;
-    let mut latencies = Latencies::default();
-    println!(
-        "{:>8} {:>12} {:>12} {:>10} {:>15} {:>15}",
-        "seconds", "events", "state rows", "RSS MiB", "sinks ms/epoch", "other ms/epoch"
-    );
-    let mut samples = Vec::new();
-    // Per sample: the epochs' busy time (read excluded: it waits for the generator's rate).
-    let busy = |report: &RunReport| {
-        let sum = |sinks: bool| {
-            report
-                .stage_times
-                .iter()
-                .filter(|(stage, _)| stage.as_str() != "read" && stage.starts_with("sink ") == sinks)
-                .map(|(_, time)| time.as_secs_f64() * 1000.0)
-                .sum::<f64>()
-        };
-        (report.epochs, sum(true), sum(false))
-    };
-    let mut busy_before = (0, 0.0, 0.0);
-    while started.elapsed() < args.soak {
-        let stop = Arc::new(AtomicBool::new(false));
-        let timer = {
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(sample_every).await;
-                stop.store(true, Ordering::SeqCst);
-            })
-        };
-        let options = RunOptions {
-            stop,
-            without_sinks: args.soak_without_sinks,
-            ..Default::default()
-        };
-        let report = engine.run(&options).await?;
-        timer.abort();
-        // The engine's report covers all its runs so far.
-        records = report.records;
-        latencies = report.epoch_times.clone();
-        let rss = rss_mb().unwrap_or(0);
-        let busy_now = busy(&report);
-        let epochs = (busy_now.0 - busy_before.0).max(1) as f64;
-        println!(
-            "{:>8.0} {:>12} {:>12} {:>10} {:>15.0} {:>15.0}",
-            started.elapsed().as_secs_f64(),
-            records,
-            report.state_rows,
-            rss,
-            (busy_now.1 - busy_before.1) / epochs,
-            (busy_now.2 - busy_before.2) / epochs
-        );
-        busy_before = busy_now;
-        samples.push((report.state_rows, rss));
-    }
-    let half = &samples[samples.len() / 2..];
-    let spread = |values: Vec<u64>| {
-        let (min, max) = (
-            values.iter().min().copied().unwrap_or(0),
-            values.iter().max().copied().unwrap_or(0),
-        );
-        (min, max)
-    };
-    let (state_min, state_max) = spread(half.iter().map(|s| s.0 as u64).collect());
-    let (rss_min, rss_max) = spread(half.iter().map(|s| s.1).collect());
-    rows.push(Row {
-        phase: "generator: soak".into(),
-        events: records,
-        seconds: started.elapsed().as_secs_f64(),
-        latency: Some((latencies.quantile(0.5), latencies.quantile(0.99))),
-        peak_rss_mb: peak_rss_mb(),
-        note: format!("second half: state {state_min}..{state_max} rows, RSS {rss_min}..{rss_max} MiB"),
-    });
     Ok(())
 }
 

@@ -1,0 +1,259 @@
+//! What the outage tests stop and start: a server of their own (MariaDB or Apache Kafka, started
+//! by `scripts/services.sh` in a folder of the test, on free ports), a TCP path to the S3 server
+//! that can be cut, a small tmpfs for the lake, and a run of the binary whose log lines the test
+//! watches as they come.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// Longest wait for something a test waits for.
+const PATIENCE: Duration = Duration::from_secs(180);
+
+/// A port nobody listens on, with the next one free too (Kafka's controller listens there).
+pub fn free_port() -> u16 {
+    loop {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// One server of the test's own, started and stopped by `scripts/services.sh`.
+pub struct OwnServer {
+    dir: tempfile::TempDir,
+    service: &'static str,
+    pub port: u16,
+}
+
+impl OwnServer {
+    /// Starts `service` (`mariadb` or `kafka`) on a free port.
+    pub fn start_new(service: &'static str) -> Self {
+        let server = Self {
+            dir: tempfile::tempdir().unwrap(),
+            service,
+            port: free_port(),
+        };
+        server.start();
+        server
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn services(&self, args: &[&str]) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/services.sh");
+        let output = Command::new(script)
+            .args(args)
+            .env("QUICKCHAT_SERVICES_DIR", self.dir.path())
+            .env("QUICKCHAT_MYSQL_PORT", self.port.to_string())
+            .env("QUICKCHAT_KAFKA_PORT", self.port.to_string())
+            .env_remove("QUICKCHAT_TEST_MYSQL_URL")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "services.sh {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Starts the server (again, on the same data).
+    pub fn start(&self) {
+        self.services(&["start", self.service]);
+    }
+
+    /// Stops the server and waits until it ended.
+    pub fn stop(&self) {
+        self.services(&["stop"]);
+        assert!(
+            std::net::TcpStream::connect(self.address()).is_err(),
+            "{} still answers on {}",
+            self.service,
+            self.address()
+        );
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        self.services(&["stop"]);
+    }
+}
+
+/// A TCP path to a server that the test cuts and restores: while cut, connecting is refused
+/// and every open connection is reset, which is what a client sees of a stopped server. (The
+/// S3 server of the tests, moto, keeps its data in memory: stopping it would lose the bucket.)
+pub struct CuttablePath {
+    pub port: u16,
+    target: String,
+    forwarding: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl CuttablePath {
+    /// A path from a free local port to `target` (`host:port`), open.
+    pub async fn open(target: &str) -> Self {
+        let path = Self {
+            port: free_port(),
+            target: target.to_string(),
+            forwarding: Mutex::new(None),
+        };
+        path.restore().await;
+        path
+    }
+
+    /// Listens again and forwards every connection.
+    pub async fn restore(&self) {
+        let listener = TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
+        let target = self.target.clone();
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    continue;
+                };
+                let target = target.clone();
+                connections.spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        *self.forwarding.lock().unwrap() = Some(task);
+    }
+
+    /// Stops listening and resets every connection.
+    pub async fn cut(&self) {
+        let task = self.forwarding.lock().unwrap().take();
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+/// A tmpfs of `megabytes` mounted on a new folder (root only: `None` elsewhere), unmounted
+/// when dropped.
+pub struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    pub fn mount(megabytes: u32) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then_some(Self { dir })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fills the disk with one file until it is full; returns the file.
+    pub fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let path = self.path().join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while file.write_all(&block).is_ok() {}
+        let _ = file.sync_all();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+/// A run of the binary whose standard error is collected line by line as it comes.
+pub struct Running {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Running {
+    pub fn spawn(mut command: Command) -> Self {
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let collected = lines.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+                collected.lock().unwrap().push(line);
+            }
+        });
+        Self { child, lines, reader }
+    }
+
+    /// Waits until a line of standard error satisfies `wanted`, and returns it.
+    pub async fn wait_for_line(&mut self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
+        let started = Instant::now();
+        loop {
+            if let Some(line) = self.lines.lock().unwrap().iter().find(|l| wanted(l)) {
+                return line.clone();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the run ended ({status}) before {what}:\n{}", self.stderr());
+            }
+            assert!(started.elapsed() < PATIENCE, "no {what} in:\n{}", self.stderr());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// Waits for the run to end: its status, standard output and standard error.
+    pub fn finish(mut self) -> (ExitStatus, String, String) {
+        let mut stdout = String::new();
+        if let Some(mut out) = self.child.stdout.take() {
+            std::io::Read::read_to_string(&mut out, &mut stdout).unwrap();
+        }
+        let status = self.child.wait().unwrap();
+        self.reader.join().unwrap();
+        let stderr = self.lines.lock().unwrap().join("\n");
+        (status, stdout, stderr)
+    }
+
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+/// Waits until `done` holds.
+pub async fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < PATIENCE, "waited {PATIENCE:?} for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Epochs a pipeline's run from `input` (`files`, `kafka`) committed in a local lake.
+pub fn commits(lake_root: &str, pipeline: &str, input: &str) -> usize {
+    let folder = Path::new(lake_root)
+        .join("_checkpoints")
+        .join(pipeline)
+        .join(input)
+        .join("commits");
+    std::fs::read_dir(folder).map(|d| d.count()).unwrap_or(0)
+}
