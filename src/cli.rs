@@ -258,6 +258,12 @@ pub struct BenchArgs {
     #[arg(long)]
     pub soak_without_sinks: bool,
 
+    /// The soak's Delta tables keep log entries and removed files' tombstones this long
+    /// (`delta.logRetentionDuration`, `delta.deletedFileRetentionDuration`) instead of the
+    /// streaming default of a day: a soak shorter than a day shows the log bounded.
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub soak_log_retention: Option<std::time::Duration>,
+
     /// Micro-batch commits per table in the commits part.
     #[arg(long, default_value_t = 3_000)]
     pub commits: u64,

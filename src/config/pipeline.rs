@@ -11,6 +11,8 @@
 //! documentation. Strings have already been through `${VAR}` expansion when they are
 //! deserialized here.
 
+use std::collections::BTreeMap;
+
 use indexmap::IndexMap;
 use serde::Deserialize;
 
@@ -224,6 +226,27 @@ fn default_compact_every() -> u64 {
     DEFAULT_COMPACT_EVERY
 }
 
+/// Table properties a streaming Delta sink creates its table with, unless its
+/// `table_properties` say otherwise. A table committed every second gets 86,400 log entries a
+/// day, and a compaction every 100 commits leaves a hundred removed files whose tombstones every
+/// log checkpoint carries until they expire: a day of each bounds both (Delta's defaults, 30
+/// days of log and 7 of tombstones, would make every checkpoint of a busy table carry ~600,000
+/// tombstones). Time travel and VACUUM's safety margin on these tables are a day.
+pub const STREAMING_TABLE_PROPERTIES: [(&str, &str); 2] = [
+    ("delta.logRetentionDuration", "interval 1 days"),
+    ("delta.deletedFileRetentionDuration", "interval 1 days"),
+];
+
+/// `table_properties` of a streaming sink with [`STREAMING_TABLE_PROPERTIES`] under them.
+pub fn streaming_table_properties(given: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut properties: BTreeMap<String, String> = STREAMING_TABLE_PROPERTIES
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    properties.extend(given.clone());
+    properties
+}
+
 /// A Delta table sink.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -249,6 +272,10 @@ pub struct DeltaSinkDef {
     /// them skip more files); empty: `maintain` bin-packs.
     #[serde(default)]
     pub zorder_by: Vec<String>,
+    /// Delta table properties the table is created with (`delta.logRetentionDuration`,
+    /// `delta.targetFileSize`, ...); a streaming sink starts from [`STREAMING_TABLE_PROPERTIES`].
+    #[serde(default)]
+    pub table_properties: BTreeMap<String, String>,
 }
 
 /// A Parquet files sink.

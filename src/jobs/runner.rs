@@ -230,6 +230,7 @@ async fn execute(
         (SinkDef::Delta(def), Some(table)) => {
             DeltaSink::new(cx.lake, table.clone())
                 .with_partition_columns(&def.partition_by)
+                .with_table_properties(def.table_properties.clone())
                 .with_replace(replace)
                 .with_commit_metadata("quickchat.run_id", &params.run_id)
                 .with_commit_metadata("quickchat.job", &job.name)

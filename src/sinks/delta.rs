@@ -2,7 +2,7 @@
 //! partition-range replace (`replaceWhere`), a full overwrite, an append or a merge, in one
 //! commit, and [`OpenTables`], the snapshots a long-running writer keeps between commits.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -74,6 +74,7 @@ pub struct DeltaSink<'l> {
     commit_metadata: HashMap<String, serde_json::Value>,
     app_transaction: Option<(String, i64)>,
     open_tables: Option<&'l OpenTables>,
+    table_properties: BTreeMap<String, String>,
 }
 
 impl<'l> DeltaSink<'l> {
@@ -87,6 +88,7 @@ impl<'l> DeltaSink<'l> {
             commit_metadata: HashMap::new(),
             app_transaction: None,
             open_tables: None,
+            table_properties: BTreeMap::new(),
         }
     }
 
@@ -155,6 +157,12 @@ impl<'l> DeltaSink<'l> {
     /// Partition columns (used when the table is created).
     pub fn with_partition_columns(mut self, columns: &[String]) -> Self {
         self.partition_columns = columns.to_vec();
+        self
+    }
+
+    /// Delta table properties (used when the table is created).
+    pub fn with_table_properties(mut self, properties: BTreeMap<String, String>) -> Self {
+        self.table_properties = properties;
         self
     }
 
@@ -269,6 +277,11 @@ impl<'l> DeltaSink<'l> {
             .with_commit_properties(self.commit_properties());
         if !self.partition_columns.is_empty() {
             builder = builder.with_partition_columns(self.partition_columns.clone());
+        }
+        if !self.table_properties.is_empty() {
+            // Applied only when this write creates the table.
+            builder =
+                builder.with_configuration(self.table_properties.iter().map(|(k, v)| (k.clone(), Some(v.clone()))));
         }
         match &self.replace {
             Replace::DateRange { column, start, end } => {

@@ -20,16 +20,16 @@ use arrow::datatypes::{Field, Schema, SchemaRef};
 use chrono::Utc;
 use datafusion::logical_expr::Expr;
 use datafusion::prelude::SessionContext;
-use tokio::task::JoinHandle;
 
 use super::delta::{DeltaSink, OpenTables, Upsert, existing, incoming};
 use super::kafka::KafkaSink;
 use super::mysql::MysqlSink;
 use super::parquet::ParquetSink;
+use super::upkeep::Upkeep;
 use super::{Replace, SinkMetrics, console};
 use crate::catalog::{Lake, TableName, app_transaction_version};
 use crate::config::columns::timestamp_type;
-use crate::config::pipeline::{SinkDef, WriteMode};
+use crate::config::pipeline::{SinkDef, WriteMode, streaming_table_properties};
 use crate::config::stream_pipeline::{StreamPipeline, StreamSource};
 use crate::decode::reject::Reject;
 use crate::error::{Error, Result};
@@ -43,10 +43,8 @@ pub struct SinkWriter<'a> {
     lineage: String,
     /// Per Delta application id: the last epoch the table holds from it.
     written: HashMap<String, Option<i64>>,
-    /// Per Delta table: commits since this run last kept it up.
-    commits_since_upkeep: HashMap<String, u64>,
-    /// Per append Delta table: the upkeep running beside the stream.
-    upkeep: HashMap<String, JoinHandle<Result<SinkMetrics>>>,
+    /// Compaction and log expiry of the Delta tables written.
+    upkeep: Upkeep,
     /// The Delta tables written so far, kept open between epochs.
     open_tables: OpenTables,
     ctx: SessionContext,
@@ -73,8 +71,7 @@ impl<'a> SinkWriter<'a> {
             input,
             lineage: lineage.to_string(),
             written: HashMap::new(),
-            commits_since_upkeep: HashMap::new(),
-            upkeep: HashMap::new(),
+            upkeep: Upkeep::default(),
             open_tables: OpenTables::default(),
             ctx: crate::query::new_session(),
             mysql_url,
@@ -234,6 +231,7 @@ impl<'a> SinkWriter<'a> {
                 let delta = DeltaSink::new(self.lake, table.clone())
                     .with_open_tables(&self.open_tables)
                     .with_partition_columns(&def.partition_by)
+                    .with_table_properties(streaming_table_properties(&def.table_properties))
                     .with_app_transaction(&app_id, epoch as i64)
                     .with_commit_metadata("quickchat.job", &self.pipeline.name)
                     .with_commit_metadata("quickchat.output", output);
@@ -261,7 +259,9 @@ impl<'a> SinkWriter<'a> {
                     _ => delta.write_batches(&self.ctx, schema.clone(), rows).await?,
                 };
                 self.wrote(&app_id, epoch);
-                self.upkeep_now_and_then(output, &table, def.compact_every, sink.mode())
+                let owner = (self.pipeline.name.as_str(), output);
+                self.upkeep
+                    .after_commit(self.lake, &self.open_tables, &self.ctx, owner, &table, def, sink.mode())
                     .await;
                 Ok(metrics)
             }
@@ -321,63 +321,10 @@ impl<'a> SinkWriter<'a> {
         }
     }
 
-    /// Upkeep of `table` after every `every` commits of this run: compaction (Delta OPTIMIZE,
-    /// bin-packing) and expiry of log entries older than the table's `delta.logRetentionDuration`
-    /// (deltalake writes the log checkpoint itself, every `delta.checkpointInterval` commits).
-    ///
-    /// An append table is kept up beside the stream, on a task of its own: a compaction removes
-    /// only files it rewrote with the same rows, which an append never touches. An update table
-    /// is compacted here, between its merges, stalling the micro-batch: deltalake 1.1 lets a
-    /// merge and a compaction that replaced the same file both commit, which would count the
-    /// file's rows twice. A failed upkeep is logged and tried again after the next `every`
-    /// commits: the rows are written either way.
-    async fn upkeep_now_and_then(&mut self, output: &str, table: &TableName, every: u64, mode: WriteMode) {
-        let key = table.to_string();
-        let commits = self.commits_since_upkeep.entry(key.clone()).or_default();
-        *commits += 1;
-        if every == 0 || *commits < every {
-            return;
-        }
-        if let Some(running) = self.upkeep.get(&key)
-            && !running.is_finished()
-        {
-            return;
-        }
-        *commits = 0;
-        if let Some(done) = self.upkeep.remove(&key) {
-            log_upkeep(table, done.await);
-        }
-        let job = (self.pipeline.name.clone(), output.to_string());
-        if mode == WriteMode::Update {
-            let upkept = DeltaSink::new(self.lake, table.clone())
-                .with_open_tables(&self.open_tables)
-                .with_commit_metadata("quickchat.job", &job.0)
-                .with_commit_metadata("quickchat.output", &job.1)
-                .upkeep(&self.ctx)
-                .await;
-            log_upkeep(table, Ok(upkept));
-            return;
-        }
-        let location = self.lake.location().clone();
-        let table = table.clone();
-        let task = tokio::spawn(async move {
-            let lake = Lake::new(location);
-            DeltaSink::new(&lake, table)
-                .with_commit_metadata("quickchat.job", &job.0)
-                .with_commit_metadata("quickchat.output", &job.1)
-                .upkeep(&crate::query::new_session())
-                .await
-        });
-        self.upkeep.insert(key, task);
-    }
-
     /// Waits for the upkeep running beside the stream (at the end of a run, so that a process
     /// that exits leaves no compaction half done).
     pub async fn settle(&mut self) {
-        for (key, task) in self.upkeep.drain() {
-            let table = TableName::parse(&key).expect("kept under its parsed name");
-            log_upkeep(&table, task.await);
-        }
+        self.upkeep.settle().await;
     }
 
     async fn write_late_once(
@@ -405,6 +352,7 @@ impl<'a> SinkWriter<'a> {
             .map_err(|e| Error::compute(format!("late records of {}", source.name), e))?;
         let metrics = DeltaSink::new(self.lake, source.late_table.clone())
             .with_open_tables(&self.open_tables)
+            .with_table_properties(streaming_table_properties(&Default::default()))
             .with_app_transaction(&app_id, epoch as i64)
             .with_commit_metadata("quickchat.job", &self.pipeline.name)
             .write_batches(&self.ctx, schema, vec![batch])
@@ -455,22 +403,10 @@ impl Write<'_> {
     }
 }
 
-fn log_upkeep(table: &TableName, done: std::result::Result<Result<SinkMetrics>, tokio::task::JoinError>) {
-    match done {
-        Ok(Ok(metrics)) => tracing::debug!(
-            table = %table,
-            files_removed = metrics.files_removed,
-            files_added = metrics.files_added,
-            elapsed_ms = metrics.elapsed.as_millis() as u64,
-            "compacted"
-        ),
-        Ok(Err(e)) => tracing::warn!(table = %table, error = %e, "upkeep failed; trying again later"),
-        Err(e) => tracing::warn!(table = %table, error = %e, "upkeep task ended abnormally"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use arrow::array::Int64Array;
     use arrow::datatypes::DataType;
 
@@ -491,6 +427,7 @@ mod tests {
             key: vec!["n".into()],
             compact_every: 0,
             zorder_by: Vec::new(),
+            table_properties: Default::default(),
         });
         let schema: SchemaRef = Arc::new(Schema::new(vec![
             Field::new("n", DataType::Int64, false),
@@ -568,6 +505,7 @@ mod tests {
                 key,
                 compact_every: 3,
                 zorder_by: Vec::new(),
+                table_properties: Default::default(),
             });
             let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
             let table = TableName::parse("gold.compacted").unwrap();
@@ -602,6 +540,42 @@ mod tests {
                 Some(4),
                 "{mode:?}: the epoch marker survives compaction"
             );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_streaming_delta_sink_creates_its_table_with_a_day_of_log_unless_told_otherwise() {
+        let (_dir, lake) = Lake::temporary();
+        let pipeline = pipeline(&["clicks"]);
+        let mut writer = SinkWriter::new(&lake, &pipeline, "files", "lineage", None, None);
+        let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let rows = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![1, 2]))]).unwrap();
+        for (table, properties) in [
+            ("gold.defaults", BTreeMap::new()),
+            (
+                "gold.told",
+                BTreeMap::from([("delta.logRetentionDuration".to_string(), "interval 3 hours".to_string())]),
+            ),
+        ] {
+            let sink = SinkDef::Delta(DeltaSinkDef {
+                table: table.into(),
+                partition_by: Vec::new(),
+                mode: Some(WriteMode::Append),
+                key: Vec::new(),
+                compact_every: 0,
+                zorder_by: Vec::new(),
+                table_properties: properties,
+            });
+            writer
+                .write("out", &sink, 1, &schema, std::slice::from_ref(&rows), false)
+                .await
+                .unwrap();
+            let opened = open(&lake, &TableName::parse(table).unwrap()).await.unwrap().unwrap();
+            let config = opened.snapshot().unwrap().table_config();
+            let hours = |d: Option<std::time::Duration>| d.map(|d| d.as_secs() / 3600);
+            assert_eq!(hours(config.deleted_file_retention_duration), Some(24), "{table}");
+            let log_hours = if table == "gold.told" { 3 } else { 24 };
+            assert_eq!(hours(config.log_retention_duration), Some(log_hours), "{table}");
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod kafka;
 pub mod mysql;
 pub mod parquet;
 pub mod rows;
+pub mod upkeep;
 
 use std::time::Duration;
 

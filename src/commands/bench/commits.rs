@@ -49,6 +49,7 @@ pub async fn commits(
             key,
             compact_every: DEFAULT_COMPACT_EVERY,
             zorder_by: Vec::new(),
+            table_properties: Default::default(),
         });
         println!("commits: {commits} micro-batches of {PAGES} rows to {table} ({name} mode) ...");
         println!(

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::{Row, lake_at, peak_rss_mb, rss_mb};
 use crate::cli::BenchArgs;
+use crate::config::pipeline::SinkDef;
 use crate::config::stream_pipeline::StreamPipeline;
 use crate::error::Result;
 use crate::metrics::{Latencies, RunReport};
@@ -77,6 +78,7 @@ pub(super) async fn soak(pipeline: &StreamPipeline, work: &Path, args: &BenchArg
         args.soak.as_secs(),
         if args.soak_without_sinks { ", without sinks" } else { "" }
     );
+    let pipeline = &with_log_retention(pipeline, args.soak_log_retention);
     let lake_path = work.join("lake-soak");
     let lake = lake_at(&lake_path)?;
     let generator = GeneratorInput::new(pipeline, args.soak_rate, None, chrono::Utc::now().timestamp_millis(), 5)?
@@ -150,6 +152,24 @@ pub(super) async fn soak(pipeline: &StreamPipeline, work: &Path, args: &BenchArg
         note: format!("second half: state {state_min}..{state_max} rows, RSS {rss_min}..{rss_max} MiB"),
     });
     Ok(())
+}
+
+/// The pipeline with every Delta sink keeping its log and tombstones for `retention`.
+fn with_log_retention(pipeline: &StreamPipeline, retention: Option<Duration>) -> StreamPipeline {
+    let mut pipeline = pipeline.clone();
+    let Some(retention) = retention else { return pipeline };
+    let interval = format!("interval {} seconds", retention.as_secs().max(1));
+    for output in &mut pipeline.outputs {
+        for sink in &mut output.sinks {
+            if let SinkDef::Delta(def) = sink {
+                for key in ["delta.logRetentionDuration", "delta.deletedFileRetentionDuration"] {
+                    def.table_properties.insert(key.to_string(), interval.clone());
+                }
+            }
+        }
+    }
+    println!("soak: Delta log entries and tombstones kept {interval}");
+    pipeline
 }
 
 /// The sinks' milliseconds per micro-batch in the first, middle and last sample, the ones that
