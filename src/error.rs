@@ -341,7 +341,7 @@ impl Error {
             format!(
                 "the run needs more memory than --memory-limit ({}) allows, even spilling to disk: \
                  raise --memory-limit (or [engine] memory_limit in the config file)",
-                crate::query::memory::describe(crate::query::memory::limit())
+                crate::config::describe_bytes(crate::query::memory::limit())
             )
         })
     }

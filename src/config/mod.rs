@@ -287,6 +287,15 @@ impl Settings {
     }
 }
 
+/// A size in binary units, as [`parse_bytes`] takes it back (`64.0 KiB`, `3.5 GiB`).
+pub fn describe_bytes(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b => format!("{:.1} KiB", b as f64 / 1024.0),
+    }
+}
+
 /// A size such as `512MB`, `4GiB`, `2G` or `1000000` (bytes): decimal units (kB, MB, GB, TB)
 /// are powers of 1000, binary ones (KiB, MiB, GiB, TiB, and K, M, G, T) of 1024.
 pub fn parse_bytes(text: &str) -> std::result::Result<u64, String> {

@@ -30,6 +30,9 @@ pub struct StreamPipelineFile {
     /// State and checkpoint settings.
     #[serde(default)]
     pub state: StateDef,
+    /// Limits that protect the process from input it cannot hold.
+    #[serde(default)]
+    pub limits: LimitsDef,
     /// The input streams, by the table name the SQL uses for them.
     pub sources: IndexMap<String, SourceDef>,
     /// The queries, by name: each a SQL file and where its rows go. An output's rows can be read
@@ -73,6 +76,59 @@ impl Default for TriggerDef {
         Self {
             max_records: default_max_records(),
             interval: default_interval(),
+        }
+    }
+}
+
+/// Where a micro-batch ends: after this many records or bytes of records (the first reached;
+/// a single record larger than `bytes` still makes a micro-batch of its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimit {
+    /// Most records.
+    pub records: usize,
+    /// Most bytes of record values.
+    pub bytes: usize,
+}
+
+/// Limits that protect a streaming run from input it cannot hold: a record too large, a
+/// micro-batch too large, a state growing without bound (a runaway key space).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsDef {
+    /// A record (a Kafka message's value, a line of a file) larger than this is quarantined
+    /// with its size, not decoded, e.g. `"1MiB"` (the default; Kafka's own default message
+    /// limit is about that).
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: String,
+    /// A micro-batch ends once its records add up to this many bytes, whatever
+    /// `trigger.max_records` says, e.g. `"64MiB"` (the default).
+    #[serde(default = "default_max_batch_bytes")]
+    pub max_batch_bytes: String,
+    /// The most rows one operator (an output's open windows, sessions or remembered keys, a
+    /// join buffer) may hold; past it the run stops (exit 4) naming the output, instead of
+    /// growing until the machine's memory runs out. Default 10,000,000.
+    #[serde(default = "default_max_state_rows")]
+    pub max_state_rows: usize,
+}
+
+fn default_max_record_bytes() -> String {
+    "1MiB".to_string()
+}
+
+fn default_max_batch_bytes() -> String {
+    "64MiB".to_string()
+}
+
+fn default_max_state_rows() -> usize {
+    10_000_000
+}
+
+impl Default for LimitsDef {
+    fn default() -> Self {
+        Self {
+            max_record_bytes: default_max_record_bytes(),
+            max_batch_bytes: default_max_batch_bytes(),
+            max_state_rows: default_max_state_rows(),
         }
     }
 }

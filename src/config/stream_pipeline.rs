@@ -8,8 +8,9 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use prost_reflect::{DescriptorPool, MessageDescriptor};
 
 use super::columns::{schema_from_columns, timestamp_type};
+use super::parse_bytes;
 use super::pipeline::{GeneratorKind, KafkaSourceDef, RecordFormat, SinkDef, SourceDef, WriteMode};
-use super::stream::{AlertsDef, KafkaDef, StreamPipelineFile, parse_duration};
+use super::stream::{AlertsDef, BatchLimit, KafkaDef, StreamPipelineFile, parse_duration};
 use crate::catalog::TableName;
 use crate::error::ConfigProblem;
 use crate::project::Project;
@@ -87,8 +88,12 @@ pub struct StreamPipeline {
     pub description: String,
     /// The pipeline file, for messages.
     pub pipeline_path: String,
-    /// Most records per micro-batch.
-    pub max_records: usize,
+    /// Most records and bytes per micro-batch.
+    pub batch_limit: BatchLimit,
+    /// Larger records are quarantined.
+    pub max_record_bytes: usize,
+    /// Most rows of one operator's state.
+    pub max_state_rows: usize,
     /// Longest wait for a micro-batch.
     pub interval: Duration,
     /// How often the state is saved whole.
@@ -148,6 +153,19 @@ impl StreamPipeline {
         if file.trigger.max_records == 0 {
             problem("trigger.max_records must be at least 1".into());
         }
+        let bytes = |field: &str, text: &str, problem: &mut dyn FnMut(String)| match parse_bytes(text) {
+            Ok(0) => {
+                problem(format!("{field} must be more than 0"));
+                0
+            }
+            Ok(bytes) => bytes as usize,
+            Err(e) => {
+                problem(format!("{field}: {e}"));
+                0
+            }
+        };
+        let max_record_bytes = bytes("limits.max_record_bytes", &file.limits.max_record_bytes, &mut problem);
+        let max_batch_bytes = bytes("limits.max_batch_bytes", &file.limits.max_batch_bytes, &mut problem);
 
         let mut sources = Vec::new();
         for (source_name, def) in &file.sources {
@@ -205,7 +223,12 @@ impl StreamPipeline {
                 name: name.to_string(),
                 description: file.description,
                 pipeline_path: pipeline_path.to_string(),
-                max_records: file.trigger.max_records,
+                batch_limit: BatchLimit {
+                    records: file.trigger.max_records,
+                    bytes: max_batch_bytes,
+                },
+                max_record_bytes,
+                max_state_rows: file.limits.max_state_rows,
                 interval,
                 snapshot_interval,
                 kafka: file.kafka,
@@ -415,7 +438,12 @@ pub(crate) mod tests {
             name: "test".into(),
             description: String::new(),
             pipeline_path: "pipelines/test.toml".into(),
-            max_records: 1000,
+            batch_limit: BatchLimit {
+                records: 1000,
+                bytes: 64 << 20,
+            },
+            max_record_bytes: 1 << 20,
+            max_state_rows: 10_000_000,
             interval: Duration::from_millis(100),
             snapshot_interval: Duration::from_secs(30),
             kafka: KafkaDef::default(),
@@ -460,6 +488,7 @@ pub(crate) mod tests {
             trigger: Default::default(),
             kafka: Default::default(),
             state: Default::default(),
+            limits: Default::default(),
             sources: [(name.to_string(), def)].into_iter().collect(),
             outputs: Default::default(),
             alerts: None,

@@ -22,6 +22,7 @@ use arrow::array::{Array, ArrayRef, BooleanArray, Int32Array, Int64Array, String
 use arrow::compute::{concat_batches, filter_record_batch};
 use arrow::record_batch::RecordBatch;
 
+use crate::config::describe_bytes;
 use crate::config::job::Source;
 use crate::config::pipeline::SourceDef;
 use crate::config::stream_pipeline::StreamSource;
@@ -114,8 +115,35 @@ impl BoundedRecords for BoundedDecoder<'_> {
 }
 
 /// Decodes a source's records of one micro-batch into one batch of the source's schema: with
-/// `protobuf` when the input carries Protobuf messages, else as JSON.
+/// `protobuf` when the input carries Protobuf messages, else as JSON. A record larger than
+/// `max_record_bytes` is quarantined with its size, undecoded.
 pub fn decode_records(
+    source: &StreamSource,
+    protobuf: Option<&ProtobufDecoder>,
+    raw: &RawRecords,
+    max_record_bytes: usize,
+) -> Result<(RecordBatch, Vec<Reject>)> {
+    let Some((fitting, larger)) = raw.without_larger_than(max_record_bytes) else {
+        return decode_fitting(source, protobuf, raw);
+    };
+    let (batch, mut rejected) = decode_fitting(source, protobuf, &fitting)?;
+    for i in larger {
+        let location = Location::Record {
+            topic: source.topic.clone(),
+            partition: raw.partitions[i],
+            offset: raw.offsets[i],
+        };
+        let reason = format!(
+            "a record of {} is larger than limits.max_record_bytes ({})",
+            describe_bytes(raw.value(i).len() as u64),
+            describe_bytes(max_record_bytes as u64)
+        );
+        rejected.push(Reject::new(&source.name, location, reason, raw.value(i)));
+    }
+    Ok((batch, rejected))
+}
+
+fn decode_fitting(
     source: &StreamSource,
     protobuf: Option<&ProtobufDecoder>,
     raw: &RawRecords,
@@ -212,7 +240,7 @@ mod tests {
         raw.push(0, 101, None, None, br#"{"id":"b","ts":"#);
         raw.push(2, 7, None, None, br#"{"id":"c"}"#);
         raw.push(2, 8, None, None, br#"{"id":"d","ts":"2024-01-01T00:00:01Z"}"#);
-        let (batch, rejects) = decode_records(&source, None, &raw).unwrap();
+        let (batch, rejects) = decode_records(&source, None, &raw, 1 << 20).unwrap();
         assert_eq!(batch.num_rows(), 2);
         let offsets = batch
             .column_by_name("_kafka_offset")
@@ -257,7 +285,7 @@ mod tests {
         for (offset, value) in records.iter().enumerate() {
             raw.push(1, offset as i64, None, None, value);
         }
-        let (batch, rejects) = decode_records(&source, None, &raw).unwrap();
+        let (batch, rejects) = decode_records(&source, None, &raw, 1 << 20).unwrap();
         assert_eq!(batch.num_rows() + rejects.len(), records.len());
         let ids = batch.column_by_name("id").unwrap().as_string::<i32>();
         assert_eq!((ids.value(0), ids.value(1)), ("a", "d"));
@@ -284,7 +312,7 @@ mod tests {
             };
             raw.push((offset % 3) as i32, offset, None, None, &value);
         }
-        let (batch, rejects) = decode_records(&source, None, &raw).unwrap();
+        let (batch, rejects) = decode_records(&source, None, &raw, 1 << 20).unwrap();
         assert_eq!(batch.num_rows(), 40_000 - bad.len());
         let offsets = batch
             .column_by_name("_kafka_offset")

@@ -67,15 +67,6 @@ pub fn limit() -> u64 {
     RUNTIME.get().map_or(0, |(_, limit)| *limit)
 }
 
-/// A size in binary units, as `--memory-limit` takes it back (`64 KiB`, `3.5 GiB`).
-pub fn describe(bytes: u64) -> String {
-    match bytes {
-        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
-        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
-        b => format!("{:.1} KiB", b as f64 / 1024.0),
-    }
-}
-
 fn build(settings: &MemorySettings) -> Result<Arc<RuntimeEnv>> {
     // The fair pool gives each spilling operator an equal share, so one large sort cannot
     // starve a join beside it; the tracking wrapper names the top consumers in its error.

@@ -15,6 +15,7 @@ use url::Url;
 
 use super::positions::{InputBatch, Positions, RawRecords};
 use crate::catalog::Lake;
+use crate::config::stream::BatchLimit;
 use crate::config::stream_pipeline::StreamPipeline;
 use crate::error::{Error, Result};
 
@@ -229,15 +230,36 @@ impl FileInput {
 
     /// The next lines of every file, each file advancing in proportion to its length so that
     /// the files' event times move on together.
-    pub fn next(&self, positions: &Positions, max_records: usize) -> InputBatch {
+    /// The micro-batch ends at `limit`: its records are cut back in the same proportion
+    /// when their bytes exceed it.
+    pub fn next(&self, positions: &Positions, limit: BatchLimit) -> InputBatch {
         let total: usize = self.sources.values().map(|f| f.len()).sum::<usize>().max(1);
-        let mut ranges = BTreeMap::new();
+        let mut shares = BTreeMap::new();
+        let mut bytes = 0;
         for (name, file) in &self.sources {
             let position = Self::position(positions, name);
-            let share = (max_records * file.len()).div_ceil(total).max(1) as i64;
+            let share = (limit.records * file.len()).div_ceil(total).max(1) as i64;
             let end = (position + share).min(file.len() as i64);
-            ranges.insert(name.clone(), BTreeMap::from([(0, (position, end))]));
+            bytes += file.span_bytes(position as usize..end as usize);
+            shares.insert(name.clone(), (position, end));
         }
+        let keep = if bytes > limit.bytes {
+            limit.bytes as f64 / bytes as f64
+        } else {
+            1.0
+        };
+        let ranges = shares
+            .into_iter()
+            .map(|(name, (position, end))| {
+                let end = if end > position {
+                    // At least one record, so a record larger than the limit still moves on.
+                    position + (((end - position) as f64 * keep) as i64).max(1)
+                } else {
+                    end
+                };
+                (name, BTreeMap::from([(0, (position, end))]))
+            })
+            .collect();
         self.read(&ranges)
     }
 

@@ -11,7 +11,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::positions::{EpochRange, InputBatch, Positions, RawRecords};
-use crate::config::stream::StartingOffsets;
+use crate::config::stream::{BatchLimit, StartingOffsets};
 use crate::config::stream_pipeline::StreamPipeline;
 use crate::error::{Error, Result};
 use crate::kafka::{client_config, topic_exists, unreachable, watermarks};
@@ -78,7 +78,7 @@ type Read = Result<(InputBatch, bool)>;
 /// The next micro-batch, read on its own thread.
 struct ReadAhead {
     from: Positions,
-    max_records: usize,
+    limit: BatchLimit,
     thread: std::thread::JoinHandle<(Reader, Read)>,
 }
 
@@ -174,18 +174,18 @@ impl KafkaInput {
         self.reader.take().expect("the reader is here when nothing reads ahead")
     }
 
-    /// Up to `max_records` from `positions` on, waiting at most `interval`.
-    pub async fn next(&mut self, positions: &Positions, max_records: usize, interval: Duration) -> Result<InputBatch> {
+    /// Up to `limit` from `positions` on, waiting at most `interval`.
+    pub async fn next(&mut self, positions: &Positions, limit: BatchLimit, interval: Duration) -> Result<InputBatch> {
         let ahead_matches = self
             .ahead
             .as_ref()
-            .is_some_and(|a| a.from == *positions && a.max_records == max_records);
+            .is_some_and(|a| a.from == *positions && a.limit == limit);
         let (reader, read) = if ahead_matches {
             let ahead = self.ahead.take().expect("checked above");
             tokio::task::block_in_place(|| ahead.thread.join()).expect("the Kafka reader panicked")
         } else {
             let mut reader = self.reclaim();
-            let read = tokio::task::block_in_place(|| reader.read(positions, max_records, interval));
+            let read = tokio::task::block_in_place(|| reader.read(positions, limit, interval));
             (reader, read)
         };
         let (batch, drained) = match read {
@@ -207,15 +207,11 @@ impl KafkaInput {
             let thread = std::thread::Builder::new()
                 .name("kafka-reader".into())
                 .spawn(move || {
-                    let read = reader.read(&start, max_records, interval);
+                    let read = reader.read(&start, limit, interval);
                     (reader, read)
                 })
                 .map_err(|e| Error::io("a Kafka reader thread", e))?;
-            self.ahead = Some(ReadAhead {
-                from,
-                max_records,
-                thread,
-            });
+            self.ahead = Some(ReadAhead { from, limit, thread });
         }
         Ok(batch)
     }
@@ -297,17 +293,17 @@ impl Reader {
             .is_some_and(|start| offset < *start)
     }
 
-    /// Up to `max_records` from `positions` on, waiting at most `interval` (blocking).
-    fn read(&mut self, positions: &Positions, max_records: usize, interval: Duration) -> Read {
+    /// Up to `limit` from `positions` on, waiting at most `interval` (blocking).
+    fn read(&mut self, positions: &Positions, limit: BatchLimit, interval: Duration) -> Read {
         self.assign(positions)?;
         let deadline = Instant::now() + interval;
         let mut batch = empty_batch(positions);
         for source in self.topics.keys() {
             batch.records.insert(source.clone(), RawRecords::default());
         }
-        let mut count = 0;
+        let (mut count, mut bytes) = (0, 0);
         let mut drained = false;
-        while count < max_records {
+        while count < limit.records && bytes < limit.bytes {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
@@ -327,6 +323,7 @@ impl Reader {
                         range.1 = offset + 1;
                     }
                     let records = batch.records.get_mut(source).expect("every source has records");
+                    bytes += message.payload_len();
                     records.push(
                         partition,
                         offset,

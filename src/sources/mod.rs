@@ -20,6 +20,7 @@ use std::time::Duration;
 use crate::catalog::Lake;
 use crate::config::job::Source;
 use crate::config::pipeline::SourceDef;
+use crate::config::stream::BatchLimit;
 use crate::error::{Error, Result};
 use files::{FileInput, LinesFile, list_files, read_whole};
 use generator::GeneratorInput;
@@ -165,17 +166,18 @@ impl Input {
         }
     }
 
-    /// Reads the next micro-batch from `positions`: up to `max_records`, waiting at most
+    /// Reads the next micro-batch from `positions`: up to `limit`, waiting at most
     /// `interval` for records to arrive.
-    pub async fn next(&mut self, positions: &Positions, max_records: usize, interval: Duration) -> Result<InputBatch> {
+    pub async fn next(&mut self, positions: &Positions, limit: BatchLimit, interval: Duration) -> Result<InputBatch> {
         match self {
-            Input::Kafka(kafka) => kafka.next(positions, max_records, interval).await,
+            Input::Kafka(kafka) => kafka.next(positions, limit, interval).await,
             Input::Files(files) => {
-                let mut batch = files.next(positions, max_records);
+                let mut batch = files.next(positions, limit);
                 batch.idle = files.idle(&batch.ranges);
                 Ok(batch)
             }
-            Input::Generator(generator) => generator.next(positions, max_records, interval).await,
+            // Generated events are a few hundred bytes: the record count bounds their bytes.
+            Input::Generator(generator) => generator.next(positions, limit.records, interval).await,
         }
     }
 

@@ -24,6 +24,26 @@ pub struct RawRecords {
 }
 
 impl RawRecords {
+    /// When some values are larger than `max_bytes`: the records without them, and the
+    /// indices of those left out (`None` when every record fits).
+    pub fn without_larger_than(&self, max_bytes: usize) -> Option<(RawRecords, Vec<usize>)> {
+        let larger: Vec<usize> = (0..self.len()).filter(|&i| self.value(i).len() > max_bytes).collect();
+        if larger.is_empty() {
+            return None;
+        }
+        let mut fitting = RawRecords::default();
+        for i in (0..self.len()).filter(|&i| self.value(i).len() <= max_bytes) {
+            fitting.push(
+                self.partitions[i],
+                self.offsets[i],
+                self.timestamps[i],
+                self.key(i),
+                self.value(i),
+            );
+        }
+        Some((fitting, larger))
+    }
+
     /// Room for `records` more records of `value_bytes` value bytes in all, without keys.
     pub fn reserve(&mut self, records: usize, value_bytes: usize) {
         self.values.reserve(value_bytes);

@@ -193,7 +193,7 @@ impl<'a> Engine<'a> {
             let stage = Instant::now();
             let batch = self
                 .input
-                .next(&self.positions, self.pipeline.max_records, self.pipeline.interval)
+                .next(&self.positions, self.pipeline.batch_limit, self.pipeline.interval)
                 .await?;
             self.report.timed("read", stage);
             let range = EpochRange {
@@ -258,7 +258,12 @@ impl<'a> Engine<'a> {
             let raw = batch.records.get(&source.name).unwrap_or(&empty);
             self.report.records += raw.len() as u64;
             let stage = Instant::now();
-            let (decoded, rejected) = decode_records(source, self.decoders.get(&source.name), raw)?;
+            let (decoded, rejected) = decode_records(
+                source,
+                self.decoders.get(&source.name),
+                raw,
+                self.pipeline.max_record_bytes,
+            )?;
             self.report.timed(format!("decode {}", source.name), stage);
             let stage = Instant::now();
             self.report.rejected += rejected.len() as u64;
@@ -406,8 +411,35 @@ impl<'a> Engine<'a> {
 
         let stage = Instant::now();
         self.evict(&input)?;
+        self.check_state_bound()?;
         self.report.timed("evict", stage);
         self.commit(&range, started, oldest_record_ms).await
+    }
+
+    /// Stops the run before the epoch commits when an operator holds more rows than
+    /// `limits.max_state_rows`: a key space growing without bound fails clearly instead of
+    /// taking the machine's memory.
+    fn check_state_bound(&self) -> Result<()> {
+        let bound = self.pipeline.max_state_rows;
+        let outputs = self
+            .queries
+            .iter()
+            .map(|q| (format!("output `{}`", q.output.name), q.state_rows()));
+        let buffers = self
+            .join_buffers
+            .iter()
+            .map(|(source, buffer)| (format!("the join buffer of source `{source}`"), buffer.rows()));
+        match outputs.chain(buffers).find(|(_, rows)| *rows > bound) {
+            Some((what, rows)) => Err(Error::compute(
+                format!("pipeline {}: {what}", self.pipeline.name),
+                format!(
+                    "its state holds {rows} rows, more than limits.max_state_rows ({bound}) of {}: a key space \
+                     growing without bound (check the GROUP BY keys and the watermark delay), or raise the limit",
+                    self.pipeline.pipeline_path
+                ),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Processes one epoch without writing anything but the checkpoint (benchmarks).
@@ -418,6 +450,7 @@ impl<'a> Engine<'a> {
         self.run_queries(&input, true).await?;
         let stage = Instant::now();
         self.evict(&input)?;
+        self.check_state_bound()?;
         self.report.timed("evict", stage);
         self.commit(&range, started, None).await
     }

@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use quickchat_etl::config::stream::BatchLimit;
 use quickchat_etl::config::stream_pipeline::StreamPipeline;
 
 use crate::stream_support::{
@@ -462,17 +463,30 @@ async fn the_kafka_read_ahead_is_used_only_for_the_positions_it_was_read_from() 
     let mut input = tokio::task::block_in_place(|| KafkaInput::connect(&pipeline, &bootstrap)).unwrap();
     let start = input.start_positions().await.unwrap();
     let wait = Duration::from_secs(10);
-    let first = read(&input.next(&start, 500, wait).await.unwrap());
+    let records = BatchLimit {
+        records: 500,
+        bytes: 64 << 20,
+    };
+    let first = read(&input.next(&start, records, wait).await.unwrap());
     assert_eq!(follows(&first, &start), 500);
     // The next batch is being read ahead from where `first` ended; asking for `start` again
     // reads from `start` (which partitions come first may differ: both are the stream from there).
-    let again = read(&input.next(&start, 500, wait).await.unwrap());
+    let again = read(&input.next(&start, records, wait).await.unwrap());
     assert_eq!(follows(&again, &start), 500);
     // The read ahead from where `again` ended is taken: it goes on exactly from there.
-    let second = read(&input.next(&again.1, 500, wait).await.unwrap());
+    let second = read(&input.next(&again.1, records, wait).await.unwrap());
     assert_eq!(follows(&second, &again.1), 500);
-    let third = read(&input.next(&second.1, 500, wait).await.unwrap());
+    let third = read(&input.next(&second.1, records, wait).await.unwrap());
     assert_eq!(follows(&third, &second.1), 500);
+    // A micro-batch ends at its bytes too (events are 100-200 bytes): the read ahead, asked
+    // for 500 records, is not used for a smaller batch.
+    let bytes = BatchLimit {
+        records: 500,
+        bytes: 2_000,
+    };
+    let small = read(&input.next(&third.1, bytes, wait).await.unwrap());
+    let count = follows(&small, &third.1);
+    assert!((5..=25).contains(&count), "{count} records of 2,000 bytes");
 }
 
 /// Broker faults from librdkafka's mock cluster — failing fetches, a partition leader moving,

@@ -327,3 +327,59 @@ async fn maintain_compacts_what_a_stream_wrote_and_every_read_stays_equal() {
         .await;
     assert!(!logged.contains("\n0"), "{logged}");
 }
+
+/// `[limits]`: a record over `max_record_bytes` is quarantined with its size, a micro-batch
+/// ends at `max_batch_bytes`, and an operator holding more than `max_state_rows` stops the run
+/// (exit 4) naming the output and the limit, before its epoch commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_quarantine_a_huge_record_bound_micro_batch_bytes_and_stop_a_runaway_state() {
+    let name = "clickstream-analytics";
+    let project = StreamProject::new(100_000).await;
+    let pipeline = project.pipeline(name);
+    let mut files = concat(input_files(&pipeline, 4_000, 8), &sentinels(&pipeline));
+    let huge = format!(
+        "{{\"event_id\":\"huge\",\"user_id\":\"u\",\"timestamp\":\"2024-01-01T00:00:01Z\",\"pad\":\"{}\"}}\n",
+        "x".repeat(2 << 20)
+    );
+    files
+        .get_mut(&project.topic("clickstream"))
+        .unwrap()
+        .extend_from_slice(huge.as_bytes());
+    let input_bytes: usize = files.values().map(Vec::len).sum::<usize>() - huge.len();
+    let dir = tempfile::tempdir().unwrap();
+    write_files(dir.path(), &files);
+    let dir_arg = dir.path().to_str().unwrap();
+    let pipeline_file = project.path().join(format!("pipelines/{name}.toml"));
+    let original = std::fs::read_to_string(&pipeline_file).unwrap();
+    let limit = |lines: &str| std::fs::write(&pipeline_file, format!("{original}\n[limits]\n{lines}\n")).unwrap();
+
+    limit("max_batch_bytes = \"64KiB\"");
+    let lake = TestLake::local();
+    let out = project.run_ok(&lake, &["run", name, "--from-files", dir_arg]);
+    assert!(out.contains("quarantined 1"), "{out}");
+    let epochs: usize = out
+        .split(" epoch(s)")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no epoch count in {out}"));
+    assert!(
+        epochs > input_bytes / 65_536,
+        "{epochs} micro-batches of at most 64 KiB for {input_bytes} bytes"
+    );
+    let reason = lake.query("SELECT reason FROM meta.quarantine").await;
+    assert!(
+        reason.contains("a record of 2.0 MiB is larger than limits.max_record_bytes (1.0 MiB)"),
+        "{reason}"
+    );
+
+    limit("max_batch_bytes = \"64KiB\"\nmax_state_rows = 50");
+    let output = project.run(&TestLake::local(), &["run", name, "--from-files", dir_arg]);
+    assert_eq!(output.status.code(), exit(ExitCode::JobFailed), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("more than limits.max_state_rows (50)") && stderr.contains("output `"),
+        "{stderr}"
+    );
+    project.drop_database().await;
+}
