@@ -224,6 +224,9 @@ pub enum BenchPart {
     /// Many micro-batch commits to one append and one update Delta table (a day of a 1 s
     /// trigger is 86,400): whether a commit's cost grows with the table's age.
     Commits,
+    /// The batch medallion on a generated data set under `--memory-limit`: time and peak
+    /// memory per job.
+    Batch,
 }
 
 /// Arguments of `bench`.
@@ -263,6 +266,14 @@ pub struct BenchArgs {
     /// streaming default of a day: a soak shorter than a day shows the log bounded.
     #[arg(long, value_parser = parse_duration_arg)]
     pub soak_log_retention: Option<std::time::Duration>,
+
+    /// Users of the batch part's data set (each sends ~6 messages a day).
+    #[arg(long, default_value_t = 2_000)]
+    pub batch_users: u32,
+
+    /// Days of the batch part's data set.
+    #[arg(long, default_value_t = 30)]
+    pub batch_days: u32,
 
     /// Micro-batch commits per table in the commits part.
     #[arg(long, default_value_t = 3_000)]

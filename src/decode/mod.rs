@@ -3,8 +3,9 @@
 //! [`Reject`] with where it came from and why, for the quarantine. A record gives exactly one
 //! row or one reject, in both modes:
 //!
-//! - batch: [`BoundedDecoder`] receives what a bounded source reads (JSON lines, Extended JSON,
-//!   CSV files, MySQL rows) and gives the source's batches;
+//! - batch: [`decode_lines`] decodes a chunk of a JSON-lines or Extended JSON file, and
+//!   [`BoundedDecoder`] receives what the other bounded sources read (CSV files, MySQL rows)
+//!   and gives the source's batches;
 //! - streaming: [`decode_records`] turns a micro-batch's raw records (JSON, or Protobuf with a
 //!   descriptor) into one batch with the Kafka metadata columns attached.
 
@@ -69,23 +70,6 @@ impl<'s> BoundedDecoder<'s> {
 }
 
 impl BoundedRecords for BoundedDecoder<'_> {
-    fn lines(&mut self, file: &LinesFile) {
-        let dialect = match self.source.def {
-            SourceDef::MongoExport(_) => Dialect::MongoExtended,
-            _ => Dialect::Plain,
-        };
-        let mut decoder = JsonDecoder::new(self.source.schema.clone(), dialect);
-        for line in 0..file.len() {
-            decoder.push(line as u64 + 1, file.line(line));
-        }
-        let Decoded { batches, rejected, .. } = decoder.finish(&self.source.name, |line| Location::Line {
-            file: file.shown.clone(),
-            line,
-        });
-        self.batches.extend(batches);
-        self.rejected.extend(rejected);
-    }
-
     fn csv(&mut self, file: &str, bytes: &[u8]) -> Result<()> {
         let (batches, rejected) =
             csv::decode(&self.source.schema, bytes, &self.source.name, file).map_err(|message| Error::Source {
@@ -112,6 +96,24 @@ impl BoundedRecords for BoundedDecoder<'_> {
             })
             .push_row(row, cells.iter().copied());
     }
+}
+
+/// Decodes lines of a JSON-lines or Extended JSON source's file (or a chunk of one) into
+/// batches of its schema, and the lines that do not fit into rejects naming the file and line.
+pub fn decode_lines(source: &Source, file: &LinesFile) -> (Vec<RecordBatch>, Vec<Reject>) {
+    let dialect = match source.def {
+        SourceDef::MongoExport(_) => Dialect::MongoExtended,
+        _ => Dialect::Plain,
+    };
+    let mut decoder = JsonDecoder::new(source.schema.clone(), dialect);
+    for line in 0..file.len() {
+        decoder.push(file.line_number(line), file.line(line));
+    }
+    let Decoded { batches, rejected, .. } = decoder.finish(&source.name, |line| Location::Line {
+        file: file.shown.clone(),
+        line,
+    });
+    (batches, rejected)
 }
 
 /// Decodes a source's records of one micro-batch into one batch of the source's schema: with

@@ -20,7 +20,7 @@ use datafusion::prelude::SessionContext;
 
 use crate::catalog::Lake;
 use crate::config::job::Job;
-use crate::config::pipeline::{OnViolation, SinkDef};
+use crate::config::pipeline::{OnViolation, SinkDef, SourceDef};
 use crate::decode::BoundedDecoder;
 use crate::error::{Error, Result, RuleViolation};
 use crate::jobs::Registry;
@@ -28,10 +28,12 @@ use crate::meta::quarantine::{self, Entry};
 use crate::meta::run_log::{self, RunRecord, RunStatus};
 use crate::progress::Progress;
 use crate::query::expectations::{ExpectationsNode, LogicalRule, QUALITY_FAILURE_MARKER, QualityReport};
+use crate::query::source_table::{SourceRead, source_table};
 use crate::query::{DateRange, RunParams, new_session, plan_job};
 use crate::sinks::delta::DeltaSink;
 use crate::sinks::parquet::ParquetSink;
 use crate::sinks::{Replace, SinkMetrics};
+use crate::sources::files::list_files;
 use crate::sources::{self, SourceContext};
 
 /// What the runner needs from the process.
@@ -117,6 +119,7 @@ pub async fn run_job(cx: RunContext<'_>, job: &Job, params: RunParams) -> JobRep
     let ctx = new_session();
     let mut state = JobState::default();
     let outcome = execute(cx, &ctx, job, &params, &report, &mut state).await;
+    state.count_streamed(&job.name);
     drop(progress);
 
     let counts = report.violation_counts();
@@ -186,6 +189,25 @@ struct JobState {
     rows_rejected: u64,
     unreadable: Vec<Entry>,
     sink: SinkMetrics,
+    /// Sources read while the query ran, by name.
+    streamed: Vec<(String, Arc<SourceRead>)>,
+}
+
+impl JobState {
+    /// Counts what the sources read while the query ran (when it ends, whether or not it
+    /// failed) and takes their rejects for the quarantine.
+    fn count_streamed(&mut self, job: &str) {
+        for (source, read) in std::mem::take(&mut self.streamed) {
+            let rejected = read.take_rejects();
+            self.rows_read += read.rows();
+            self.rows_rejected += rejected.len() as u64;
+            if let Some(first) = rejected.first() {
+                tracing::warn!(job, source = %source, records = rejected.len(), first = %first.location, reason = %first.reason, "unreadable records quarantined");
+            }
+            tracing::info!(job, source = %source, rows = read.rows(), "source read");
+            self.unreadable.extend(quarantine::unreadable_entries(rejected));
+        }
+    }
 }
 
 async fn execute(
@@ -198,6 +220,16 @@ async fn execute(
 ) -> Result<()> {
     cx.lake.register_all(ctx).await?;
     for source in &job.sources {
+        if let SourceDef::MongoExport(def) | SourceDef::JsonLines(def) = &source.def {
+            // Read while the query runs, in chunks: see `query::source_table`.
+            let files = list_files(&source.name, &def.path, cx.lake).await?;
+            tracing::info!(job = %job.name, source = %source.name, from = %def.path, files = files.len(), "source streamed");
+            let (table, read) = source_table(source, files)?;
+            ctx.register_table(source.name.as_str(), Arc::new(table))
+                .map_err(|e| Error::Internal(format!("registering source {}: {e}", source.name)))?;
+            state.streamed.push((source.name.clone(), read));
+            continue;
+        }
         let mut decoder = BoundedDecoder::new(source);
         let read = sources::read(
             source,

@@ -13,6 +13,7 @@ pub mod expectations;
 pub mod intervals;
 pub mod join_bounds;
 pub mod memory;
+pub mod source_table;
 pub mod window;
 
 use std::collections::HashMap;

@@ -20,6 +20,7 @@ use crate::config::stream_pipeline::StreamPipeline;
 use crate::error::{Error, Result};
 
 /// A file to read: its store, its path in the store and how to show it.
+#[derive(Debug, Clone)]
 pub struct FileRef {
     /// The store holding it.
     pub store: std::sync::Arc<dyn ObjectStore>,
@@ -90,12 +91,15 @@ fn shown(url: &Url, path: &ObjectPath) -> String {
     }
 }
 
-/// A file of lines, read whole, with the byte range of each line (without its newline).
+/// A file of lines (or a chunk of whole lines of one), with the byte range of each line
+/// (without its newline).
 pub struct LinesFile {
     /// Where it was read from, for messages.
     pub shown: String,
     bytes: Bytes,
     lines: Vec<(usize, usize)>,
+    /// Lines of the file before these (a chunk's place in its file).
+    lines_before: u64,
 }
 
 impl LinesFile {
@@ -110,12 +114,17 @@ impl LinesFile {
         if start < bytes.len() {
             lines.push((start, bytes.len()));
         }
-        Self { shown, bytes, lines }
+        Self {
+            shown,
+            bytes,
+            lines,
+            lines_before: 0,
+        }
     }
 
-    /// Reads and indexes a file.
-    pub async fn read(source_name: &str, file: &FileRef) -> Result<Self> {
-        Ok(Self::new(file.shown.clone(), read_whole(source_name, file).await?))
+    /// The line number (from 1) in its file of line `i` (from 0) of these.
+    pub fn line_number(&self, i: usize) -> u64 {
+        self.lines_before + i as u64 + 1
     }
 
     /// How many lines.
@@ -143,6 +152,92 @@ impl LinesFile {
             (Some(first), Some(last)) if range.end > range.start => last.1 - first.0,
             _ => 0,
         }
+    }
+}
+
+/// A file read in chunks of whole lines, so that reading it takes memory for a chunk (and its
+/// longest line), not for the file: a batch source of any size.
+pub struct LineChunks {
+    source_name: String,
+    file: FileRef,
+    size: u64,
+    read: u64,
+    /// The start of a line the last chunk cut.
+    carry: Vec<u8>,
+    lines_before: u64,
+    chunk_bytes: u64,
+}
+
+impl LineChunks {
+    /// Bytes read at a time.
+    pub const CHUNK_BYTES: u64 = 8 << 20;
+
+    /// Opens `file` (of `source_name`, for messages).
+    pub async fn open(source_name: &str, file: FileRef) -> Result<Self> {
+        let meta = file
+            .store
+            .head(&file.path)
+            .await
+            .map_err(|e| read_error(source_name, &file, e))?;
+        Ok(Self {
+            source_name: source_name.to_string(),
+            file,
+            size: meta.size,
+            read: 0,
+            carry: Vec::new(),
+            lines_before: 0,
+            chunk_bytes: Self::CHUNK_BYTES,
+        })
+    }
+
+    /// Reads `bytes` at a time instead of [`Self::CHUNK_BYTES`].
+    pub fn with_chunk_bytes(mut self, bytes: u64) -> Self {
+        self.chunk_bytes = bytes.max(1);
+        self
+    }
+
+    /// The next chunk of whole lines; `None` at the end of the file.
+    pub async fn next(&mut self) -> Result<Option<LinesFile>> {
+        loop {
+            if self.read >= self.size {
+                if self.carry.is_empty() {
+                    return Ok(None);
+                }
+                // The last line, without a newline.
+                let last = std::mem::take(&mut self.carry);
+                return Ok(Some(self.chunk(last)));
+            }
+            let end = (self.read + self.chunk_bytes).min(self.size);
+            let bytes = self
+                .file
+                .store
+                .get_range(&self.file.path, self.read..end)
+                .await
+                .map_err(|e| read_error(&self.source_name, &self.file, e))?;
+            self.read = end;
+            let mut chunk = std::mem::take(&mut self.carry);
+            chunk.extend_from_slice(&bytes);
+            if self.read < self.size {
+                match memchr::memrchr(b'\n', &chunk) {
+                    Some(last_newline) => {
+                        self.carry = chunk.split_off(last_newline + 1);
+                    }
+                    None => {
+                        // A line longer than a chunk: read on until it ends.
+                        self.carry = chunk;
+                        continue;
+                    }
+                }
+            }
+            return Ok(Some(self.chunk(chunk)));
+        }
+    }
+
+    fn chunk(&mut self, bytes: Vec<u8>) -> LinesFile {
+        let mut lines = LinesFile::new(self.file.shown.clone(), Bytes::from(bytes));
+        lines.lines_before = self.lines_before;
+        self.lines_before += lines.len() as u64;
+        lines
     }
 }
 
@@ -212,6 +307,7 @@ impl FileInput {
                     shown: format!("memory:{source}"),
                     bytes: Bytes::from(bytes),
                     lines,
+                    lines_before: 0,
                 };
                 (source, file)
             })
@@ -357,5 +453,37 @@ fn read_error(source_name: &str, file: &FileRef, e: object_store::Error) -> Erro
         message: e.to_string(),
         retryable,
         cause: Some(Box::new(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_file_read_in_chunks_gives_every_line_once_with_its_number() {
+        let (dir, lake) = Lake::temporary();
+        let text = "one\ntwo two\n\na line longer than a chunk\nfive\nsix, no newline";
+        std::fs::write(dir.path().join("lines.jsonl"), text).unwrap();
+        let file = list_files("s", "lines.jsonl", &lake).await.unwrap().remove(0);
+        for chunk_bytes in [1, 5, 9, 1000] {
+            let mut chunks = LineChunks::open("s", file.clone())
+                .await
+                .unwrap()
+                .with_chunk_bytes(chunk_bytes);
+            let mut lines = Vec::new();
+            while let Some(chunk) = chunks.next().await.unwrap() {
+                for i in 0..chunk.len() {
+                    lines.push((chunk.line_number(i), String::from_utf8(chunk.line(i).to_vec()).unwrap()));
+                }
+            }
+            let expected: Vec<(u64, String)> = text
+                .split('\n')
+                .map(String::from)
+                .zip(1..)
+                .map(|(l, n)| (n, l))
+                .collect();
+            assert_eq!(lines, expected, "chunks of {chunk_bytes} bytes");
+        }
     }
 }

@@ -1,8 +1,9 @@
 //! Sources: where records come from, before they are decoded. Two contracts, one per mode:
 //!
-//! - **Bounded** (batch jobs): [`read`] hands every record of a source — JSON documents by file
-//!   and line, CSV files, MySQL rows as text cells — to a [`BoundedRecords`] receiver (the
-//!   decoder, `crate::decode`), as they are read.
+//! - **Bounded** (batch jobs): JSON-lines and Extended JSON files are read in chunks of whole
+//!   lines ([`files::LineChunks`]) while the job's query runs (`crate::query::source_table`),
+//!   so their size does not matter; [`read`] hands CSV files and MySQL rows (as text cells),
+//!   whole, to a [`BoundedRecords`] receiver (the decoder, `crate::decode`).
 //! - **Replayable** (streaming pipelines): an [`Input`] reads micro-batches from positions
 //!   (partition → offset; a line number for files, an event number for the generator) and can
 //!   read an epoch's exact range again, which is what makes a restart replay the same
@@ -22,7 +23,7 @@ use crate::config::job::Source;
 use crate::config::pipeline::SourceDef;
 use crate::config::stream::BatchLimit;
 use crate::error::{Error, Result};
-use files::{FileInput, LinesFile, list_files, read_whole};
+use files::{FileInput, list_files, read_whole};
 use generator::GeneratorInput;
 use kafka::KafkaInput;
 use positions::{EpochRange, InputBatch, Positions};
@@ -38,8 +39,6 @@ pub struct SourceContext<'a> {
 
 /// Receives a bounded source's records as they are read.
 pub trait BoundedRecords {
-    /// A file of JSON documents, one per line.
-    fn lines(&mut self, file: &LinesFile);
     /// A CSV file with a header row, whole (`file` names it in messages).
     fn csv(&mut self, file: &str, bytes: &[u8]) -> Result<()>;
     /// Row `row` (from 1) of a MySQL table: its text cells in column order, `None` for NULL.
@@ -58,16 +57,10 @@ pub struct ReadSummary {
 /// Reads a bounded source completely into `into`.
 pub async fn read(source: &Source, cx: SourceContext<'_>, into: &mut dyn BoundedRecords) -> Result<ReadSummary> {
     match &source.def {
-        SourceDef::MongoExport(def) | SourceDef::JsonLines(def) => {
-            let files = list_files(&source.name, &def.path, cx.lake).await?;
-            for file in &files {
-                into.lines(&LinesFile::read(&source.name, file).await?);
-            }
-            Ok(ReadSummary {
-                files: files.len(),
-                location: def.path.clone(),
-            })
-        }
+        SourceDef::MongoExport(_) | SourceDef::JsonLines(_) => Err(Error::Internal(format!(
+            "source {}: JSON lines are read while the query runs (query::source_table)",
+            source.name
+        ))),
         SourceDef::Csv(def) => read_csv(source, &def.path, cx, into).await,
         SourceDef::Mysql(def) => match (cx.mysql_url, &def.csv_export) {
             (Some(url), _) => mysql::read_table(source, &def.table, url, into).await,

@@ -211,6 +211,10 @@ async fn bench_measures_every_part_and_reads_every_event() {
             "1000",
             "--commits",
             "30",
+            "--batch-users",
+            "30",
+            "--batch-days",
+            "3",
         ],
     );
     let row = |phase: &str| -> Vec<String> {
@@ -234,6 +238,10 @@ async fn bench_measures_every_part_and_reads_every_event() {
     assert!(events("generator: soak") > 0, "{out}");
     assert_eq!(events("commits: append table"), 30, "{out}");
     assert_eq!(events("commits: update table"), 30, "{out}");
+    assert!(
+        events("batch: full pipeline, 30 users x 3 days") > 100,
+        "messages read: {out}"
+    );
     let p99_ms: u64 = row("kafka: freshness, update mode")[4].parse().unwrap();
     assert!(p99_ms > 0, "freshness measured: {out}");
 }

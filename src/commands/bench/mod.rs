@@ -4,6 +4,7 @@
 //! produced to MySQL row updated) in update mode, and state rows and memory over a longer run.
 //! Each part starts from an empty lake under the system's temporary folder.
 
+mod batch;
 mod commits;
 mod soak;
 
@@ -81,6 +82,9 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> Result<()> {
                 .stream(CHAT_PIPELINE)
                 .ok_or_else(|| Error::config(format!("no pipeline {CHAT_PIPELINE}")))?;
             protobuf(chat, &work, args.events, &mut rows).await?;
+        }
+        if wants(BenchPart::Batch) {
+            batch::batch(settings, &work, &args, &mut rows).await?;
         }
         if wants(BenchPart::Commits) {
             commits::commits(&pipeline, &work, args.commits, &mut rows).await?;
