@@ -1,16 +1,31 @@
 -- silver.user_activity: what each user did each UTC day. A user appears on a day when they
 -- sent at least one message or started at least one call.
-WITH messages AS (
+WITH sent AS (
+    -- Per user, day and conversation first, then per user and day: the same counts as
+    -- count(DISTINCT conversation_id) per user and day, which DataFusion keeps as a hash set
+    -- per group outside the memory pool (10 GB and 34 s against 0.2 GB and 1 s on 3.7 M
+    -- messages).
     SELECT
         sender_id                          AS user_id,
         message_date                       AS activity_date,
-        count(*)                           AS messages_sent,
-        count(DISTINCT conversation_id)    AS conversations_active,
-        min(sent_at)                       AS first_message_at,
-        max(sent_at)                       AS last_message_at
+        conversation_id,
+        count(*)                           AS messages,
+        min(sent_at)                       AS first_at,
+        max(sent_at)                       AS last_at
     FROM silver.messages
     WHERE message_date BETWEEN $start_date AND $end_date
-    GROUP BY sender_id, message_date
+    GROUP BY sender_id, message_date, conversation_id
+),
+messages AS (
+    SELECT
+        user_id,
+        activity_date,
+        sum(messages)                      AS messages_sent,
+        count(conversation_id)             AS conversations_active,
+        min(first_at)                      AS first_message_at,
+        max(last_at)                       AS last_message_at
+    FROM sent
+    GROUP BY user_id, activity_date
 ),
 calls AS (
     -- Calls made = calls the user started; minutes count completed calls only.
