@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -221,8 +221,8 @@ impl Running {
         self.lines.lock().unwrap().join("\n")
     }
 
-    /// Waits for the run to end: its status, standard output and standard error.
-    pub fn finish(mut self) -> (ExitStatus, String, String) {
+    /// Waits for the run to end, which must be a success: its standard error.
+    pub fn finish_ok(mut self) -> String {
         let mut stdout = String::new();
         if let Some(mut out) = self.child.stdout.take() {
             std::io::Read::read_to_string(&mut out, &mut stdout).unwrap();
@@ -230,7 +230,8 @@ impl Running {
         let status = self.child.wait().unwrap();
         self.reader.join().unwrap();
         let stderr = self.lines.lock().unwrap().join("\n");
-        (status, stdout, stderr)
+        assert!(status.success(), "{status}\n{stdout}\n{stderr}");
+        stderr
     }
 
     pub fn kill(mut self) {

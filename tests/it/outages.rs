@@ -122,8 +122,7 @@ async fn mysql_stopped_mid_run_is_waited_for_then_gives_up_past_the_bound_and_re
     assert!(retry.contains("mysql:") && retry.contains(&server.address()), "{retry}");
     tokio::time::sleep(OUTAGE).await;
     server.start();
-    let (status, stdout, stderr) = run.finish();
-    assert!(status.success(), "{stdout}\n{stderr}");
+    run.finish_ok();
     Ended::read(&lake, &url)
         .await
         .assert_same_as(&expected, "MySQL stopped mid-run");
@@ -179,8 +178,7 @@ async fn the_kafka_broker_stopped_mid_run_is_waited_for_and_nothing_is_lost_or_d
     broker.stop();
     tokio::time::sleep(OUTAGE).await;
     broker.start();
-    let (status, stdout, stderr) = run.finish();
-    assert!(status.success(), "{stdout}\n{stderr}");
+    let stderr = run.finish_ok();
     assert!(
         stderr.lines().any(|l| l.contains("retrying") && l.contains(&brokers)),
         "each retry is logged with the address: {stderr}"
@@ -236,8 +234,7 @@ async fn the_s3_server_unreachable_mid_run_is_waited_for_and_readers_see_whole_c
     assert!(retry.contains(lake.root_arg.trim_start_matches("s3://")), "{retry}");
     tokio::time::sleep(OUTAGE).await;
     path.restore().await;
-    let (status, stdout, stderr) = run.finish();
-    assert!(status.success(), "{stdout}\n{stderr}");
+    run.finish_ok();
     Ended::read(&lake, &project.mysql_url)
         .await
         .assert_same_as(&expected, "S3 unreachable mid-run");
@@ -266,8 +263,7 @@ async fn a_full_disk_names_the_path_commits_nothing_half_and_the_run_resumes_onc
     assert!(full.contains("No space left on device"), "{full}");
     assert!(full.contains(&lake_arg), "the line names the path: {full}");
     std::fs::remove_file(filler).unwrap();
-    let (status, stdout, stderr) = run.finish();
-    assert!(status.success(), "{stdout}\n{stderr}");
+    run.finish_ok();
     Ended::read(&lake, &project.mysql_url)
         .await
         .assert_same_as(&expected, "the lake's disk full mid-run");

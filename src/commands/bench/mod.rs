@@ -286,13 +286,7 @@ async fn kafka(
     });
     for (phase, without_sinks) in [("kafka: pipeline, no sinks", true), ("kafka: pipeline + sinks", false)] {
         let lake = lake_at(&work.join(format!("lake-kafka-{without_sinks}")))?;
-        let input = Input::Kafka(Box::new(tokio::task::block_in_place(|| {
-            KafkaInput::connect(&topics, brokers)
-        })?));
-        let sinks = SinkSettings {
-            mysql_url: settings.mysql_url.clone(),
-            brokers: None,
-        };
+        let (input, sinks) = kafka_run(&topics, brokers, settings)?;
         reset_peak_rss();
         let options = RunOptions {
             until_caught_up: true,
@@ -307,6 +301,18 @@ async fn kafka(
         rows.push(row(phase, &report, note));
     }
     Ok(())
+}
+
+/// A Kafka input of the bench's topics, and its sinks: MySQL where configured, no Kafka sink.
+fn kafka_run(topics: &StreamPipeline, brokers: &str, settings: &Settings) -> Result<(Input, SinkSettings)> {
+    let input = Input::Kafka(Box::new(tokio::task::block_in_place(|| {
+        KafkaInput::connect(topics, brokers)
+    })?));
+    let sinks = SinkSettings {
+        mysql_url: settings.mysql_url.clone(),
+        brokers: None,
+    };
+    Ok((input, sinks))
 }
 
 /// Events produced at a steady rate while the pipeline runs continuously in update mode: how
@@ -335,13 +341,7 @@ async fn freshness(
         ensure_topic(brokers, &source.topic, 3).await?;
     }
     let lake = lake_at(&work.join("lake-freshness"))?;
-    let input = Input::Kafka(Box::new(tokio::task::block_in_place(|| {
-        KafkaInput::connect(&topics, brokers)
-    })?));
-    let sinks = SinkSettings {
-        mysql_url: settings.mysql_url.clone(),
-        brokers: None,
-    };
+    let (input, sinks) = kafka_run(&topics, brokers, settings)?;
     let stop = Arc::new(AtomicBool::new(false));
     let producer = tokio::spawn(steady_producer(
         topics.clone(),
