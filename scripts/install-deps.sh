@@ -5,6 +5,7 @@
 #                                   Java 17 and Maven, the Apache Kafka broker (its jars from Maven
 #                                   Central), the moto S3 server (Python) and Apache Airflow in a
 #                                   virtual environment of its own (for the DAG test)
+#   scripts/install-deps.sh fuzz    the build set, plus Rust nightly and cargo-fuzz (for scripts/fuzz.sh)
 # Downloads are cached under ~/.cache/quickchat-etl/, so a second run installs nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,5 +54,16 @@ if [ "$what" = test ]; then
     "$airflow_venv/bin/pip" install --quiet --disable-pip-version-check \
       -c tests/airflow/constraints.txt apache-airflow
     touch "$airflow_venv/.complete"
+  fi
+fi
+
+if [ "$what" = fuzz ]; then
+  if ! rustup toolchain list | grep -q '^nightly'; then
+    echo "installing Rust nightly (cargo fuzz needs it)" >&2
+    rustup toolchain install nightly --profile minimal
+  fi
+  if ! command -v cargo-fuzz >/dev/null 2>&1; then
+    echo "installing cargo-fuzz" >&2
+    cargo install --locked cargo-fuzz
   fi
 fi

@@ -200,8 +200,9 @@ pub async fn open(lake: &Lake, table: &TableName) -> Result<Option<DeltaTable>> 
     Ok(opened.version().is_some().then_some(opened))
 }
 
-/// A DataFusion provider reading the table's current version; the table's object store is
-/// registered with the session so scans can reach it.
+/// A DataFusion provider reading the table's current version, with the session's scan settings
+/// (strings as Utf8, see [`crate::query::new_session`]); the table's object store is registered
+/// with the session so scans can reach it.
 pub async fn table_provider(lake: &Lake, table: &TableName, ctx: &SessionContext) -> Result<Arc<dyn TableProvider>> {
     let opened = open(lake, table).await?.ok_or_else(|| Error::Lake {
         location: lake.table_url(table).to_string(),
@@ -210,10 +211,14 @@ pub async fn table_provider(lake: &Lake, table: &TableName, ctx: &SessionContext
     opened
         .update_datafusion_session(&ctx.state())
         .map_err(|e| lake_error(table, lake, e))?;
-    opened.table_provider().await.map_err(|e| Error::Lake {
-        location: lake.table_url(table).to_string(),
-        message: e.to_string(),
-    })
+    opened
+        .table_provider()
+        .with_session(Arc::new(ctx.state()))
+        .await
+        .map_err(|e| Error::Lake {
+            location: lake.table_url(table).to_string(),
+            message: e.to_string(),
+        })
 }
 
 /// The last version application `app_id` recorded in the table (with

@@ -1,28 +1,43 @@
 //! CSV with a header row, read with the `csv` crate and converted to the declared schema by
-//! [`TextTable`]. Columns are matched by header name; extra columns are ignored.
+//! [`TextTable`]. Columns are matched by header name; extra columns are ignored. The file is
+//! pulled through [`std::io::Read`] and its rows handed on a batch at a time, so decoding a
+//! file takes memory for a batch, not for the file.
+
+use std::io::Read;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
 use super::reject::{Location, Reject};
 use super::text_table::TextTable;
+use crate::error::Error;
 
-/// Decodes a whole CSV file of `source`. Fails only when the header lacks a declared column;
-/// bad rows are rejected with their line in `file`.
+/// Decodes the CSV file `file` of `source` from `input`, handing each batch of rows (and the
+/// rows rejected since the last one) to `emit`, which returns false to stop reading. Bad rows
+/// are rejected with their line; the file fails only when its header lacks a declared column
+/// or reading it fails (an [`Error`] carried by `input`'s I/O error is returned as it is).
 pub fn decode(
     schema: &SchemaRef,
-    bytes: &[u8],
+    input: impl Read,
     source: &str,
     file: &str,
-) -> Result<(Vec<RecordBatch>, Vec<Reject>), String> {
+    mut emit: impl FnMut(Vec<RecordBatch>, Vec<Reject>) -> bool,
+) -> Result<(), Error> {
+    let failed = |message: String| Error::Source {
+        source_name: source.to_string(),
+        location: file.to_string(),
+        message,
+        retryable: false,
+        cause: None,
+    };
     let mut reader = ::csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
-        .from_reader(bytes);
-    let header = reader
-        .byte_headers()
-        .map_err(|e| format!("reading the header row: {e}"))?
-        .clone();
+        .from_reader(input);
+    let header = match reader.byte_headers() {
+        Ok(header) => header.clone(),
+        Err(e) => return Err(read_failure(e).unwrap_or_else(|e| failed(format!("reading the header row: {e}")))),
+    };
     let header_names: Vec<String> = header
         .iter()
         .map(|h| String::from_utf8_lossy(h).trim().to_string())
@@ -36,15 +51,15 @@ pub fn decode(
         }
     }
     if !missing.is_empty() {
-        return Err(format!(
+        return Err(failed(format!(
             "the header has no column {} (header: {})",
             missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", "),
             header_names.join(",")
-        ));
+        )));
     }
-    let file = file.to_string();
+    let shown = file.to_string();
     let mut table = TextTable::new(schema.clone(), source, move |line| Location::Line {
-        file: file.clone(),
+        file: shown.clone(),
         line,
     });
     let mut record = ::csv::ByteRecord::new();
@@ -61,17 +76,47 @@ pub fn decode(
                         .join(",");
                     let reason = format!("has {} fields, the header has {}", record.len(), header.len());
                     table.reject_row(line, reason, raw.as_bytes());
-                    continue;
+                } else {
+                    table.push_row(line, positions.iter().map(|&i| record.get(i)));
                 }
-                table.push_row(line, positions.iter().map(|&i| record.get(i)));
             }
             Err(e) => {
                 let line = e.position().map_or(0, |p| p.line());
-                table.reject_row(line, format!("unreadable CSV: {e}"), b"");
+                match read_failure(e) {
+                    Ok(e) => return Err(e),
+                    Err(e) => table.reject_row(line, format!("unreadable CSV: {e}"), b""),
+                }
+            }
+        }
+        if table.has_ready() {
+            let (batches, rejected) = table.take_ready();
+            if !emit(batches, rejected) {
+                return Ok(());
             }
         }
     }
-    Ok(table.finish())
+    let (batches, rejected) = table.finish();
+    emit(batches, rejected);
+    Ok(())
+}
+
+/// The failure of reading (not parsing) the file, when that is what `e` is: the [`Error`] the
+/// input carried, or the I/O error; else `e` back, a record the parser could not read.
+fn read_failure(e: ::csv::Error) -> Result<Error, ::csv::Error> {
+    if !matches!(e.kind(), ::csv::ErrorKind::Io(_)) {
+        return Err(e);
+    }
+    let ::csv::ErrorKind::Io(io) = e.into_kind() else {
+        unreachable!("matched above")
+    };
+    Ok(match io.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) {
+        Some(_) => *io
+            .into_inner()
+            .expect("checked above")
+            .downcast::<Error>()
+            .expect("checked above"),
+        None => Error::Internal(format!("reading CSV: {io}")),
+    })
 }
 
 #[cfg(test)]
@@ -90,10 +135,20 @@ mod tests {
         ]))
     }
 
+    fn decode_all(csv: &[u8]) -> Result<(Vec<RecordBatch>, Vec<Reject>), Error> {
+        let (mut batches, mut rejected) = (Vec::new(), Vec::new());
+        decode(&schema(), csv, "users", "users.csv", |b, r| {
+            batches.extend(b);
+            rejected.extend(r);
+            true
+        })?;
+        Ok((batches, rejected))
+    }
+
     #[test]
     fn columns_are_matched_by_header_and_bad_rows_are_located_by_line() {
         let csv = "email,ignored,id\na@x.io,1,1\n\"b,quoted\",2,two\nc@x.io,3\n";
-        let (batches, rejected) = decode(&schema(), csv.as_bytes(), "users", "users.csv").unwrap();
+        let (batches, rejected) = decode_all(csv.as_bytes()).unwrap();
         assert_eq!(
             batches[0].column(0).as_primitive::<Int64Type>().values().to_vec(),
             vec![1]
@@ -105,7 +160,48 @@ mod tests {
 
     #[test]
     fn a_missing_declared_column_is_an_error_listing_the_header() {
-        let err = decode(&schema(), b"email\nx\n", "users", "u.csv").unwrap_err();
+        let err = decode_all(b"email\nx\n").unwrap_err().to_string();
         assert!(err.contains("no column `id`") && err.contains("header: email"), "{err}");
+        assert!(err.contains("users.csv"), "{err}");
+    }
+
+    #[test]
+    fn rows_are_handed_on_a_batch_at_a_time_and_a_read_failure_ends_the_file() {
+        let mut csv = String::from("id,email\n");
+        for i in 0..super::super::BATCH_ROWS + 5 {
+            csv.push_str(&format!("{i},u{i}@x.io\n"));
+        }
+        let mut handed = Vec::new();
+        decode(&schema(), csv.as_bytes(), "users", "users.csv", |b, _| {
+            handed.push(b.iter().map(RecordBatch::num_rows).sum::<usize>());
+            true
+        })
+        .unwrap();
+        assert_eq!(handed, [super::super::BATCH_ROWS, 5]);
+
+        /// Gives the header, then fails as a store that went away would.
+        struct Broken(bool);
+        impl std::io::Read for Broken {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                if std::mem::replace(&mut self.0, true) {
+                    let away = Error::Source {
+                        source_name: "users".into(),
+                        location: "s3://landing/users.csv".into(),
+                        message: "connection refused".into(),
+                        retryable: true,
+                        cause: None,
+                    };
+                    return Err(std::io::Error::other(away));
+                }
+                let header = b"id,email\n1,a@x.io\n";
+                buf[..header.len()].copy_from_slice(header);
+                Ok(header.len())
+            }
+        }
+        let err = decode(&schema(), Broken(false), "users", "users.csv", |_, _| true).unwrap_err();
+        assert!(
+            err.is_retryable() && err.to_string().contains("connection refused"),
+            "{err}"
+        );
     }
 }

@@ -3,9 +3,9 @@
 //! [`Reject`] with where it came from and why, for the quarantine. A record gives exactly one
 //! row or one reject, in both modes:
 //!
-//! - batch: [`decode_lines`] decodes a chunk of a JSON-lines or Extended JSON file, and
-//!   [`BoundedDecoder`] receives what the other bounded sources read (CSV files, MySQL rows)
-//!   and gives the source's batches;
+//! - batch: [`decode_lines`] decodes a chunk of a JSON-lines or Extended JSON file, [`csv`]
+//!   a CSV file as its parser pulls it, and [`text_table`] the text cells of MySQL rows (and
+//!   CSV records) into the declared types;
 //! - streaming: [`decode_records`] turns a micro-batch's raw records (JSON, or Protobuf with a
 //!   descriptor) into one batch with the Kafka metadata columns attached.
 
@@ -28,75 +28,14 @@ use crate::config::job::Source;
 use crate::config::pipeline::SourceDef;
 use crate::config::stream_pipeline::StreamSource;
 use crate::error::{Error, Result};
-use crate::sources::BoundedRecords;
 use crate::sources::files::LinesFile;
 use crate::sources::positions::RawRecords;
 use json::{Decoded, Dialect, JsonDecoder, decode_in_parallel};
 use protobuf::ProtobufDecoder;
 use reject::{Location, Reject};
-use text_table::TextTable;
 
 /// Rows per record batch decoders produce.
 pub const BATCH_ROWS: usize = 8192;
-
-/// A bounded source's rows and rejects, decoded as the source reads them.
-pub struct BoundedDecoder<'s> {
-    source: &'s Source,
-    batches: Vec<RecordBatch>,
-    rejected: Vec<Reject>,
-    rows: Option<TextTable>,
-}
-
-impl<'s> BoundedDecoder<'s> {
-    /// A decoder into `source`'s declared schema.
-    pub fn new(source: &'s Source) -> Self {
-        Self {
-            source,
-            batches: Vec::new(),
-            rejected: Vec::new(),
-            rows: None,
-        }
-    }
-
-    /// The rows that fit the declared schema, and the records that did not.
-    pub fn finish(mut self) -> (Vec<RecordBatch>, Vec<Reject>) {
-        if let Some(rows) = self.rows.take() {
-            let (batches, rejected) = rows.finish();
-            self.batches.extend(batches);
-            self.rejected.extend(rejected);
-        }
-        (self.batches, self.rejected)
-    }
-}
-
-impl BoundedRecords for BoundedDecoder<'_> {
-    fn csv(&mut self, file: &str, bytes: &[u8]) -> Result<()> {
-        let (batches, rejected) =
-            csv::decode(&self.source.schema, bytes, &self.source.name, file).map_err(|message| Error::Source {
-                source_name: self.source.name.clone(),
-                location: file.to_string(),
-                message,
-                retryable: false,
-                cause: None,
-            })?;
-        self.batches.extend(batches);
-        self.rejected.extend(rejected);
-        Ok(())
-    }
-
-    fn row(&mut self, table: &str, row: u64, cells: &[Option<&[u8]>]) {
-        let (schema, source) = (self.source.schema.clone(), self.source.name.clone());
-        let table = table.to_string();
-        self.rows
-            .get_or_insert_with(|| {
-                TextTable::new(schema, &source, move |row| Location::Row {
-                    table: table.clone(),
-                    row,
-                })
-            })
-            .push_row(row, cells.iter().copied());
-    }
-}
 
 /// Decodes lines of a JSON-lines or Extended JSON source's file (or a chunk of one) into
 /// batches of its schema, and the lines that do not fit into rejects naming the file and line.

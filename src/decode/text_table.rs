@@ -86,6 +86,17 @@ impl TextTable {
         }
     }
 
+    /// Whether a batch is converted and waiting for [`take_ready`](Self::take_ready).
+    pub fn has_ready(&self) -> bool {
+        !self.batches.is_empty()
+    }
+
+    /// The batches converted and the records rejected so far, taken (a source streaming its
+    /// rows hands them on as they fill).
+    pub fn take_ready(&mut self) -> (Vec<RecordBatch>, Vec<Reject>) {
+        (std::mem::take(&mut self.batches), std::mem::take(&mut self.rejected))
+    }
+
     /// Converts what is pending and returns every batch and rejected record.
     pub fn finish(mut self) -> (Vec<RecordBatch>, Vec<Reject>) {
         self.convert_pending();

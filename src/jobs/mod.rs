@@ -184,12 +184,14 @@ fn is_subsequence(short: &str, long: &str) -> bool {
 }
 
 /// What a pipeline file holds: a batch job or a streaming pipeline (`mode = "streaming"`).
-enum Loaded {
+pub enum Loaded {
     Job(Box<Job>),
     Stream(Box<StreamPipeline>),
 }
 
-fn load_pipeline_file(project: &Project, vars: &Vars, file: &PipelineText) -> Result<Loaded, Vec<ConfigProblem>> {
+/// Parses, expands and checks one pipeline file against the project (its SQL, descriptor and
+/// columns): the one way a pipeline file's text becomes a job or a streaming pipeline.
+pub fn load_pipeline_file(project: &Project, vars: &Vars, file: &PipelineText) -> Result<Loaded, Vec<ConfigProblem>> {
     let problem = |message: String| ConfigProblem::in_file(&file.path, message);
     let mut value: toml::Value = toml::from_str(&file.text).map_err(|e| vec![problem(e.to_string())])?;
     let mut expansion = Vec::new();

@@ -1,9 +1,9 @@
-//! Running batch jobs: sources read and decoded into memory tables, the job's SQL planned with
-//! the run's parameters, expectations applied on the way to the sink, one atomic write, then
-//! the quarantine and run log updated. The data path of one job:
+//! Running batch jobs: sources registered as tables read (and decoded) while the query runs,
+//! the job's SQL planned with the run's parameters, expectations applied on the way to the
+//! sink, one atomic write, then the quarantine and run log updated. The data path of one job:
 //!
 //! ```text
-//! sources ─▶ decode ─▶ MemTables ─▶ job SQL ─▶ ExpectationsExec ─▶ Delta / Parquet sink (one commit)
+//! sources ─▶ decode ─▶ source tables ─▶ job SQL ─▶ ExpectationsExec ─▶ Delta / Parquet sink (one commit)
 //!              └─ unreadable records ──────────────────┴─ dropped rows ─▶ meta.quarantine
 //!                                                                    └▶ meta.run_log (one row per run)
 //! ```
@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::Utc;
-use datafusion::datasource::MemTable;
 use datafusion::logical_expr::ExprSchemable;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::optimizer::simplify_expressions::{ExprSimplifier, SimplifyContext};
@@ -20,8 +19,7 @@ use datafusion::prelude::SessionContext;
 
 use crate::catalog::Lake;
 use crate::config::job::Job;
-use crate::config::pipeline::{OnViolation, SinkDef, SourceDef};
-use crate::decode::BoundedDecoder;
+use crate::config::pipeline::{OnViolation, SinkDef};
 use crate::error::{Error, Result, RuleViolation};
 use crate::jobs::Registry;
 use crate::meta::quarantine::{self, Entry};
@@ -33,7 +31,6 @@ use crate::query::{DateRange, RunParams, new_session, plan_job};
 use crate::sinks::delta::DeltaSink;
 use crate::sinks::parquet::ParquetSink;
 use crate::sinks::{Replace, SinkMetrics};
-use crate::sources::files::list_files;
 use crate::sources::{self, SourceContext};
 
 /// What the runner needs from the process.
@@ -119,7 +116,7 @@ pub async fn run_job(cx: RunContext<'_>, job: &Job, params: RunParams) -> JobRep
     let ctx = new_session();
     let mut state = JobState::default();
     let outcome = execute(cx, &ctx, job, &params, &report, &mut state).await;
-    state.count_streamed(&job.name);
+    let outcome = state.count_streamed(&job.name, outcome);
     drop(progress);
 
     let counts = report.violation_counts();
@@ -195,9 +192,14 @@ struct JobState {
 
 impl JobState {
     /// Counts what the sources read while the query ran (when it ends, whether or not it
-    /// failed) and takes their rejects for the quarantine.
-    fn count_streamed(&mut self, job: &str) {
+    /// failed) and takes their rejects for the quarantine. When a source failed to read, its
+    /// error (naming the file or table) replaces the query's, which only repeats its message.
+    fn count_streamed(&mut self, job: &str, outcome: Result<()>) -> Result<()> {
+        let mut outcome = outcome;
         for (source, read) in std::mem::take(&mut self.streamed) {
+            if let (Some(failure), Err(_)) = (read.take_failure(), &outcome) {
+                outcome = Err(failure);
+            }
             let rejected = read.take_rejects();
             self.rows_read += read.rows();
             self.rows_rejected += rejected.len() as u64;
@@ -207,6 +209,7 @@ impl JobState {
             tracing::info!(job, source = %source, rows = read.rows(), "source read");
             self.unreadable.extend(quarantine::unreadable_entries(rejected));
         }
+        outcome
     }
 }
 
@@ -220,39 +223,20 @@ async fn execute(
 ) -> Result<()> {
     cx.lake.register_all(ctx).await?;
     for source in &job.sources {
-        if let SourceDef::MongoExport(def) | SourceDef::JsonLines(def) = &source.def {
-            // Read while the query runs, in chunks: see `query::source_table`.
-            let files = list_files(&source.name, &def.path, cx.lake).await?;
-            tracing::info!(job = %job.name, source = %source.name, from = %def.path, files = files.len(), "source streamed");
-            let (table, read) = source_table(source, files)?;
-            ctx.register_table(source.name.as_str(), Arc::new(table))
-                .map_err(|e| Error::Internal(format!("registering source {}: {e}", source.name)))?;
-            state.streamed.push((source.name.clone(), read));
-            continue;
-        }
-        let mut decoder = BoundedDecoder::new(source);
-        let read = sources::read(
+        let input = sources::resolve(
             source,
             SourceContext {
                 lake: cx.lake,
                 mysql_url: cx.mysql_url,
             },
-            &mut decoder,
         )
         .await?;
-        let (batches, rejected) = decoder.finish();
-        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-        state.rows_read += rows as u64;
-        state.rows_rejected += rejected.len() as u64;
-        if let Some(first) = rejected.first() {
-            tracing::warn!(job = %job.name, source = %source.name, records = rejected.len(), first = %first.location, reason = %first.reason, "unreadable records quarantined");
-        }
-        tracing::info!(job = %job.name, source = %source.name, from = %read.location, files = read.files, rows, "source read");
-        state.unreadable.extend(quarantine::unreadable_entries(rejected));
-        let table = MemTable::try_new(source.schema.clone(), vec![batches])
-            .map_err(|e| Error::Internal(format!("source {}: {e}", source.name)))?;
+        // Read while the query runs, a piece at a time: see `query::source_table`.
+        tracing::info!(job = %job.name, source = %source.name, from = %input.describe(), "source streamed");
+        let (table, read) = source_table(source, input)?;
         ctx.register_table(source.name.as_str(), Arc::new(table))
             .map_err(|e| Error::Internal(format!("registering source {}: {e}", source.name)))?;
+        state.streamed.push((source.name.clone(), read));
     }
 
     let plan = gated_plan(ctx, job, params, cx.registry, report.clone()).await?;

@@ -1,33 +1,41 @@
-//! A batch job's JSON-lines or Extended JSON source as a table DataFusion reads while the job
-//! runs: its files are read in chunks of whole lines ([`LineChunks`]), each chunk decoded on
-//! the blocking pool and its batches handed to the query as they come, a few batches ahead
-//! at most. Reading a source of any size takes memory for a few chunks, not for its files; what
-//! the query keeps (sorts, joins, aggregations) is the memory pool's to bound and spill.
+//! A batch job's source as a table DataFusion reads while the job runs, a piece at a time:
+//! JSON-lines and Extended JSON files in chunks of whole lines ([`LineChunks`], each chunk
+//! decoded on the blocking pool), CSV files through the parser on a blocking thread
+//! ([`BlockingFileRead`]), MySQL tables row by row as the server sends them. Batches reach the
+//! query as they are decoded, a few ahead at most, so a source of any size takes memory for a
+//! few chunks or batches, not for its files; what the query keeps (sorts, joins, aggregations)
+//! is the memory pool's to bound and spill.
 //!
-//! The records that do not decode are collected for the quarantine, and the rows counted, in
-//! a [`SourceRead`] the job runner reads once the query ran (or failed).
+//! The records that do not decode are collected for the quarantine, the rows counted and a
+//! failure to read kept, in a [`SourceRead`] the job runner reads once the query ran (or failed).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::stream::RecordBatchReceiverStream;
 use datafusion::physical_plan::streaming::PartitionStream;
+use tokio::sync::mpsc::Sender;
 
 use crate::config::job::Source;
-use crate::decode::decode_lines;
-use crate::decode::reject::Reject;
+use crate::decode::reject::{Location, Reject};
+use crate::decode::text_table::TextTable;
+use crate::decode::{csv, decode_lines};
 use crate::error::{Error, Result};
-use crate::sources::files::{FileRef, LineChunks};
+use crate::sources::BoundedInput;
+use crate::sources::files::{BlockingFileRead, FileRef, LineChunks};
+use crate::sources::mysql::{TableRows, read_table};
 
 /// What reading a source gave so far.
 #[derive(Debug, Default)]
 pub struct SourceRead {
     rows: AtomicU64,
     rejects: Mutex<Vec<Reject>>,
+    failure: Mutex<Option<Error>>,
 }
 
 impl SourceRead {
@@ -40,14 +48,20 @@ impl SourceRead {
     pub fn take_rejects(&self) -> Vec<Reject> {
         std::mem::take(&mut *self.rejects.lock().expect("rejects lock"))
     }
+
+    /// Why reading the source failed, taken (the query fails with a copy of its message; this
+    /// keeps the source's error, with its location and whether a retry may help).
+    pub fn take_failure(&self) -> Option<Error> {
+        self.failure.lock().expect("failure lock").take()
+    }
 }
 
-/// The table of `source` over `files`, and where its reading is counted.
-pub fn source_table(source: &Source, files: Vec<FileRef>) -> Result<(StreamingTable, Arc<SourceRead>)> {
+/// The table of `source` read from `input`, and where its reading is counted.
+pub fn source_table(source: &Source, input: BoundedInput) -> Result<(StreamingTable, Arc<SourceRead>)> {
     let read = Arc::new(SourceRead::default());
-    let partition = LinesPartition {
+    let partition = SourcePartition {
         source: source.clone(),
-        files,
+        input,
         read: read.clone(),
     };
     let table = StreamingTable::try_new(source.schema.clone(), vec![Arc::new(partition)])
@@ -59,43 +73,152 @@ pub fn source_table(source: &Source, files: Vec<FileRef>) -> Result<(StreamingTa
 const BATCHES_AHEAD: usize = 4;
 
 #[derive(Debug)]
-struct LinesPartition {
+struct SourcePartition {
     source: Source,
-    files: Vec<FileRef>,
+    input: BoundedInput,
     read: Arc<SourceRead>,
 }
 
-impl PartitionStream for LinesPartition {
+impl PartitionStream for SourcePartition {
     fn schema(&self) -> &SchemaRef {
         &self.source.schema
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let mut builder = RecordBatchReceiverStream::builder(self.source.schema.clone(), BATCHES_AHEAD);
-        let tx = builder.tx();
-        let (source, files, read) = (self.source.clone(), self.files.clone(), self.read.clone());
+        let out = Batches {
+            tx: builder.tx(),
+            read: self.read.clone(),
+        };
+        let (source, input) = (self.source.clone(), self.input.clone());
         builder.spawn(async move {
-            let failed = |e: Error| DataFusionError::External(Box::new(e));
-            for file in files {
-                let mut chunks = LineChunks::open(&source.name, file).await.map_err(failed)?;
-                while let Some(chunk) = chunks.next().await.map_err(failed)? {
-                    let decoding = source.clone();
-                    let (batches, rejected) = tokio::task::spawn_blocking(move || decode_lines(&decoding, &chunk))
-                        .await
-                        .map_err(|e| DataFusionError::External(Box::new(e)))?;
-                    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-                    read.rows.fetch_add(rows as u64, Ordering::Relaxed);
-                    read.rejects.lock().expect("rejects lock").extend(rejected);
-                    for batch in batches {
-                        if tx.send(Ok(batch)).await.is_err() {
-                            // The query stopped reading (a LIMIT, a failure elsewhere).
-                            return Ok(());
-                        }
-                    }
-                }
-            }
-            Ok(())
+            let read = out.read.clone();
+            let outcome = match input {
+                BoundedInput::Lines(files) => read_lines(&source, files, &out).await,
+                BoundedInput::Csv(files) => read_csv(&source, files, out).await,
+                BoundedInput::Mysql { table, url } => read_mysql(&source, &table, &url, out).await,
+            };
+            outcome.map_err(|e| {
+                let message = e.to_string();
+                *read.failure.lock().expect("failure lock") = Some(e);
+                DataFusionError::Execution(message)
+            })
         });
         builder.build()
     }
+}
+
+/// Where a source's batches go: the query's channel, and the counts.
+#[derive(Clone)]
+struct Batches {
+    tx: Sender<datafusion::error::Result<RecordBatch>>,
+    read: Arc<SourceRead>,
+}
+
+impl Batches {
+    fn count(&self, batches: &[RecordBatch], rejected: Vec<Reject>) {
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        self.read.rows.fetch_add(rows as u64, Ordering::Relaxed);
+        self.read.rejects.lock().expect("rejects lock").extend(rejected);
+    }
+
+    /// Hands batches to the query; false once it stopped reading (a LIMIT, a failure elsewhere).
+    async fn send(&self, batches: Vec<RecordBatch>, rejected: Vec<Reject>) -> bool {
+        self.count(&batches, rejected);
+        for batch in batches {
+            if self.tx.send(Ok(batch)).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// [`send`](Self::send), from a blocking thread.
+    fn blocking_send(&self, batches: Vec<RecordBatch>, rejected: Vec<Reject>) -> bool {
+        self.count(&batches, rejected);
+        batches
+            .into_iter()
+            .all(|batch| self.tx.blocking_send(Ok(batch)).is_ok())
+    }
+}
+
+async fn read_lines(source: &Source, files: Vec<FileRef>, out: &Batches) -> Result<()> {
+    for file in files {
+        let mut chunks = LineChunks::open(&source.name, file).await?;
+        while let Some(chunk) = chunks.next().await? {
+            let decoding = source.clone();
+            let (batches, rejected) = tokio::task::spawn_blocking(move || decode_lines(&decoding, &chunk))
+                .await
+                .map_err(|e| Error::Internal(format!("decoding source {}: {e}", source.name)))?;
+            if !out.send(batches, rejected).await {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn read_csv(source: &Source, files: Vec<FileRef>, out: Batches) -> Result<()> {
+    for file in files {
+        let shown = file.shown.clone();
+        let input = BlockingFileRead::open(&source.name, file).await?;
+        let (decoding, out) = (source.clone(), out.clone());
+        let mut stopped = false;
+        let parse = move || {
+            csv::decode(&decoding.schema, input, &decoding.name, &shown, |batches, rejected| {
+                stopped = !out.blocking_send(batches, rejected);
+                !stopped
+            })
+            .map(|()| stopped)
+        };
+        let stopped = tokio::task::spawn_blocking(parse)
+            .await
+            .map_err(|e| Error::Internal(format!("decoding source {}: {e}", source.name)))??;
+        if stopped {
+            break;
+        }
+    }
+    Ok(())
+}
+
+async fn read_mysql(source: &Source, table: &str, url: &str, out: Batches) -> Result<()> {
+    /// Rows into batches of the declared schema, handed on as they fill.
+    struct Rows {
+        source: Source,
+        table: Option<TextTable>,
+        out: Batches,
+    }
+
+    #[async_trait::async_trait]
+    impl TableRows for Rows {
+        async fn row(&mut self, table: &str, row: u64, cells: &[Option<&[u8]>]) -> bool {
+            let rows = self.table.get_or_insert_with(|| {
+                let table = table.to_string();
+                TextTable::new(self.source.schema.clone(), &self.source.name, move |row| {
+                    Location::Row {
+                        table: table.clone(),
+                        row,
+                    }
+                })
+            });
+            rows.push_row(row, cells.iter().copied());
+            if !rows.has_ready() {
+                return true;
+            }
+            let (batches, rejected) = rows.take_ready();
+            self.out.send(batches, rejected).await
+        }
+    }
+
+    let mut rows = Rows {
+        source: source.clone(),
+        table: None,
+        out,
+    };
+    read_table(source, table, url, &mut rows).await?;
+    if let Some(table) = rows.table.take() {
+        let (batches, rejected) = table.finish();
+        rows.out.send(batches, rejected).await;
+    }
+    Ok(())
 }

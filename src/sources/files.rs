@@ -241,6 +241,66 @@ impl LineChunks {
     }
 }
 
+/// A file read through [`std::io::Read`], a range of [`LineChunks::CHUNK_BYTES`] at a time, for
+/// a parser that pulls its bytes (CSV) on a blocking thread: each range is fetched on the
+/// runtime the reader was opened in. Reading takes memory for one range, not for the file. A
+/// failed fetch is an I/O error carrying the source's [`Error`] (with the file's name).
+pub struct BlockingFileRead {
+    source_name: String,
+    file: FileRef,
+    runtime: tokio::runtime::Handle,
+    size: u64,
+    read: u64,
+    range: Bytes,
+    range_bytes: u64,
+}
+
+impl BlockingFileRead {
+    /// Opens `file` (of `source_name`, for messages); call from the runtime.
+    pub async fn open(source_name: &str, file: FileRef) -> Result<Self> {
+        let meta = file
+            .store
+            .head(&file.path)
+            .await
+            .map_err(|e| read_error(source_name, &file, e))?;
+        Ok(Self {
+            source_name: source_name.to_string(),
+            file,
+            runtime: tokio::runtime::Handle::current(),
+            size: meta.size,
+            read: 0,
+            range: Bytes::new(),
+            range_bytes: LineChunks::CHUNK_BYTES,
+        })
+    }
+
+    /// Fetches `bytes` at a time instead of [`LineChunks::CHUNK_BYTES`].
+    pub fn with_range_bytes(mut self, bytes: u64) -> Self {
+        self.range_bytes = bytes.max(1);
+        self
+    }
+}
+
+impl std::io::Read for BlockingFileRead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.range.is_empty() {
+            if self.read >= self.size {
+                return Ok(0);
+            }
+            let end = (self.read + self.range_bytes).min(self.size);
+            let fetch = self.file.store.get_range(&self.file.path, self.read..end);
+            self.range = self
+                .runtime
+                .block_on(fetch)
+                .map_err(|e| std::io::Error::other(read_error(&self.source_name, &self.file, e)))?;
+            self.read = end;
+        }
+        let n = buf.len().min(self.range.len());
+        buf[..n].copy_from_slice(&self.range.split_to(n));
+        Ok(n)
+    }
+}
+
 /// Records from `DIR/<topic>.jsonl` files, read whole (or records held in memory, for
 /// benchmarks).
 pub struct FileInput {
@@ -431,11 +491,6 @@ impl FileInput {
     }
 }
 
-/// A file's bytes.
-pub async fn read_whole(source_name: &str, file: &FileRef) -> Result<Bytes> {
-    get_bytes(file).await.map_err(|e| read_error(source_name, file, e))
-}
-
 async fn get_bytes(file: &FileRef) -> std::result::Result<Bytes, object_store::Error> {
     // One read per file: object_store streams local files in 8 KiB chunks, each a task on the
     // blocking pool, which cost a quarter of the decode time in futex wake-ups.
@@ -459,6 +514,32 @@ fn read_error(source_name: &str, file: &FileRef, e: object_store::Error) -> Erro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_file_pulled_in_ranges_gives_its_bytes_once_and_a_vanished_file_names_itself() {
+        let (dir, lake) = Lake::temporary();
+        let text: Vec<u8> = (0..500u32)
+            .flat_map(|i| format!("{i},\"a\nb\"\n").into_bytes())
+            .collect();
+        std::fs::write(dir.path().join("rows.csv"), &text).unwrap();
+        let file = list_files("s", "rows.csv", &lake).await.unwrap().remove(0);
+        for range_bytes in [1, 7, 4096, 1 << 30] {
+            let mut input = BlockingFileRead::open("s", file.clone())
+                .await
+                .unwrap()
+                .with_range_bytes(range_bytes);
+            let read = tokio::task::spawn_blocking(move || {
+                let mut read = Vec::new();
+                std::io::Read::read_to_end(&mut input, &mut read).map(|_| read)
+            });
+            assert!(read.await.unwrap().unwrap() == text, "ranges of {range_bytes} bytes");
+        }
+        let input = BlockingFileRead::open("s", file).await.unwrap();
+        std::fs::remove_file(dir.path().join("rows.csv")).unwrap();
+        let err = tokio::task::spawn_blocking(move || std::io::Read::read(&mut { input }, &mut [0; 8]).unwrap_err());
+        let err = err.await.unwrap().into_inner().unwrap().downcast::<Error>().unwrap();
+        assert!(err.to_string().contains("rows.csv"), "{err}");
+    }
 
     #[tokio::test]
     async fn a_file_read_in_chunks_gives_every_line_once_with_its_number() {

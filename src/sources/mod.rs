@@ -1,9 +1,10 @@
 //! Sources: where records come from, before they are decoded. Two contracts, one per mode:
 //!
-//! - **Bounded** (batch jobs): JSON-lines and Extended JSON files are read in chunks of whole
-//!   lines ([`files::LineChunks`]) while the job's query runs (`crate::query::source_table`),
-//!   so their size does not matter; [`read`] hands CSV files and MySQL rows (as text cells),
-//!   whole, to a [`BoundedRecords`] receiver (the decoder, `crate::decode`).
+//! - **Bounded** (batch jobs): [`resolve`] finds a source's files or table, which are read
+//!   while the job's query runs (`crate::query::source_table`), a piece at a time, so their
+//!   size does not matter: JSON-lines and Extended JSON files in chunks of whole lines
+//!   ([`files::LineChunks`]), CSV files through a pulling parser ([`files::BlockingFileRead`]),
+//!   MySQL tables row by row ([`mysql::read_table`]).
 //! - **Replayable** (streaming pipelines): an [`Input`] reads micro-batches from positions
 //!   (partition → offset; a line number for files, an event number for the generator) and can
 //!   read an epoch's exact range again, which is what makes a restart replay the same
@@ -23,7 +24,7 @@ use crate::config::job::Source;
 use crate::config::pipeline::SourceDef;
 use crate::config::stream::BatchLimit;
 use crate::error::{Error, Result};
-use files::{FileInput, list_files, read_whole};
+use files::{FileInput, FileRef, list_files};
 use generator::GeneratorInput;
 use kafka::KafkaInput;
 use positions::{EpochRange, InputBatch, Positions};
@@ -37,34 +38,50 @@ pub struct SourceContext<'a> {
     pub mysql_url: Option<&'a str>,
 }
 
-/// Receives a bounded source's records as they are read.
-pub trait BoundedRecords {
-    /// A CSV file with a header row, whole (`file` names it in messages).
-    fn csv(&mut self, file: &str, bytes: &[u8]) -> Result<()>;
-    /// Row `row` (from 1) of a MySQL table: its text cells in column order, `None` for NULL.
-    fn row(&mut self, table: &str, row: u64, cells: &[Option<&[u8]>]);
+/// Where a batch job's source is read from, found before its query runs (so a missing file
+/// or an unset MySQL URL fails the job at once); the reading itself happens while the query
+/// runs (`crate::query::source_table`).
+#[derive(Debug, Clone)]
+pub enum BoundedInput {
+    /// JSON-lines or Extended JSON files, read in chunks of whole lines.
+    Lines(Vec<FileRef>),
+    /// CSV files with a header row, pulled through a parser on a blocking thread.
+    Csv(Vec<FileRef>),
+    /// A MySQL table, streamed from the server.
+    Mysql {
+        /// The table.
+        table: String,
+        /// The server (with credentials).
+        url: String,
+    },
 }
 
-/// What a bounded read went through, for logs.
-#[derive(Debug, Clone, Default)]
-pub struct ReadSummary {
-    /// Files (or tables) read.
-    pub files: usize,
-    /// Where the data came from (passwords redacted).
-    pub location: String,
+impl BoundedInput {
+    /// Where the records come from, for logs (passwords redacted).
+    pub fn describe(&self) -> String {
+        match self {
+            BoundedInput::Lines(files) | BoundedInput::Csv(files) => match files.as_slice() {
+                [one] => one.shown.clone(),
+                many => format!("{} files", many.len()),
+            },
+            BoundedInput::Mysql { table, url } => format!("{} table {table}", crate::config::redact_url(url)),
+        }
+    }
 }
 
-/// Reads a bounded source completely into `into`.
-pub async fn read(source: &Source, cx: SourceContext<'_>, into: &mut dyn BoundedRecords) -> Result<ReadSummary> {
+/// Finds where `source` is read from.
+pub async fn resolve(source: &Source, cx: SourceContext<'_>) -> Result<BoundedInput> {
     match &source.def {
-        SourceDef::MongoExport(_) | SourceDef::JsonLines(_) => Err(Error::Internal(format!(
-            "source {}: JSON lines are read while the query runs (query::source_table)",
-            source.name
-        ))),
-        SourceDef::Csv(def) => read_csv(source, &def.path, cx, into).await,
+        SourceDef::MongoExport(def) | SourceDef::JsonLines(def) => {
+            Ok(BoundedInput::Lines(list_files(&source.name, &def.path, cx.lake).await?))
+        }
+        SourceDef::Csv(def) => Ok(BoundedInput::Csv(list_files(&source.name, &def.path, cx.lake).await?)),
         SourceDef::Mysql(def) => match (cx.mysql_url, &def.csv_export) {
-            (Some(url), _) => mysql::read_table(source, &def.table, url, into).await,
-            (None, Some(export)) => read_csv(source, export, cx, into).await,
+            (Some(url), _) => Ok(BoundedInput::Mysql {
+                table: def.table.clone(),
+                url: url.to_string(),
+            }),
+            (None, Some(export)) => Ok(BoundedInput::Csv(list_files(&source.name, export, cx.lake).await?)),
             (None, None) => Err(Error::Source {
                 source_name: source.name.clone(),
                 location: format!("mysql table {}", def.table),
@@ -80,32 +97,6 @@ pub async fn read(source: &Source, cx: SourceContext<'_>, into: &mut dyn Bounded
             "a kafka source is read by a streaming pipeline, not a batch job",
         )),
     }
-}
-
-async fn read_csv(
-    source: &Source,
-    path: &str,
-    cx: SourceContext<'_>,
-    into: &mut dyn BoundedRecords,
-) -> Result<ReadSummary> {
-    let files = list_files(&source.name, path, cx.lake).await?;
-    for file in &files {
-        let bytes = read_whole(&source.name, file).await?;
-        into.csv(&file.shown, &bytes).map_err(|e| match e {
-            Error::Source { message, .. } => Error::Source {
-                source_name: source.name.clone(),
-                location: file.shown.clone(),
-                message,
-                retryable: false,
-                cause: None,
-            },
-            other => other,
-        })?;
-    }
-    Ok(ReadSummary {
-        files: files.len(),
-        location: path.to_string(),
-    })
 }
 
 /// The input of a streaming run.

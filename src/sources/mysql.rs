@@ -1,20 +1,28 @@
 //! MySQL/MariaDB table source: the declared columns of a table, read through the text
-//! protocol row by row and handed on as text cells (the decoder converts them exactly as it
-//! converts the cells of a CSV export, so a MySQL table and its export give identical batches).
+//! protocol row by row (streamed from the server, never held whole) and handed on as text
+//! cells to a [`TableRows`] (the decoder converts them exactly as it converts the cells of a
+//! CSV export, so a MySQL table and its export give identical batches).
 
 use futures::TryStreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, Row, Value};
 
-use super::{BoundedRecords, ReadSummary};
 use crate::config::job::Source;
 use crate::config::redact_url;
 use crate::error::{Error, Result};
 
 const SELECT_TABLE: &str = include_str!("mysql_select.sql");
 
-/// Reads the declared columns of `table` from the database at `url`.
-pub async fn read_table(source: &Source, table: &str, url: &str, into: &mut dyn BoundedRecords) -> Result<ReadSummary> {
+/// Receives a table's rows as they are read.
+#[async_trait::async_trait]
+pub trait TableRows: Send {
+    /// Row `row` (from 1) of `table` (`mysql:<name>`): its text cells in column order, `None`
+    /// for NULL. Returns false to stop reading.
+    async fn row(&mut self, table: &str, row: u64, cells: &[Option<&[u8]>]) -> bool;
+}
+
+/// Reads the declared columns of `table` from the database at `url` into `into`, row by row.
+pub async fn read_table(source: &Source, table: &str, url: &str, into: &mut dyn TableRows) -> Result<()> {
     let location = format!("{} table {table}", redact_url(url));
     let source_error = |message: String, retryable: bool| Error::Source {
         source_name: source.name.clone(),
@@ -61,13 +69,15 @@ pub async fn read_table(source: &Source, table: &str, url: &str, into: &mut dyn 
                     _ => None,
                 })
                 .collect();
-            into.row(&origin, row_number, &cells);
+            if !into.row(&origin, row_number, &cells).await {
+                break;
+            }
         }
     }
     drop(stream);
     drop(rows);
     conn.disconnect().await.ok();
-    Ok(ReadSummary { files: 1, location })
+    Ok(())
 }
 
 fn query_error(source_error: &dyn Fn(String, bool) -> Error, e: mysql_async::Error) -> Error {

@@ -283,6 +283,32 @@ fn a_job_whose_input_table_is_missing_names_the_job_to_run_first() {
 }
 
 #[test]
+fn a_source_that_cannot_be_read_fails_its_job_naming_the_table_or_file() {
+    let dir = tempfile::tempdir().unwrap();
+    // Sources are read while the query runs; their failure, not the query's, is reported.
+    let away = "mysql://quickchat:secret@127.0.0.1:1/quickchat";
+    let out = binary(dir.path(), &["--mysql-url", away, "run", "bronze-users"]);
+    assert_eq!(out.status.code(), exit(ExitCode::JobFailed), "{}", describe(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot connect") && err.contains("127.0.0.1:1/quickchat table users"),
+        "{}",
+        describe(&out)
+    );
+    assert!(!err.contains("secret"), "{}", describe(&out));
+
+    std::fs::create_dir_all(dir.path().join("lake/landing/mysql")).unwrap();
+    std::fs::write(dir.path().join("lake/landing/mysql/users.csv"), "id,name\n1,a\n").unwrap();
+    let out = binary(dir.path(), &["run", "bronze-users"]);
+    assert_eq!(out.status.code(), exit(ExitCode::JobFailed), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("users.csv") && stderr(&out).contains("the header has no column `username`"),
+        "{}",
+        describe(&out)
+    );
+}
+
+#[test]
 fn a_failing_fail_expectation_exits_5_and_writes_nothing_but_the_evidence() {
     let dir = tempfile::tempdir().unwrap();
     generate_small(dir.path());
