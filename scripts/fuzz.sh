@@ -52,7 +52,7 @@ for target in "${targets[@]}"; do
     echo "$target: corpus $(find "$corpus/$target" -type f | wc -l) inputs, no finding"
   else
     echo "$target: FOUND A PROBLEM (log: $log; inputs under $artifacts):" >&2
-    grep -E 'panicked at|ERROR: libFuzzer|SUMMARY' "$log" | head -n 5 >&2 || true
+    grep -E -A1 'panicked at|ERROR: libFuzzer|SUMMARY' "$log" | head -n 6 >&2 || true
     failed+=("$target")
   fi
 done

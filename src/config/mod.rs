@@ -77,13 +77,25 @@ impl LakeLocation {
     /// Resolves a path from a pipeline file: relative paths are under the lake root, absolute
     /// paths and URLs stand as they are.
     pub fn resolve(&self, path: &str) -> Result<Url> {
-        if path.contains("://") || Path::new(path).is_absolute() {
-            location_url(path)
+        let mut url = if path.contains("://") || Path::new(path).is_absolute() {
+            location_url(path)?
         } else {
             self.root
                 .join(path.trim_start_matches("./"))
-                .map_err(|e| Error::config(format!("path `{path}` under lake {}: {e}", self.root)))
+                .map_err(|e| Error::config(format!("path `{path}` under lake {}: {e}", self.root)))?
+        };
+        // `${LANDING_PATH}/mongo` with LANDING_PATH ending in `/` names the same folder (object
+        // stores refuse empty path segments).
+        if url.path().contains("//") {
+            let mut collapsed = String::with_capacity(url.path().len());
+            for c in url.path().chars() {
+                if !(c == '/' && collapsed.ends_with('/')) {
+                    collapsed.push(c);
+                }
+            }
+            url.set_path(&collapsed);
         }
+        Ok(url)
     }
 
     /// Like [`LakeLocation::resolve`], for a folder: the URL ends with `/` so that joining a
@@ -478,6 +490,17 @@ mod tests {
         assert_eq!(
             settings.lake.resolve_folder("landing").unwrap().as_str(),
             "s3://bucket/lake/landing/"
+        );
+        // A variable ending in `/` before `/mongo/...` names the same file.
+        for doubled in ["s3://bucket/lake/landing//mongo/x.json", "landing//mongo/x.json"] {
+            assert_eq!(
+                settings.lake.resolve(doubled).unwrap().as_str(),
+                "s3://bucket/lake/landing/mongo/x.json"
+            );
+        }
+        assert_eq!(
+            settings.lake.resolve("/data//landing/x.json").unwrap().as_str(),
+            "file:///data/landing/x.json"
         );
         assert_eq!(settings.vars.get("DATA_LAKE_PATH"), Some("s3://bucket/lake"));
     }

@@ -30,9 +30,13 @@ pub fn decode(
         retryable: false,
         cause: None,
     };
+    // Records end at `\n` only, and a `\r` before it is dropped below: with the csv crate's
+    // default (any of `\r`, `\n`, `\r\n`), a record after a CRLF line end was placed on the line
+    // before, so a quarantined row of a Windows export named the wrong line (found by fuzzing).
     let mut reader = ::csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
+        .terminator(::csv::Terminator::Any(b'\n'))
         .from_reader(input);
     let header = match reader.byte_headers() {
         Ok(header) => header.clone(),
@@ -68,16 +72,29 @@ pub fn decode(
             Ok(false) => break,
             Ok(true) => {
                 let line = record.position().map_or(0, |p| p.line());
-                if record.len() != header.len() {
-                    let raw = record
-                        .iter()
-                        .map(|f| String::from_utf8_lossy(f))
+                let fields = record.len();
+                let field = |i: usize| {
+                    let cell = record.get(i)?;
+                    Some(if i + 1 == fields {
+                        cell.strip_suffix(b"\r").unwrap_or(cell)
+                    } else {
+                        cell
+                    })
+                };
+                if fields == 1 && field(0) == Some(b"") {
+                    // A blank line of a CRLF file.
+                    continue;
+                }
+                if fields != header.len() {
+                    let raw = (0..fields)
+                        .filter_map(field)
+                        .map(String::from_utf8_lossy)
                         .collect::<Vec<_>>()
                         .join(",");
-                    let reason = format!("has {} fields, the header has {}", record.len(), header.len());
+                    let reason = format!("has {fields} fields, the header has {}", header.len());
                     table.reject_row(line, reason, raw.as_bytes());
                 } else {
-                    table.push_row(line, positions.iter().map(|&i| record.get(i)));
+                    table.push_row(line, positions.iter().map(|&i| field(i)));
                 }
             }
             Err(e) => {
@@ -156,6 +173,23 @@ mod tests {
         assert_eq!(batches[0].column(1).as_string::<i32>().value(0), "a@x.io");
         let found: Vec<_> = rejected.iter().map(|r| r.location.to_string()).collect();
         assert_eq!(found, ["users.csv:4", "users.csv:3"]);
+    }
+
+    #[test]
+    fn rows_of_a_crlf_file_are_located_by_their_own_line() {
+        // A fuzzing finding: rows after a CRLF line end were placed on the line before.
+        let csv = "id,email\r\n1,a@x.io\r\none,b@x.io\r\n\r\n3,\"c\r\nd\"\r\nfour,e@x.io\r\n5,f@x.io,extra\r\n";
+        let (batches, rejected) = decode_all(csv.as_bytes()).unwrap();
+        let ids: Vec<i64> = batches
+            .iter()
+            .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+            .collect();
+        assert_eq!(ids, [1, 3]);
+        assert_eq!(batches[0].column(1).as_string::<i32>().value(0), "a@x.io");
+        assert_eq!(batches[0].column(1).as_string::<i32>().value(1), "c\r\nd");
+        let found: Vec<_> = rejected.iter().map(|r| r.location.to_string()).collect();
+        assert_eq!(found, ["users.csv:8", "users.csv:3", "users.csv:7"]);
+        assert_eq!(rejected[0].text(), "5,f@x.io,extra");
     }
 
     #[test]
