@@ -120,20 +120,17 @@ pub fn decode(
 /// The failure of reading (not parsing) the file, when that is what `e` is: the [`Error`] the
 /// input carried, or the I/O error; else `e` back, a record the parser could not read.
 fn read_failure(e: ::csv::Error) -> Result<Error, ::csv::Error> {
-    if !matches!(e.kind(), ::csv::ErrorKind::Io(_)) {
+    let ::csv::ErrorKind::Io(io) = e.kind() else {
         return Err(e);
+    };
+    if !io.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+        return Ok(Error::Internal(format!("reading CSV: {io}")));
     }
     let ::csv::ErrorKind::Io(io) = e.into_kind() else {
-        unreachable!("matched above")
+        unreachable!("an I/O error above")
     };
-    Ok(match io.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) {
-        Some(_) => *io
-            .into_inner()
-            .expect("checked above")
-            .downcast::<Error>()
-            .expect("checked above"),
-        None => Error::Internal(format!("reading CSV: {io}")),
-    })
+    let carried = io.into_inner().and_then(|inner| inner.downcast::<Error>().ok());
+    Ok(*carried.expect("checked above"))
 }
 
 #[cfg(test)]

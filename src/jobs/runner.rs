@@ -194,8 +194,7 @@ impl JobState {
     /// Counts what the sources read while the query ran (when it ends, whether or not it
     /// failed) and takes their rejects for the quarantine. When a source failed to read, its
     /// error (naming the file or table) replaces the query's, which only repeats its message.
-    fn count_streamed(&mut self, job: &str, outcome: Result<()>) -> Result<()> {
-        let mut outcome = outcome;
+    fn count_streamed(&mut self, job: &str, mut outcome: Result<()>) -> Result<()> {
         for (source, read) in std::mem::take(&mut self.streamed) {
             if let (Some(failure), Err(_)) = (read.take_failure(), &outcome) {
                 outcome = Err(failure);

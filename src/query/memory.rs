@@ -26,12 +26,15 @@ pub struct MemorySettings {
 impl MemorySettings {
     /// Three quarters of the machine's memory (8 GiB where it cannot be read).
     pub fn default_limit() -> u64 {
-        let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|info| {
-            let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
-            line.split_whitespace().nth(1)?.parse::<u64>().ok()
-        });
-        total.map_or(8 << 30, |kib| kib * 1024 / 4 * 3)
+        machine_memory().map_or(8 << 30, |bytes| bytes / 4 * 3)
     }
+}
+
+/// The machine's memory in bytes (Linux's `MemTotal`), when it can be read.
+pub fn machine_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
 }
 
 static RUNTIME: OnceLock<(Arc<RuntimeEnv>, u64)> = OnceLock::new();

@@ -28,7 +28,7 @@ use crate::decode::{csv, decode_lines};
 use crate::error::{Error, Result};
 use crate::sources::BoundedInput;
 use crate::sources::files::{BlockingFileRead, FileRef, LineChunks};
-use crate::sources::mysql::{TableRows, read_table};
+use crate::sources::mysql::{TableRows, read_table, row_origin};
 
 /// What reading a source gave so far.
 #[derive(Debug, Default)]
@@ -162,19 +162,17 @@ async fn read_csv(source: &Source, files: Vec<FileRef>, out: Batches) -> Result<
     for file in files {
         let shown = file.shown.clone();
         let input = BlockingFileRead::open(&source.name, file).await?;
-        let (decoding, out) = (source.clone(), out.clone());
-        let mut stopped = false;
+        let (decoding, handing) = (source.clone(), out.clone());
         let parse = move || {
             csv::decode(&decoding.schema, input, &decoding.name, &shown, |batches, rejected| {
-                stopped = !out.blocking_send(batches, rejected);
-                !stopped
+                handing.blocking_send(batches, rejected)
             })
-            .map(|()| stopped)
         };
-        let stopped = tokio::task::spawn_blocking(parse)
+        tokio::task::spawn_blocking(parse)
             .await
             .map_err(|e| Error::Internal(format!("decoding source {}: {e}", source.name)))??;
-        if stopped {
+        if out.tx.is_closed() {
+            // The query stopped reading.
             break;
         }
     }
@@ -184,41 +182,30 @@ async fn read_csv(source: &Source, files: Vec<FileRef>, out: Batches) -> Result<
 async fn read_mysql(source: &Source, table: &str, url: &str, out: Batches) -> Result<()> {
     /// Rows into batches of the declared schema, handed on as they fill.
     struct Rows {
-        source: Source,
-        table: Option<TextTable>,
+        table: TextTable,
         out: Batches,
     }
 
     #[async_trait::async_trait]
     impl TableRows for Rows {
-        async fn row(&mut self, table: &str, row: u64, cells: &[Option<&[u8]>]) -> bool {
-            let rows = self.table.get_or_insert_with(|| {
-                let table = table.to_string();
-                TextTable::new(self.source.schema.clone(), &self.source.name, move |row| {
-                    Location::Row {
-                        table: table.clone(),
-                        row,
-                    }
-                })
-            });
-            rows.push_row(row, cells.iter().copied());
-            if !rows.has_ready() {
+        async fn row(&mut self, row: u64, cells: &[Option<&[u8]>]) -> bool {
+            self.table.push_row(row, cells.iter().copied());
+            if !self.table.has_ready() {
                 return true;
             }
-            let (batches, rejected) = rows.take_ready();
+            let (batches, rejected) = self.table.take_ready();
             self.out.send(batches, rejected).await
         }
     }
 
-    let mut rows = Rows {
-        source: source.clone(),
-        table: None,
-        out,
-    };
+    let origin = row_origin(table);
+    let table_rows = TextTable::new(source.schema.clone(), &source.name, move |row| Location::Row {
+        table: origin.clone(),
+        row,
+    });
+    let mut rows = Rows { table: table_rows, out };
     read_table(source, table, url, &mut rows).await?;
-    if let Some(table) = rows.table.take() {
-        let (batches, rejected) = table.finish();
-        rows.out.send(batches, rejected).await;
-    }
+    let (batches, rejected) = rows.table.finish();
+    rows.out.send(batches, rejected).await;
     Ok(())
 }

@@ -174,15 +174,10 @@ impl LineChunks {
 
     /// Opens `file` (of `source_name`, for messages).
     pub async fn open(source_name: &str, file: FileRef) -> Result<Self> {
-        let meta = file
-            .store
-            .head(&file.path)
-            .await
-            .map_err(|e| read_error(source_name, &file, e))?;
         Ok(Self {
             source_name: source_name.to_string(),
+            size: file_size(source_name, &file).await?,
             file,
-            size: meta.size,
             read: 0,
             carry: Vec::new(),
             lines_before: 0,
@@ -258,16 +253,11 @@ pub struct BlockingFileRead {
 impl BlockingFileRead {
     /// Opens `file` (of `source_name`, for messages); call from the runtime.
     pub async fn open(source_name: &str, file: FileRef) -> Result<Self> {
-        let meta = file
-            .store
-            .head(&file.path)
-            .await
-            .map_err(|e| read_error(source_name, &file, e))?;
         Ok(Self {
             source_name: source_name.to_string(),
+            size: file_size(source_name, &file).await?,
             file,
             runtime: tokio::runtime::Handle::current(),
-            size: meta.size,
             read: 0,
             range: Bytes::new(),
             range_bytes: LineChunks::CHUNK_BYTES,
@@ -489,6 +479,15 @@ impl FileInput {
     pub fn start_positions(&self) -> Positions {
         super::from_the_start(self.sources.keys())
     }
+}
+
+async fn file_size(source_name: &str, file: &FileRef) -> Result<u64> {
+    let meta = file
+        .store
+        .head(&file.path)
+        .await
+        .map_err(|e| read_error(source_name, file, e))?;
+    Ok(meta.size)
 }
 
 async fn get_bytes(file: &FileRef) -> std::result::Result<Bytes, object_store::Error> {

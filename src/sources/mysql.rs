@@ -16,9 +16,14 @@ const SELECT_TABLE: &str = include_str!("mysql_select.sql");
 /// Receives a table's rows as they are read.
 #[async_trait::async_trait]
 pub trait TableRows: Send {
-    /// Row `row` (from 1) of `table` (`mysql:<name>`): its text cells in column order, `None`
-    /// for NULL. Returns false to stop reading.
-    async fn row(&mut self, table: &str, row: u64, cells: &[Option<&[u8]>]) -> bool;
+    /// Row `row` (from 1, in the order read; located as row `row` of [`row_origin`]): its text
+    /// cells in column order, `None` for NULL. Returns false to stop reading.
+    async fn row(&mut self, row: u64, cells: &[Option<&[u8]>]) -> bool;
+}
+
+/// How rows of `table` are named in messages and the quarantine: `mysql:<table>`.
+pub fn row_origin(table: &str) -> String {
+    format!("mysql:{table}")
 }
 
 /// Reads the declared columns of `table` from the database at `url` into `into`, row by row.
@@ -53,7 +58,6 @@ pub async fn read_table(source: &Source, table: &str, url: &str, into: &mut dyn 
         .replace("{columns}", &columns)
         .replace("{table}", &format!("`{table}`"));
 
-    let origin = format!("mysql:{table}");
     let mut rows = conn
         .query_iter(query)
         .await
@@ -69,7 +73,7 @@ pub async fn read_table(source: &Source, table: &str, url: &str, into: &mut dyn 
                     _ => None,
                 })
                 .collect();
-            if !into.row(&origin, row_number, &cells).await {
+            if !into.row(row_number, &cells).await {
                 break;
             }
         }

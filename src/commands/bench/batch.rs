@@ -109,10 +109,11 @@ pub(super) async fn batch(
 
     let reference = lake_at(&work.join("lake-unlimited"))?;
     let started = Instant::now();
-    run_unlimited(settings, &lake, &reference)?;
+    let machine = crate::query::memory::machine_memory().unwrap_or(64 << 30);
+    run_unlimited(settings, &lake, &reference, machine)?;
     println!(
         "the same pipeline without a limit (--memory-limit {}): {:.1}s",
-        describe_bytes(crate::query::memory::MemorySettings::default_limit() / 3 * 4),
+        describe_bytes(machine),
         started.elapsed().as_secs_f64()
     );
     compare_lakes(&lake, &reference).await
@@ -146,11 +147,10 @@ impl SpillPeak {
 }
 
 /// Runs `full-pipeline` in a child process of this binary, reading `lake`'s landing files into
-/// `reference`, with the whole machine's memory as its limit.
-fn run_unlimited(settings: &Settings, lake: &Lake, reference: &Lake) -> Result<()> {
+/// `reference`, with `machine` bytes (the whole machine's memory) as its limit.
+fn run_unlimited(settings: &Settings, lake: &Lake, reference: &Lake, machine: u64) -> Result<()> {
     let exe = std::env::current_exe().map_err(|e| Error::io("the running binary", e))?;
     let landing = lake.location().resolve_folder("landing")?;
-    let machine = crate::query::memory::MemorySettings::default_limit() / 3 * 4;
     let mut command = std::process::Command::new(exe);
     command
         .arg("--lake")
