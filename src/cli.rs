@@ -229,6 +229,15 @@ pub enum BenchPart {
     Batch,
 }
 
+/// Tables of `bench --only commits`, one per way a stream writes Delta.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CommitTable {
+    /// An append sink (a bronze copy).
+    Append,
+    /// An update sink (a windowed count merged on its key).
+    Update,
+}
+
 /// Arguments of `bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -278,6 +287,14 @@ pub struct BenchArgs {
     /// Micro-batch commits per table in the commits part.
     #[arg(long, default_value_t = 3_000)]
     pub commits: u64,
+
+    /// Rows of each commit in the commits part: pages counted in the micro-batch's minute.
+    #[arg(long, default_value_t = 50)]
+    pub commit_rows: usize,
+
+    /// Tables of the commits part (comma-separated) [default: both].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub commit_tables: Vec<CommitTable>,
 
     /// Run only these parts (comma-separated) [default: all].
     #[arg(long, value_enum, value_delimiter = ',')]

@@ -21,7 +21,7 @@ use chrono::Utc;
 use datafusion::logical_expr::Expr;
 use datafusion::prelude::SessionContext;
 
-use super::delta::{DeltaSink, OpenTables, Upsert, existing, incoming};
+use super::delta::{DeltaSink, OpenTables, Upsert, existing, incoming, oldest, time_key};
 use super::kafka::KafkaSink;
 use super::mysql::MysqlSink;
 use super::parquet::ParquetSink;
@@ -235,6 +235,10 @@ impl<'a> SinkWriter<'a> {
                     .with_app_transaction(&app_id, epoch as i64)
                     .with_commit_metadata("quickchat.job", &self.pipeline.name)
                     .with_commit_metadata("quickchat.output", output);
+                let merged = match sink.mode() {
+                    WriteMode::Update => time_key(schema, &def.key).and_then(|c| Some((c, oldest(&rows, c)?))),
+                    _ => None,
+                };
                 let metrics = match sink.mode() {
                     // A one-row output (an aggregate without GROUP BY) has no key: it replaces the table.
                     WriteMode::Update if def.key.is_empty() => {
@@ -261,7 +265,16 @@ impl<'a> SinkWriter<'a> {
                 self.wrote(&app_id, epoch);
                 let owner = (self.pipeline.name.as_str(), output);
                 self.upkeep
-                    .after_commit(self.lake, &self.open_tables, &self.ctx, owner, &table, def, sink.mode())
+                    .after_commit(
+                        self.lake,
+                        &self.open_tables,
+                        &self.ctx,
+                        owner,
+                        &table,
+                        def,
+                        sink.mode(),
+                        merged,
+                    )
                     .await;
                 Ok(metrics)
             }

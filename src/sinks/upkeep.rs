@@ -7,8 +7,10 @@
 //! only files it rewrote with the same rows, which an append never touches. An update table is
 //! compacted between its merges, stalling the micro-batch: deltalake 1.1 lets a merge and a
 //! compaction that replaced the same file both commit, which would count the file's rows
-//! twice. A failed upkeep is logged and tried again after the next `compact_every` commits: the
-//! rows are written either way.
+//! twice. An update table keyed by a time column is clustered by it instead of bin-packed
+//! (`delta::clustering`), around the oldest window its merges since the last upkeep updated,
+//! so that a merge rewrites the open windows only. A failed upkeep is logged and tried again
+//! after the next `compact_every` commits: the rows are written either way.
 
 use std::collections::HashMap;
 
@@ -16,7 +18,7 @@ use datafusion::prelude::SessionContext;
 use tokio::task::JoinHandle;
 
 use super::SinkMetrics;
-use super::delta::{DeltaSink, OpenTables};
+use super::delta::{DeltaSink, Micros, OpenTables};
 use crate::catalog::{Lake, TableName};
 use crate::config::pipeline::{DeltaSinkDef, WriteMode};
 use crate::error::Result;
@@ -28,11 +30,15 @@ pub struct Upkeep {
     commits: HashMap<String, u64>,
     /// Per append table: the upkeep running beside the stream.
     running: HashMap<String, JoinHandle<Result<SinkMetrics>>>,
+    /// Per update table clustered by time: its column and the oldest time merged since the
+    /// last upkeep.
+    oldest_merged: HashMap<String, (String, Micros)>,
 }
 
 impl Upkeep {
     /// Counts a commit of `owner` (pipeline, output) to `table`, and keeps the table up when
-    /// its sink's `compact_every` commits are reached.
+    /// its sink's `compact_every` commits are reached. `merged` is, for a merge into an update
+    /// table keyed by a time column, that column and the oldest time of the merged rows.
     #[allow(clippy::too_many_arguments)]
     pub async fn after_commit(
         &mut self,
@@ -43,8 +49,16 @@ impl Upkeep {
         table: &TableName,
         def: &DeltaSinkDef,
         mode: WriteMode,
+        merged: Option<(&str, Micros)>,
     ) {
         let key = table.to_string();
+        if let Some((column, oldest)) = merged {
+            let seen = self
+                .oldest_merged
+                .entry(key.clone())
+                .or_insert_with(|| (column.to_string(), oldest));
+            seen.1 = seen.1.min(oldest);
+        }
         let commits = self.commits.entry(key.clone()).or_default();
         *commits += 1;
         if def.compact_every == 0 || *commits < def.compact_every {
@@ -61,12 +75,14 @@ impl Upkeep {
         }
         let (job, output) = (owner.0.to_string(), owner.1.to_string());
         if mode == WriteMode::Update {
-            let upkept = DeltaSink::new(lake, table.clone())
+            let sink = DeltaSink::new(lake, table.clone())
                 .with_open_tables(open_tables)
                 .with_commit_metadata("quickchat.job", &job)
-                .with_commit_metadata("quickchat.output", &output)
-                .upkeep(ctx)
-                .await;
+                .with_commit_metadata("quickchat.output", &output);
+            let upkept = match self.oldest_merged.remove(&key) {
+                Some((column, open_from)) => sink.upkeep_clustered(ctx, &column, open_from).await,
+                None => sink.upkeep(ctx).await,
+            };
             log_upkeep(table, Ok(upkept));
             return;
         }

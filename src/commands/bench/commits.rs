@@ -12,6 +12,7 @@ use arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMicrosecondArr
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use super::{Row, lake_at, peak_rss_mb, reset_peak_rss, rss_mb};
+use crate::cli::{BenchArgs, CommitTable};
 use crate::config::columns::timestamp_type;
 use crate::config::pipeline::{DEFAULT_COMPACT_EVERY, DeltaSinkDef, SinkDef, WriteMode};
 use crate::config::stream_pipeline::StreamPipeline;
@@ -19,8 +20,6 @@ use crate::error::{Error, Result};
 use crate::metrics::Latencies;
 use crate::sinks::epoch::SinkWriter;
 
-/// Rows per micro-batch: pages counted in the micro-batch's minute.
-const PAGES: usize = 50;
 /// Micro-batches per minute of event time (a 1 s trigger).
 const EPOCHS_PER_WINDOW: u64 = 60;
 
@@ -28,19 +27,24 @@ const EPOCHS_PER_WINDOW: u64 = 60;
 pub async fn commits(
     pipeline: &StreamPipeline,
     work: &std::path::Path,
-    commits: u64,
+    args: &BenchArgs,
     rows: &mut Vec<Row>,
 ) -> Result<()> {
+    let (commits, pages) = (args.commits, args.commit_rows);
     let lake = lake_at(&work.join("lake-commits"))?;
     let schema = page_schema();
-    for (name, mode, key) in [
-        ("append", WriteMode::Append, vec![]),
+    for (kind, name, mode, key) in [
+        (CommitTable::Append, "append", WriteMode::Append, vec![]),
         (
+            CommitTable::Update,
             "update",
             WriteMode::Update,
             vec!["window_start".to_string(), "page".to_string()],
         ),
     ] {
+        if !args.commit_tables.is_empty() && !args.commit_tables.contains(&kind) {
+            continue;
+        }
         let table = format!("gold.commits_{name}");
         let sink = SinkDef::Delta(DeltaSinkDef {
             table: table.clone(),
@@ -51,7 +55,7 @@ pub async fn commits(
             zorder_by: Vec::new(),
             table_properties: Default::default(),
         });
-        println!("commits: {commits} micro-batches of {PAGES} rows to {table} ({name} mode) ...");
+        println!("commits: {commits} micro-batches of {pages} rows to {table} ({name} mode) ...");
         println!(
             "{:>9} {:>13} {:>12} {:>16} {:>8}",
             "commits", "mean ms", "p99 ms", "_delta_log files", "RSS MiB"
@@ -69,7 +73,7 @@ pub async fn commits(
         let mut all = Latencies::default();
         let mut slice_ms = 0.0;
         for epoch in 1..=commits {
-            let batch = page_counts(&schema, epoch)?;
+            let batch = page_counts(&schema, epoch, pages)?;
             let commit = Instant::now();
             writer.write("bench", &sink, epoch, &schema, &[batch], false).await?;
             let elapsed = commit.elapsed();
@@ -111,18 +115,18 @@ fn page_schema() -> SchemaRef {
     ]))
 }
 
-/// The page counts of micro-batch `epoch`: every page of its minute, counts growing through
+/// The page counts of micro-batch `epoch`: each of `pages` pages of its minute, counts growing through
 /// the minute as an update-mode window's would.
-fn page_counts(schema: &SchemaRef, epoch: u64) -> Result<RecordBatch> {
+fn page_counts(schema: &SchemaRef, epoch: u64, pages: usize) -> Result<RecordBatch> {
     let window = (epoch / EPOCHS_PER_WINDOW) as i64 * 60_000_000;
-    let pages: Vec<String> = (0..PAGES).map(|p| format!("/page/{p}")).collect();
-    let views: Vec<i64> = (0..PAGES)
+    let views: Vec<i64> = (0..pages)
         .map(|p| (epoch % EPOCHS_PER_WINDOW + 1) as i64 * (p as i64 + 1))
         .collect();
+    let pages: Vec<String> = (0..pages).map(|p| format!("/page/{p}")).collect();
     RecordBatch::try_new(
         schema.clone(),
         vec![
-            Arc::new(TimestampMicrosecondArray::from(vec![window; PAGES]).with_timezone("UTC")),
+            Arc::new(TimestampMicrosecondArray::from(vec![window; pages.len()]).with_timezone("UTC")),
             Arc::new(StringArray::from(pages)),
             Arc::new(Int64Array::from(views)),
         ],

@@ -87,7 +87,7 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> Result<()> {
             batch::batch(settings, &work, &args, &mut rows).await?;
         }
         if wants(BenchPart::Commits) {
-            commits::commits(&pipeline, &work, args.commits, &mut rows).await?;
+            commits::commits(&pipeline, &work, &args, &mut rows).await?;
         }
         Ok::<_, Error>(())
     }

@@ -1,9 +1,20 @@
 //! Delta Lake writes: [`DeltaSink`], the builder that writes a logical plan into a table with a
 //! partition-range replace (`replaceWhere`), a full overwrite, an append or a merge, in one
-//! commit, and [`OpenTables`], the snapshots a long-running writer keeps between commits.
+//! commit, and keeps a table up (compaction, log expiry, VACUUM, checkpoints). Every deltalake
+//! call of the project lives in this folder: [`OpenTables`] holds the snapshots a long-running
+//! writer keeps between commits, `maintenance` the upkeep operations (OPTIMIZE, VACUUM, log
+//! checkpoints and expiry) and `clustering` the compaction of update tables by time.
+
+mod clustering;
+mod maintenance;
+mod open_tables;
+
+pub use clustering::{Micros, oldest, time_key};
+pub use maintenance::{TableStats, UPKEEP_FILE_BYTES};
+pub use open_tables::OpenTables;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::record_batch::RecordBatch;
@@ -15,12 +26,10 @@ use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{Action, Transaction};
-use deltalake::operations::optimize::OptimizeType;
 use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
 use deltalake::table::config::TablePropertiesExt;
 use deltalake::{DeltaTable, DeltaTableError};
-use futures::TryStreamExt;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
@@ -57,32 +66,6 @@ fn writer_properties() -> WriterProperties {
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
         .build()
-}
-
-/// The tables a long-running writer (a streaming pipeline's sinks) keeps open between commits.
-///
-/// Opening a table lists its `_delta_log` and replays the commits since the last checkpoint; on
-/// a local folder the listing reads every entry of the log, so a stream committing every second
-/// paid more for each commit the older its table was. A kept table starts each write from the
-/// snapshot its previous commit left, after one read checking that nobody committed since (a
-/// `maintain` run, another writer): if somebody did, the snapshot is brought up to date first,
-/// so a merge never rewrites files another commit already replaced.
-///
-/// A write that fails drops its table: the next one opens it afresh.
-#[derive(Debug, Default)]
-pub struct OpenTables(Mutex<HashMap<String, DeltaTable>>);
-
-impl OpenTables {
-    fn take(&self, table: &TableName) -> Option<DeltaTable> {
-        self.0.lock().expect("open tables lock").remove(&table.to_string())
-    }
-
-    fn keep(&self, table: &TableName, opened: DeltaTable) {
-        self.0
-            .lock()
-            .expect("open tables lock")
-            .insert(table.to_string(), opened);
-    }
 }
 
 /// Writes into one Delta table of the lake.
@@ -327,133 +310,6 @@ impl<'l> DeltaSink<'l> {
         Ok(metrics)
     }
 
-    /// Compacts the table's small files into files of the table's target size (Delta OPTIMIZE,
-    /// bin-packing): one commit that changes no data, so readers and replays see the same rows.
-    pub async fn compact(&self, ctx: &SessionContext) -> Result<SinkMetrics> {
-        self.optimize(ctx, &[]).await
-    }
-
-    /// [`compact`](Self::compact), or with `zorder_by` columns a Z-order rewrite of the table's
-    /// files by them (rows near in those columns end up in the same files).
-    pub async fn optimize(&self, ctx: &SessionContext, zorder_by: &[String]) -> Result<SinkMetrics> {
-        let started = Instant::now();
-        let Some(table) = self.current().await? else {
-            return Ok(SinkMetrics::default());
-        };
-        let kind = if zorder_by.is_empty() {
-            OptimizeType::Compact
-        } else {
-            OptimizeType::ZOrder(zorder_by.to_vec())
-        };
-        let (compacted, metrics) = table
-            .optimize()
-            .with_type(kind)
-            .with_session_state(writer_session(ctx))
-            .with_commit_properties(self.commit_properties())
-            .await
-            .map_err(|e| self.delta_error(e))?;
-        self.keep(&compacted);
-        Ok(SinkMetrics {
-            rows: 0,
-            files_added: metrics.num_files_added,
-            files_removed: metrics.num_files_removed,
-            version: compacted.version().map(|v| v as i64),
-            elapsed: started.elapsed(),
-        })
-    }
-
-    /// Expires log entries older than the table's `delta.logRetentionDuration` (30 days unless
-    /// set) that a checkpoint makes unneeded; returns how many were deleted.
-    pub async fn expire_logs(&self) -> Result<usize> {
-        let Some(table) = open(self.lake, &self.table).await? else {
-            return Ok(0);
-        };
-        deltalake::protocol::checkpoints::cleanup_metadata(&table, None)
-            .await
-            .map_err(|e| self.delta_error(e))
-    }
-
-    /// Deletes the files no version within `retain` references (Delta VACUUM); returns them.
-    /// A retention under the table's `delta.deletedFileRetentionDuration` (7 days unless set)
-    /// is refused unless `force`: a reader of an older version could lose its files.
-    pub async fn vacuum(&self, retain: std::time::Duration, force: bool, dry_run: bool) -> Result<Vec<String>> {
-        let Some(table) = open(self.lake, &self.table).await? else {
-            return Ok(Vec::new());
-        };
-        let minimum = table
-            .snapshot()
-            .map_err(|e| self.delta_error(e))?
-            .table_config()
-            .deleted_file_retention_duration();
-        if retain < minimum && !force {
-            return Err(Error::Usage(format!(
-                "{}: a VACUUM retention of {} is under the table's delta.deletedFileRetentionDuration \
-                 ({}): readers of older versions could lose their files; give --retain {} or more, \
-                 or --force",
-                self.table,
-                humantime::format_duration(retain),
-                humantime::format_duration(minimum),
-                humantime::format_duration(minimum),
-            )));
-        }
-        let retain = chrono::Duration::from_std(retain).map_err(|e| self.sink_error(e.to_string()))?;
-        let (_, metrics) = table
-            .vacuum()
-            .with_retention_period(retain)
-            .with_enforce_retention_duration(false)
-            .with_dry_run(dry_run)
-            .with_commit_properties(self.commit_properties())
-            .await
-            .map_err(|e| self.delta_error(e))?;
-        Ok(metrics.files_deleted)
-    }
-
-    /// Writes a log checkpoint at the current version, so that readers start from it instead of
-    /// replaying the commits since the last one.
-    pub async fn checkpoint(&self) -> Result<()> {
-        let Some(table) = open(self.lake, &self.table).await? else {
-            return Ok(());
-        };
-        deltalake::checkpoints::create_checkpoint(&table, None)
-            .await
-            .map_err(|e| self.delta_error(e))
-    }
-
-    /// The table's version, live files and their bytes, and the entries of its `_delta_log`.
-    pub async fn stats(&self) -> Result<TableStats> {
-        let Some(table) = open(self.lake, &self.table).await? else {
-            return Ok(TableStats::default());
-        };
-        let snapshot = table.snapshot().map_err(|e| self.delta_error(e))?;
-        let files = snapshot.log_data();
-        let bytes = files.iter().map(|f| f.size().max(0) as u64).sum();
-        let log = table.log_store();
-        let log_entries = log
-            .object_store(None)
-            .list(Some(&log.log_path().clone()))
-            .try_collect::<Vec<_>>()
-            .await
-            .map_err(|e| self.delta_error(e.into()))?
-            .len();
-        Ok(TableStats {
-            version: table.version().map(|v| v as i64),
-            files: files.num_files() as u64,
-            bytes,
-            log_entries: log_entries as u64,
-        })
-    }
-
-    /// A streaming table's upkeep: [`compact`](Self::compact), then
-    /// [`expire_logs`](Self::expire_logs). Returns the compaction's metrics.
-    pub async fn upkeep(&self, ctx: &SessionContext) -> Result<SinkMetrics> {
-        let compacted = self.compact(ctx).await?;
-        let expired = self.expire_logs().await?;
-        if expired > 0 {
-            tracing::debug!(table = %self.table, expired, "expired log entries");
-        }
-        Ok(compacted)
-    }
-
     fn sink_error(&self, message: String) -> Error {
         Error::Sink {
             table: self.table.to_string(),
@@ -475,19 +331,6 @@ impl<'l> DeltaSink<'l> {
             cause: Some(Box::new(e)),
         }
     }
-}
-
-/// What [`DeltaSink::stats`] reports of a table.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TableStats {
-    /// The current version (`None`: no table).
-    pub version: Option<i64>,
-    /// Live data files.
-    pub files: u64,
-    /// Their bytes.
-    pub bytes: u64,
-    /// Entries of `_delta_log` (commits, checkpoints).
-    pub log_entries: u64,
 }
 
 /// How [`DeltaSink::upsert_batches`] matches rows: `existing` is the table's row, `incoming`
