@@ -268,6 +268,7 @@ impl<'l> DeltaSink<'l> {
                     .map_err(|e| self.delta_error(e))?
             }
         };
+        let opened = started.elapsed();
         let (save_mode, schema_mode) = match &self.replace {
             Replace::Nothing => (SaveMode::Append, SchemaMode::Merge),
             Replace::Everything => (SaveMode::Overwrite, SchemaMode::Overwrite),
@@ -303,10 +304,21 @@ impl<'l> DeltaSink<'l> {
             Replace::Nothing | Replace::Everything => {}
         }
         let written = builder.await.map_err(|e| self.delta_error(e))?;
+        let committed = started.elapsed();
         self.keep(&written);
         let mut metrics = last_commit_metrics(&written).await;
         metrics.version = written.version().map(|v| v as i64);
         metrics.elapsed = started.elapsed();
+        // Where a commit's time goes, to find what grows with a table's age.
+        tracing::debug!(
+            table = %self.table,
+            version = metrics.version,
+            live_files = written.snapshot().map_or(0, |s| s.log_data().num_files()),
+            open_ms = opened.as_secs_f64() * 1e3,
+            write_ms = (committed - opened).as_secs_f64() * 1e3,
+            after_ms = (metrics.elapsed - committed).as_secs_f64() * 1e3,
+            "delta commit"
+        );
         Ok(metrics)
     }
 
