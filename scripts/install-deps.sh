@@ -2,7 +2,7 @@
 # Installs what quickchat-etl needs on Debian or Ubuntu, skipping what is already there.
 #   scripts/install-deps.sh build   a C toolchain, cmake and the libraries librdkafka is built with
 #   scripts/install-deps.sh test    the above, plus MariaDB, protoc, tmux (to drive the SQL shell),
-#                                   Java 17 and Maven, the Apache Kafka broker (its jars from Maven
+#                                   Prometheus and promtool (the live UI's metrics), Java 17 and Maven, the Apache Kafka broker (its jars from Maven
 #                                   Central), the moto S3 server (Python) and Apache Airflow in a
 #                                   virtual environment of its own (for the DAG test)
 #   scripts/install-deps.sh fuzz    the build set, plus Rust nightly and cargo-fuzz (for scripts/fuzz.sh)
@@ -16,7 +16,7 @@ sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 packages=(build-essential cmake pkg-config libcurl4-openssl-dev libsasl2-dev)
 if [ "$what" = test ]; then
-  packages+=(protobuf-compiler python3-pip python3-venv tmux mariadb-server mariadb-client)
+  packages+=(protobuf-compiler python3-pip python3-venv tmux mariadb-server mariadb-client prometheus)
   command -v java >/dev/null 2>&1 || packages+=(openjdk-17-jre-headless)
   command -v mvn >/dev/null 2>&1 || packages+=(maven)
 fi

@@ -511,6 +511,15 @@ pub struct StreamRunArgs {
     /// on from there.
     #[arg(long, value_name = "N")]
     pub max_epochs: Option<u64>,
+
+    /// Serve the live UI (/metrics for Prometheus, /api/progress) on this address
+    /// [default: `[ui] listen`, else 127.0.0.1:4040; the next free port if it is taken].
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_ui")]
+    pub ui: Option<std::net::SocketAddr>,
+
+    /// Serve no live UI.
+    #[arg(long)]
+    pub no_ui: bool,
 }
 
 /// Parses a size flag such as `512MB`, `4GiB` or `1000000`.

@@ -14,8 +14,8 @@
 //! micro-batches, [`sinks`] write into the [`catalog`]'s lake (and MySQL, Kafka), and [`meta`]
 //! keeps the quarantine and run log. Around them: [`config`] (settings and pipeline files),
 //! [`jobs`] (the registry, the job graph, the batch runner), [`kafka`] and [`retry`] (shared by
-//! sources, sinks and `produce`), [`metrics`] (what a run did), and [`commands`], one file per
-//! CLI subcommand.
+//! sources, sinks and `produce`), [`metrics`] (what a run did), [`observe`] (the live UI's
+//! metrics and progress), and [`commands`], one file per CLI subcommand.
 
 pub mod catalog;
 pub mod cli;
@@ -28,6 +28,7 @@ pub mod jobs;
 pub mod kafka;
 pub mod meta;
 pub mod metrics;
+pub mod observe;
 pub mod output;
 pub mod progress;
 pub mod project;

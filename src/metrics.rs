@@ -38,6 +38,8 @@ pub struct RunReport {
     pub late: u64,
     /// Records dropped as repeats of a key.
     pub duplicates: u64,
+    /// Per source: what it read and set aside.
+    pub sources: BTreeMap<String, SourceCounts>,
     /// Rows written per `output -> sink`.
     pub written: BTreeMap<String, u64>,
     /// Wall time of each epoch (read to commit).
@@ -53,6 +55,19 @@ pub struct RunReport {
     pub elapsed: Duration,
     /// Why it ended.
     pub ended: Ended,
+}
+
+/// What one source of a streaming run read and set aside.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceCounts {
+    /// Records read.
+    pub records: u64,
+    /// Records behind the watermark.
+    pub late: u64,
+    /// Records dropped as repeats of a key.
+    pub duplicates: u64,
+    /// Records quarantined.
+    pub rejected: u64,
 }
 
 impl RunReport {

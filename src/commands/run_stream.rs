@@ -11,6 +11,8 @@ use crate::config::Settings;
 use crate::config::stream_pipeline::StreamPipeline;
 use crate::error::{Error, ExitCode, Result};
 use crate::metrics::{Ended, RunReport};
+use crate::observe::server;
+use crate::observe::telemetry::Telemetry;
 use crate::sources::Input;
 use crate::sources::files::FileInput;
 use crate::sources::generator::GeneratorInput;
@@ -73,6 +75,26 @@ pub async fn run(settings: &Settings, pipeline: &StreamPipeline, args: RunArgs) 
     let mut engine = Engine::open(pipeline, &lake, input, sink_settings).await?;
     tracing::info!(pipeline = %pipeline.name, input = kind, lake = %lake.root(),
         checkpoint = %engine.checkpoint_location(), "streaming");
+    // Kept until the run ends: dropping the server stops it.
+    let _ui = if stream.no_ui {
+        None
+    } else {
+        let telemetry = Arc::new(Telemetry::new());
+        match server::start(stream.ui.unwrap_or(settings.ui_listen), telemetry.clone()).await {
+            Ok(ui) => {
+                engine.observed_by(telemetry);
+                tracing::info!(pipeline = %pipeline.name, url = %format!("http://{}/", ui.address), "live UI");
+                Some(ui)
+            }
+            // An address asked for on the command line must work; the default one is a
+            // convenience that a stream does not stop for.
+            Err(e) if stream.ui.is_some() => return Err(e),
+            Err(e) => {
+                tracing::warn!(pipeline = %pipeline.name, error = %e, "running without the live UI");
+                None
+            }
+        }
+    };
     let options = RunOptions {
         until_caught_up: stream.until_caught_up,
         stop,

@@ -16,6 +16,7 @@ pub mod stream_pipeline;
 pub mod vars;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -51,7 +52,13 @@ pub struct Settings {
     pub memory: MemorySettings,
     /// How long servers away are retried (`--retry-for`).
     pub retry_for: Duration,
+    /// Where `run` serves the live UI unless `--ui`/`--no-ui` say otherwise (`[ui] listen`).
+    pub ui_listen: SocketAddr,
 }
+
+/// Where the live UI listens when neither `--ui` nor `[ui] listen` says (Spark's UI port); the
+/// next free port is taken when it is in use.
+pub const DEFAULT_UI_LISTEN: &str = "127.0.0.1:4040";
 
 /// A lake root URL with the object-store options needed to reach it.
 #[derive(Debug, Clone)]
@@ -158,6 +165,8 @@ struct ConfigFile {
     s3: S3Section,
     #[serde(default)]
     engine: EngineSection,
+    #[serde(default)]
+    ui: UiSection,
     /// Variables for `${VAR}` expansion, below the environment in precedence.
     #[serde(default)]
     vars: HashMap<String, String>,
@@ -186,6 +195,13 @@ struct EngineSection {
     spill_dir: Option<PathBuf>,
     /// `--retry-for`, e.g. `"5m"`.
     retry_for: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UiSection {
+    /// `--ui`, e.g. `"0.0.0.0:4040"`.
+    listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -263,6 +279,14 @@ impl Settings {
             (None, None) => crate::retry::DEFAULT_RETRY_FOR,
         };
 
+        let ui_listen = file.ui.listen.as_deref().unwrap_or(DEFAULT_UI_LISTEN);
+        let ui_listen = ui_listen.parse().unwrap_or_else(|e| {
+            problems.push(ConfigProblem::general(format!(
+                "[ui] listen = {ui_listen:?}: {e} (give an address and port, e.g. \"127.0.0.1:4040\")"
+            )));
+            DEFAULT_UI_LISTEN.parse().expect("a valid default")
+        });
+
         let project = match &args.project {
             Some(dir) if dir.join("pipelines").is_dir() => ProjectLocation::Folder(dir.clone()),
             Some(dir) => {
@@ -287,6 +311,7 @@ impl Settings {
                 vars,
                 memory,
                 retry_for,
+                ui_listen,
             }),
             _ => Err(Error::Config(problems)),
         }

@@ -31,6 +31,8 @@ use crate::decode::protobuf::ProtobufDecoder;
 use crate::decode::reject::Reject;
 use crate::error::{Error, Result};
 use crate::metrics::{Ended, RunReport};
+use crate::observe::progress::{Committed, EpochProgress, ProgressMark, StateOperator};
+use crate::observe::telemetry::Telemetry;
 use crate::query::analysis::QueryKind;
 use crate::sinks::epoch::SinkWriter;
 use crate::sources::Input;
@@ -83,6 +85,8 @@ pub struct Engine<'a> {
     pub(super) finished: bool,
     pub(super) last_snapshot: (Instant, u64),
     pub(super) report: RunReport,
+    /// Where each committed micro-batch's progress goes (the live UI), if anywhere.
+    telemetry: Option<(Arc<Telemetry>, ProgressMark)>,
 }
 
 impl<'a> Engine<'a> {
@@ -161,9 +165,15 @@ impl<'a> Engine<'a> {
             finished: false,
             last_snapshot: (Instant::now(), 0),
             report: RunReport::default(),
+            telemetry: None,
         };
         engine.restore(settings).await?;
         Ok(engine)
+    }
+
+    /// Reports each micro-batch committed from now on to `telemetry`.
+    pub fn observed_by(&mut self, telemetry: Arc<Telemetry>) {
+        self.telemetry = Some((telemetry, ProgressMark::of(&self.report)));
     }
 
     /// The checkpoint folder.
@@ -257,6 +267,8 @@ impl<'a> Engine<'a> {
             let empty = Default::default();
             let raw = batch.records.get(&source.name).unwrap_or(&empty);
             self.report.records += raw.len() as u64;
+            let mut counts = self.report.sources.remove(&source.name).unwrap_or_default();
+            counts.records += raw.len() as u64;
             let stage = Instant::now();
             let (decoded, rejected) = decode_records(
                 source,
@@ -267,12 +279,16 @@ impl<'a> Engine<'a> {
             self.report.timed(format!("decode {}", source.name), stage);
             let stage = Instant::now();
             self.report.rejected += rejected.len() as u64;
+            counts.rejected += rejected.len() as u64;
             rejects.extend(rejected);
             let state = self.sources.get_mut(&source.name).expect("a state per source");
             let watermark_before = state.watermark();
             let partitions = range.idle.get(&source.name).cloned().unwrap_or_default();
             let ingested = state.ingest(source, decoded, &partitions);
             self.report.duplicates += ingested.duplicates as u64;
+            counts.duplicates += ingested.duplicates as u64;
+            counts.late += ingested.late.num_rows() as u64;
+            self.report.sources.insert(source.name.clone(), counts);
             if ingested.late.num_rows() > 0 {
                 self.report.late += ingested.late.num_rows() as u64;
                 late.push(Late {
@@ -421,15 +437,17 @@ impl<'a> Engine<'a> {
     /// taking the machine's memory.
     fn check_state_bound(&self) -> Result<()> {
         let bound = self.pipeline.max_state_rows;
-        let outputs = self
-            .queries
-            .iter()
-            .map(|q| (format!("output `{}`", q.output.name), q.state_rows()));
-        let buffers = self
-            .join_buffers
-            .iter()
-            .map(|(source, buffer)| (format!("the join buffer of source `{source}`"), buffer.rows()));
-        match outputs.chain(buffers).find(|(_, rows)| *rows > bound) {
+        let over = self
+            .operator_rows()
+            .find(|(_, _, rows)| *rows > bound)
+            .map(|(kind, name, rows)| {
+                let what = match kind {
+                    OUTPUT => format!("output `{name}`"),
+                    _ => format!("the join buffer of source `{name}`"),
+                };
+                (what, rows)
+            });
+        match over {
             Some((what, rows)) => Err(Error::compute(
                 format!("pipeline {}: {what}", self.pipeline.name),
                 format!(
@@ -482,9 +500,55 @@ impl<'a> Engine<'a> {
             self.report.timed("snapshot", stage);
         }
         self.input.committed(&self.positions);
+        self.report_progress(range, started);
         Ok(())
     }
+
+    /// Rows each stateful operator holds: `(OUTPUT or JOIN_BUFFER, name, rows)`.
+    fn operator_rows(&self) -> impl Iterator<Item = (&'static str, &str, usize)> + '_ {
+        let outputs = self
+            .queries
+            .iter()
+            .map(|q| (OUTPUT, q.output.name.as_str(), q.state_rows()));
+        let buffers = self
+            .join_buffers
+            .iter()
+            .map(|(source, buffer)| (JOIN_BUFFER, source.as_str(), buffer.rows()));
+        outputs.chain(buffers)
+    }
+
+    /// Hands the progress of the micro-batch that just committed to the telemetry.
+    fn report_progress(&mut self, range: &EpochRange, started: Instant) {
+        if self.telemetry.is_none() {
+            return;
+        }
+        let state = self
+            .operator_rows()
+            .map(|(kind, name, rows)| StateOperator {
+                operator: format!("{kind} {name}"),
+                rows: rows as u64,
+            })
+            .collect();
+        let committed = Committed {
+            pipeline: &self.pipeline.name,
+            range,
+            elapsed: started.elapsed(),
+            state,
+            watermarks: self
+                .sources
+                .iter()
+                .filter_map(|(name, state)| Some((name.clone(), state.watermark()?)))
+                .collect(),
+        };
+        let (telemetry, mark) = self.telemetry.as_mut().expect("checked above");
+        telemetry.record(EpochProgress::since(mark, &self.report, committed));
+        *mark = ProgressMark::of(&self.report);
+    }
 }
+
+/// The kinds of stateful operator, as progress and errors name them.
+const OUTPUT: &str = "output";
+const JOIN_BUFFER: &str = "join buffer";
 
 /// A source's late records of an epoch.
 struct Late {

@@ -105,24 +105,19 @@ fn lake_at(path: &std::path::Path) -> Result<Lake> {
     )?))
 }
 
-/// Peak resident memory since the last reset, in MiB (Linux; `None` elsewhere).
+/// Peak resident memory since the last reset, in MiB.
 fn peak_rss_mb() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024)
+    crate::observe::process::peak_resident_bytes().map(|b| b >> 20)
 }
 
 /// Current resident memory in MiB.
 fn rss_mb() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? / 1024)
+    crate::observe::process::resident_bytes().map(|b| b >> 20)
 }
 
-/// Starts a new peak-memory measurement (Linux: resets VmHWM).
+/// Starts a new peak-memory measurement.
 fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    crate::observe::process::reset_peak();
 }
 
 fn row(phase: &str, report: &RunReport, note: String) -> Row {

@@ -1,0 +1,8 @@
+//! Watching a run: [`telemetry`], the Prometheus metrics a running pipeline exposes, derived
+//! from each micro-batch's [`progress`]; [`server`], the HTTP server `run` starts beside a
+//! streaming pipeline to serve them; [`process`], the process's own memory and CPU time.
+
+pub mod process;
+pub mod progress;
+pub mod server;
+pub mod telemetry;
