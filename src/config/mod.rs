@@ -25,6 +25,7 @@ use url::Url;
 
 use crate::cli::GlobalArgs;
 use crate::error::{ConfigProblem, Error, Result};
+use crate::observe::server::listen_address;
 use crate::project::ProjectLocation;
 use crate::query::memory::MemorySettings;
 use stream_pipeline::StreamPipeline;
@@ -55,10 +56,6 @@ pub struct Settings {
     /// Where `run` serves the live UI unless `--ui`/`--no-ui` say otherwise (`[ui] listen`).
     pub ui_listen: SocketAddr,
 }
-
-/// Where the live UI listens when neither `--ui` nor `[ui] listen` says (Spark's UI port); the
-/// next free port is taken when it is in use.
-pub const DEFAULT_UI_LISTEN: &str = "127.0.0.1:4040";
 
 /// A lake root URL with the object-store options needed to reach it.
 #[derive(Debug, Clone)]
@@ -279,12 +276,9 @@ impl Settings {
             (None, None) => crate::retry::DEFAULT_RETRY_FOR,
         };
 
-        let ui_listen = file.ui.listen.as_deref().unwrap_or(DEFAULT_UI_LISTEN);
-        let ui_listen = ui_listen.parse().unwrap_or_else(|e| {
-            problems.push(ConfigProblem::general(format!(
-                "[ui] listen = {ui_listen:?}: {e} (give an address and port, e.g. \"127.0.0.1:4040\")"
-            )));
-            DEFAULT_UI_LISTEN.parse().expect("a valid default")
+        let ui_listen = listen_address(file.ui.listen.as_deref()).unwrap_or_else(|(problem, default)| {
+            problems.push(ConfigProblem::general(problem));
+            default
         });
 
         let project = match &args.project {

@@ -17,6 +17,24 @@ use serde::Deserialize;
 use super::telemetry::{RECENT_EPOCHS, Telemetry};
 use crate::error::{Error, Result};
 
+/// Where the UI listens unless `--ui` or `[ui] listen` say (Spark's UI port).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:4040";
+
+/// `[ui] listen` as an address, else [`DEFAULT_LISTEN`]; a bad one is a problem to report,
+/// with the default to go on with.
+pub fn listen_address(given: Option<&str>) -> std::result::Result<SocketAddr, (String, SocketAddr)> {
+    let default = DEFAULT_LISTEN.parse().expect("a valid default");
+    match given {
+        None => Ok(default),
+        Some(text) => text.parse().map_err(|e| {
+            (
+                format!("[ui] listen = {text:?}: {e} (e.g. \"127.0.0.1:4040\")"),
+                default,
+            )
+        }),
+    }
+}
+
 /// Ports tried after the one asked for when it is taken.
 const PORTS_TRIED: u16 = 20;
 
@@ -134,4 +152,18 @@ async fn not_found(request: Request) -> impl IntoResponse {
             request.uri().path()
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_listen_address_is_the_given_one_the_default_or_a_problem_naming_the_setting() {
+        assert_eq!(listen_address(None).unwrap().to_string(), DEFAULT_LISTEN);
+        assert_eq!(listen_address(Some("0.0.0.0:9000")).unwrap().port(), 9000);
+        let (problem, default) = listen_address(Some("localhost")).unwrap_err();
+        assert!(problem.starts_with("[ui] listen = \"localhost\""), "{problem}");
+        assert_eq!(default.to_string(), DEFAULT_LISTEN);
+    }
 }
