@@ -229,10 +229,10 @@ pub enum BenchPart {
     Batch,
 }
 
-/// Tables of `bench --only commits`, one per way a stream writes Delta.
+/// Tables of `bench --only commits`: an append and an update sink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CommitTable {
-    /// An append sink (a bronze copy).
+    /// Appends (a bronze copy).
     Append,
     /// An update sink (a windowed count merged on its key).
     Update,
@@ -512,8 +512,7 @@ pub struct StreamRunArgs {
     #[arg(long, value_name = "N")]
     pub max_epochs: Option<u64>,
 
-    /// Serve the live UI (/metrics for Prometheus, /api/progress) on this address
-    /// [default: `[ui] listen`, else 127.0.0.1:4040; the next free port if it is taken].
+    /// Serve the live UI (/metrics, /api/progress) here [default: `[ui] listen`, else 127.0.0.1:4040 or the next free port].
     #[arg(long, value_name = "ADDR", conflicts_with = "no_ui")]
     pub ui: Option<std::net::SocketAddr>,
 
