@@ -54,11 +54,17 @@ pub struct SourceProgress {
     pub duplicate_rows: u64,
     /// Records quarantined.
     pub quarantined_rows: u64,
-    /// The source's event-time watermark after the micro-batch (RFC 3339), if it has one.
-    pub watermark: Option<String>,
-    /// The watermark in microseconds since the Unix epoch.
-    #[serde(skip)]
-    pub watermark_micros: Option<i64>,
+    /// The source's event-time watermark after the micro-batch, in microseconds since the Unix
+    /// epoch (RFC 3339 in JSON), if it has one.
+    #[serde(serialize_with = "as_rfc3339")]
+    pub watermark: Option<i64>,
+}
+
+fn as_rfc3339<S: serde::Serializer>(micros: &Option<i64>, serializer: S) -> Result<S::Ok, S::Error> {
+    let text = micros
+        .and_then(chrono::DateTime::from_timestamp_micros)
+        .map(|at| at.to_rfc3339());
+    serde::Serialize::serialize(&text, serializer)
 }
 
 /// Rows an operator holds after a micro-batch.
@@ -137,7 +143,6 @@ impl EpochProgress {
             .map(|(name, partitions)| {
                 let now = report.sources.get(name).cloned().unwrap_or_default();
                 let before = mark.sources.get(name).cloned().unwrap_or_default();
-                let watermark_micros = committed.watermarks.get(name).copied();
                 SourceProgress {
                     name: name.clone(),
                     start_offset: partitions.iter().map(|(p, (start, _))| (*p, *start)).collect(),
@@ -146,10 +151,7 @@ impl EpochProgress {
                     late_rows: now.late - before.late,
                     duplicate_rows: now.duplicates - before.duplicates,
                     quarantined_rows: now.rejected - before.rejected,
-                    watermark: watermark_micros
-                        .and_then(chrono::DateTime::from_timestamp_micros)
-                        .map(|at| at.to_rfc3339()),
-                    watermark_micros,
+                    watermark: committed.watermarks.get(name).copied(),
                 }
             })
             .collect();

@@ -182,7 +182,7 @@ impl Telemetry {
             self.records_quarantined
                 .with_label_values(&labels)
                 .inc_by(source.quarantined_rows);
-            if let Some(micros) = source.watermark_micros {
+            if let Some(micros) = source.watermark {
                 let at = micros as f64 / 1e6;
                 self.watermark.with_label_values(&labels).set(at);
                 self.event_time_lag.with_label_values(&labels).set((now - at).max(0.0));

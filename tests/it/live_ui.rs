@@ -236,6 +236,13 @@ async fn a_running_pipeline_serves_metrics_promtool_accepts_and_prometheus_scrap
             .map(|s| s["num_input_rows"].as_u64().unwrap())
             .sum();
         assert_eq!(batch["num_input_rows"].as_u64(), Some(from_sources), "{batch}");
+        for source in batch["sources"].as_array().unwrap() {
+            let watermark = source["watermark"].as_str().unwrap_or_default();
+            assert!(
+                chrono::DateTime::parse_from_rfc3339(watermark).is_ok(),
+                "a watermark in RFC 3339: {source}"
+            );
+        }
         assert!(batch["duration_ms"]["total"].as_f64().unwrap() > 0.0, "{batch}");
     }
     let ids: Vec<u64> = progress.iter().map(|b| b["batch_id"].as_u64().unwrap()).collect();
