@@ -65,6 +65,26 @@ pub fn watermarks(consumer: &BaseConsumer, brokers: &str, topic: &str, partition
     })
 }
 
+/// The high watermark of `topic`/`partition` that the consumer's last fetch response carried:
+/// no request is sent (`None` before the partition's first fetch). rdkafka does not wrap
+/// librdkafka's `rd_kafka_get_watermark_offsets`, hence the call through its bindings.
+pub fn cached_high_watermark(consumer: &BaseConsumer, topic: &str, partition: i32) -> Option<i64> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer lives as long as `consumer`; librdkafka only reads the topic
+    // name and writes the two offsets, all valid for the call.
+    let status = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (status == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
+}
+
 /// The partitions of `topic` (blocking).
 pub fn partitions(consumer: &BaseConsumer, brokers: &str, topic: &str) -> Result<Vec<i32>> {
     let metadata = with_retries(brokers, "reading topic metadata", || {

@@ -5,7 +5,7 @@
 
 use std::io::IsTerminal;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -16,6 +16,7 @@ use crate::cli::LogFormat;
 
 /// Sets up logging for the process; returns the progress display to use.
 pub fn init(format: LogFormat, level: &str) -> Progress {
+    JSON_LOGS.store(format == LogFormat::Json, Ordering::Relaxed);
     let interactive = std::io::stderr().is_terminal() && format == LogFormat::Text;
     let bars = MultiProgress::with_draw_target(if interactive {
         ProgressDrawTarget::stderr()
@@ -41,6 +42,32 @@ pub fn init(format: LogFormat, level: &str) -> Progress {
     // A second init (tests calling twice) keeps the first subscriber.
     let _ = result;
     Progress { bars, interactive }
+}
+
+/// Whether log lines are JSON (`--log-format json`).
+static JSON_LOGS: AtomicBool = AtomicBool::new(false);
+
+/// Whether log lines are JSON.
+pub fn json_logs() -> bool {
+    JSON_LOGS.load(Ordering::Relaxed)
+}
+
+/// Logs `value` as a JSON object under the key `progress` of an info line with `message`, in the
+/// shape of the other JSON lines (`timestamp`, `level`, `message`). Written here rather than
+/// through `tracing`, whose JSON lines can carry a structured value only as a string.
+pub fn log_json(message: &str, value: &impl serde::Serialize) {
+    if !tracing::enabled!(tracing::Level::INFO) {
+        return;
+    }
+    let line = serde_json::json!({
+        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "level": "INFO",
+        "message": message,
+        "progress": value,
+    });
+    let mut text = line.to_string();
+    text.push('\n');
+    let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), text.as_bytes());
 }
 
 fn quiet_dependencies(filter: EnvFilter) -> EnvFilter {

@@ -46,6 +46,9 @@ pub struct SourceProgress {
     pub start_offset: BTreeMap<i32, i64>,
     /// Per partition: the offset after the last one read.
     pub end_offset: BTreeMap<i32, i64>,
+    /// Per partition: the offset after the last record the input held when last read, where
+    /// the input knows it (Kafka: the partition's high watermark).
+    pub latest_offset: BTreeMap<i32, i64>,
     /// Records read.
     pub num_input_rows: u64,
     /// Records behind the watermark (written to the late table).
@@ -115,6 +118,8 @@ pub struct Committed<'a> {
     pub pipeline: &'a str,
     /// The offsets it read.
     pub range: &'a EpochRange,
+    /// Per source and partition: the end of the input, where known.
+    pub latest_offsets: &'a crate::sources::positions::Positions,
     /// Its own time, read to commit.
     pub elapsed: Duration,
     /// Per operator: rows held.
@@ -147,6 +152,7 @@ impl EpochProgress {
                     name: name.clone(),
                     start_offset: partitions.iter().map(|(p, (start, _))| (*p, *start)).collect(),
                     end_offset: partitions.iter().map(|(p, (_, end))| (*p, *end)).collect(),
+                    latest_offset: committed.latest_offsets.get(name).cloned().unwrap_or_default(),
                     num_input_rows: now.records - before.records,
                     late_rows: now.late - before.late,
                     duplicate_rows: now.duplicates - before.duplicates,

@@ -25,6 +25,7 @@ pub struct Telemetry {
     records_duplicate: IntCounterVec,
     records_quarantined: IntCounterVec,
     source_offset: IntGaugeVec,
+    source_lag: IntGaugeVec,
     watermark: prometheus::GaugeVec,
     event_time_lag: prometheus::GaugeVec,
     micro_batches: IntCounterVec,
@@ -104,6 +105,12 @@ impl Telemetry {
             source_offset: int_gauge(
                 "quickchat_source_offset",
                 "The next offset a source partition reads from (Kafka: the consumer position)",
+                PARTITION,
+            ),
+            source_lag: int_gauge(
+                "quickchat_source_lag_records",
+                "Records a source partition holds that the pipeline has not read yet (Kafka: the \
+                 consumer lag, high watermark minus position)",
                 PARTITION,
             ),
             watermark: gauge(
@@ -188,10 +195,11 @@ impl Telemetry {
                 self.event_time_lag.with_label_values(&labels).set((now - at).max(0.0));
             }
             for (partition, offset) in &source.end_offset {
-                let partition = partition.to_string();
-                self.source_offset
-                    .with_label_values(&[pipeline, source.name.as_str(), partition.as_str()])
-                    .set(*offset);
+                let labels = [pipeline, source.name.as_str(), &partition.to_string()];
+                self.source_offset.with_label_values(&labels).set(*offset);
+                if let Some(latest) = source.latest_offset.get(partition) {
+                    self.source_lag.with_label_values(&labels).set((latest - offset).max(0));
+                }
             }
         }
         for (stage, ms) in progress.duration_ms.iter().filter(|(stage, _)| *stage != "total") {

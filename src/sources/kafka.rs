@@ -14,7 +14,7 @@ use super::positions::{EpochRange, InputBatch, Positions, RawRecords};
 use crate::config::stream::{BatchLimit, StartingOffsets};
 use crate::config::stream_pipeline::StreamPipeline;
 use crate::error::{Error, Result};
-use crate::kafka::{client_config, topic_exists, unreachable, watermarks};
+use crate::kafka::{cached_high_watermark, client_config, topic_exists, unreachable, watermarks};
 
 /// How far before a position the consumer is pointed, skipping the records it does not need.
 /// Some Kafka-protocol brokers (tansu 0.6) answer a fetch from inside a record batch with the
@@ -370,19 +370,27 @@ impl Reader {
         // that gave records has more; the others are asked where their end is.
         for (source, partitions) in &batch.ranges {
             let topic = &self.topics[source];
-            let mut idle = BTreeMap::new();
+            let (mut idle, mut latest) = (BTreeMap::new(), BTreeMap::new());
             for (partition, (start, end)) in partitions {
+                // The high watermark the last fetch response carried (no request; unknown
+                // before the first fetch of the partition).
+                let cached = cached_high_watermark(&self.consumer, topic, *partition);
                 let is_idle = if drained {
                     true
                 } else if end > start {
                     false
                 } else {
                     let (_, high) = watermarks(&self.consumer, &self.brokers, topic, *partition)?;
+                    latest.insert(*partition, high.max(*end));
                     *end >= high
                 };
+                if let Some(high) = cached {
+                    latest.entry(*partition).or_insert(high.max(*end));
+                }
                 idle.insert(*partition, is_idle);
             }
             batch.idle.insert(source.clone(), idle);
+            batch.latest.insert(source.clone(), latest);
         }
         Ok((batch, drained))
     }
@@ -467,9 +475,8 @@ fn empty_batch(positions: &Positions) -> InputBatch {
         .map(|(s, p)| (s.clone(), p.iter().map(|(part, at)| (*part, (*at, *at))).collect()))
         .collect();
     InputBatch {
-        records: HashMap::new(),
         ranges,
-        idle: BTreeMap::new(),
+        ..Default::default()
     }
 }
 

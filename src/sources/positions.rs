@@ -101,6 +101,9 @@ pub struct InputBatch {
     pub ranges: BTreeMap<String, BTreeMap<i32, (i64, i64)>>,
     /// `source -> partition -> idle`: whether the partition had nothing more to read.
     pub idle: BTreeMap<String, BTreeMap<i32, bool>>,
+    /// `source -> partition -> offset after the last record the input holds`, where the input
+    /// knows it when the batch is read (Kafka: the high watermark of the last fetch).
+    pub latest: Positions,
 }
 
 impl InputBatch {

@@ -86,7 +86,11 @@ pub struct Engine<'a> {
     pub(super) last_snapshot: (Instant, u64),
     pub(super) report: RunReport,
     /// Where each committed micro-batch's progress goes (the live UI), if anywhere.
-    telemetry: Option<(Arc<Telemetry>, ProgressMark)>,
+    telemetry: Option<Arc<Telemetry>>,
+    /// The report when the last micro-batch committed, and that micro-batch's progress.
+    progress: (ProgressMark, Option<EpochProgress>),
+    /// Per source and partition: the end of the input when it was last read, where known.
+    latest_offsets: Positions,
 }
 
 impl<'a> Engine<'a> {
@@ -166,6 +170,8 @@ impl<'a> Engine<'a> {
             last_snapshot: (Instant::now(), 0),
             report: RunReport::default(),
             telemetry: None,
+            progress: (ProgressMark::of(&RunReport::default()), None),
+            latest_offsets: Positions::new(),
         };
         engine.restore(settings).await?;
         Ok(engine)
@@ -173,7 +179,7 @@ impl<'a> Engine<'a> {
 
     /// Reports each micro-batch committed from now on to `telemetry`.
     pub fn observed_by(&mut self, telemetry: Arc<Telemetry>) {
-        self.telemetry = Some((telemetry, ProgressMark::of(&self.report)));
+        self.telemetry = Some(telemetry);
     }
 
     /// The checkpoint folder.
@@ -197,6 +203,12 @@ impl<'a> Engine<'a> {
             if options.max_epochs.is_some_and(|max| self.epoch - first_epoch >= max) {
                 break Ended::EpochLimit;
             }
+            // Every ten seconds, idle or not: a quiet pipeline says it is alive.
+            if last_progress.elapsed() >= Duration::from_secs(10) {
+                self.log_progress(last_progress.elapsed(), progress_from);
+                last_progress = Instant::now();
+                progress_from = (self.report.records, self.epoch);
+            }
             if options.until_caught_up && self.input.caught_up(&self.positions).await? {
                 break Ended::CaughtUp;
             }
@@ -206,6 +218,9 @@ impl<'a> Engine<'a> {
                 .next(&self.positions, self.pipeline.batch_limit, self.pipeline.interval)
                 .await?;
             self.report.timed("read", stage);
+            for (source, latest) in &batch.latest {
+                self.latest_offsets.entry(source.clone()).or_default().extend(latest);
+            }
             let range = EpochRange {
                 epoch: self.epoch + 1,
                 ranges: batch.ranges.clone(),
@@ -224,22 +239,6 @@ impl<'a> Engine<'a> {
             } else {
                 self.process(range, batch, false).await?;
             }
-            if last_progress.elapsed() >= Duration::from_secs(10) {
-                let seconds = last_progress.elapsed().as_secs_f64();
-                tracing::info!(
-                    pipeline = %self.pipeline.name,
-                    epoch = self.epoch,
-                    epochs = self.epoch - progress_from.1,
-                    records_per_s = ((self.report.records - progress_from.0) as f64 / seconds) as u64,
-                    late = self.report.late,
-                    duplicates = self.report.duplicates,
-                    quarantined = self.report.rejected,
-                    state_rows = self.state_rows(),
-                    "progress"
-                );
-                last_progress = Instant::now();
-                progress_from = (self.report.records, self.epoch);
-            }
         };
         self.sinks.settle().await;
         self.save_snapshot().await?;
@@ -247,6 +246,25 @@ impl<'a> Engine<'a> {
         self.report.state_rows = self.state_rows();
         self.report.elapsed = started.elapsed();
         Ok(self.report.clone())
+    }
+
+    /// The progress log line: with `--log-format json` the last micro-batch's [`EpochProgress`]
+    /// (the object `/api/progress` returns), else the figures since `from` (records, epoch).
+    fn log_progress(&self, since: Duration, from: (u64, u64)) {
+        match &self.progress.1 {
+            Some(progress) if crate::progress::json_logs() => crate::progress::log_json("progress", progress),
+            _ => tracing::info!(
+                pipeline = %self.pipeline.name,
+                epoch = self.epoch,
+                epochs = self.epoch - from.1,
+                records_per_s = ((self.report.records - from.0) as f64 / since.as_secs_f64()) as u64,
+                late = self.report.late,
+                duplicates = self.report.duplicates,
+                quarantined = self.report.rejected,
+                state_rows = self.state_rows(),
+                "progress"
+            ),
+        }
     }
 
     pub(super) fn state_rows(&self) -> usize {
@@ -517,11 +535,8 @@ impl<'a> Engine<'a> {
         outputs.chain(buffers)
     }
 
-    /// Hands the progress of the micro-batch that just committed to the telemetry.
+    /// Keeps the progress of the micro-batch that just committed, and hands it to the telemetry.
     fn report_progress(&mut self, range: &EpochRange, started: Instant) {
-        if self.telemetry.is_none() {
-            return;
-        }
         let state = self
             .operator_rows()
             .map(|(kind, name, rows)| StateOperator {
@@ -532,6 +547,7 @@ impl<'a> Engine<'a> {
         let committed = Committed {
             pipeline: &self.pipeline.name,
             range,
+            latest_offsets: &self.latest_offsets,
             elapsed: started.elapsed(),
             state,
             watermarks: self
@@ -540,9 +556,11 @@ impl<'a> Engine<'a> {
                 .filter_map(|(name, state)| Some((name.clone(), state.watermark()?)))
                 .collect(),
         };
-        let (telemetry, mark) = self.telemetry.as_mut().expect("checked above");
-        telemetry.record(EpochProgress::since(mark, &self.report, committed));
-        *mark = ProgressMark::of(&self.report);
+        let progress = EpochProgress::since(&self.progress.0, &self.report, committed);
+        if let Some(telemetry) = &self.telemetry {
+            telemetry.record(progress.clone());
+        }
+        self.progress = (ProgressMark::of(&self.report), Some(progress));
     }
 }
 

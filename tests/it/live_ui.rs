@@ -284,3 +284,71 @@ async fn the_ui_asks_for_its_token_answers_unknown_paths_with_404_and_takes_the_
     run.kill();
     drop(taken);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_lag_drops_to_zero_once_caught_up_and_the_json_progress_line_is_the_api_object() {
+    use crate::stream_support::{StreamProject, input_files, produce_files};
+    use crate::support::TestLake;
+    const PIPELINE: &str = "clickstream-analytics";
+    let project = StreamProject::new(500).await;
+    let pipeline = project.pipeline(PIPELINE);
+    project.create_topics(&pipeline).await;
+    let produced = produce_files(&pipeline, &input_files(&pipeline, 6_000, 31)).await;
+    let lake = TestLake::local();
+    let mut command = project.command(&lake, &["--log-format", "json", "run", PIPELINE, "--ui", "127.0.0.1:0"]);
+    command.env("QUICKCHAT_LOG", "info");
+    let mut run = Running::spawn(command);
+    let address = ui_address(&mut run).await;
+
+    // Everything read: the lag of every partition is known and 0.
+    let text = scrape_until_above(&address, "quickchat_records_read_total", produced as f64 - 1.0).await;
+    assert_eq!(sample(&text, "quickchat_records_read_total"), produced as f64, "{text}");
+    let lags: Vec<(String, f64)> = samples(&text)
+        .into_iter()
+        .filter(|(s, _)| s.starts_with("quickchat_source_lag_records"))
+        .collect();
+    let partitions = pipeline.sources.len() * 3;
+    assert_eq!(lags.len(), partitions, "a lag per partition:\n{text}");
+    assert!(lags.iter().all(|(_, lag)| *lag == 0.0), "caught up: {lags:?}");
+
+    // While it was reading, 500 records at a time, it was behind.
+    let (_, body) = get(&address, "/api/progress?last=100", None);
+    let progress: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    let behind = |batch: &serde_json::Value| -> i64 {
+        batch["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|source| {
+                let latest = source["latest_offset"].as_object().unwrap().clone();
+                let end = source["end_offset"].clone();
+                latest
+                    .into_iter()
+                    .map(move |(p, at)| at.as_i64().unwrap() - end[&p].as_i64().unwrap())
+            })
+            .sum()
+    };
+    assert!(
+        behind(&progress[0]) > 0,
+        "the first micro-batch left records behind: {}",
+        progress[0]
+    );
+    assert_eq!(behind(progress.last().unwrap()), 0, "{body}");
+
+    // The progress log line carries the same object as the API.
+    let line = run
+        .wait_for_line("a JSON progress line", |l| l.contains("\"message\":\"progress\""))
+        .await;
+    let logged: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let logged = &logged["progress"];
+    let batch_id = logged["batch_id"].as_u64().expect("a batch id");
+    let (_, body) = get(&address, "/api/progress?last=100", None);
+    let recent: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    let same = recent
+        .iter()
+        .find(|b| b["batch_id"].as_u64() == Some(batch_id))
+        .expect("the logged micro-batch is among the recent ones");
+    assert_eq!(logged, same);
+    run.kill();
+    project.drop_database().await;
+}
