@@ -11,6 +11,7 @@ use crate::jobs::Registry;
 use crate::jobs::graph::plan_target;
 use crate::jobs::planner::plan_all;
 use crate::jobs::runner::{JobReport, RunContext, run_jobs};
+use crate::observe::job_metrics::JobMetrics;
 use crate::progress::Progress;
 use crate::query::DateRange;
 use crate::sinks::Replace;
@@ -19,6 +20,13 @@ use crate::sinks::Replace;
 pub async fn run(settings: &Settings, args: RunArgs, progress: &Progress) -> Result<()> {
     let registry = super::load_registry(settings)?;
     if let Some(pipeline) = registry.stream(&args.target) {
+        if args.metrics_push.is_some() || args.metrics_file.is_some() {
+            return Err(Error::Usage(format!(
+                "`{}` is a streaming pipeline: --metrics-push and --metrics-file are for batch runs, which end \
+                 before a scraper comes by; scrape its live UI's /metrics instead",
+                args.target
+            )));
+        }
         return super::run_stream::run(settings, pipeline, args).await;
     }
     let stream = &args.stream;
@@ -49,7 +57,30 @@ pub async fn run(settings: &Settings, args: RunArgs, progress: &Progress) -> Res
     };
     let reports = until_interrupted(run_jobs(cx, &jobs, range)).await?;
     print_summary(&reports);
+    report_metrics(&args, settings, &reports).await;
     first_failure(reports)
+}
+
+/// Pushes the run's metrics to the Pushgateway and writes them to the metrics file, where
+/// asked; a failure is logged and leaves the exit code to the jobs (see [`JobMetrics`]).
+async fn report_metrics(args: &RunArgs, settings: &Settings, reports: &[JobReport]) {
+    let gateway = args.metrics_push.as_ref().or(settings.metrics_push_url.as_ref());
+    if gateway.is_none() && args.metrics_file.is_none() {
+        return;
+    }
+    let metrics = JobMetrics::of(&args.target, reports);
+    if let Some(gateway) = gateway {
+        match metrics.push(gateway).await {
+            Ok(()) => tracing::info!(gateway = %gateway, "metrics pushed"),
+            Err(e) => tracing::error!(error = %e, "the run's metrics were not pushed"),
+        }
+    }
+    if let Some(path) = &args.metrics_file {
+        match metrics.write_file(path) {
+            Ok(()) => tracing::info!(path = %path.display(), "metrics written"),
+            Err(e) => tracing::error!(error = %e, "the run's metrics were not written"),
+        }
+    }
 }
 
 /// Runs a future unless Ctrl-C or SIGTERM comes first. Sinks commit atomically, so an
@@ -104,12 +135,7 @@ fn print_summary(reports: &[JobReport]) {
         "job", "status", "rows", "files", "quarantined", "seconds"
     );
     for r in reports {
-        let status = match &r.outcome {
-            Ok(()) => "ok",
-            Err(Error::UpstreamFailed { .. }) => "skipped",
-            Err(Error::DataQuality { .. }) => "dq-failed",
-            Err(_) => "failed",
-        };
+        let status = r.status();
         println!(
             "{:<24} {:<9} {:>10} {:>6} {:>11} {:>8.2}",
             r.job,

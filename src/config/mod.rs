@@ -9,6 +9,7 @@
 //! `KAFKA_BOOTSTRAP_SERVERS`, and the usual `AWS_*` variables for S3 or MinIO.
 
 pub mod columns;
+mod file;
 pub mod job;
 pub mod pipeline;
 pub mod stream;
@@ -20,7 +21,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
 use url::Url;
 
 use crate::cli::GlobalArgs;
@@ -28,6 +28,7 @@ use crate::error::{ConfigProblem, Error, Result};
 use crate::observe::server::listen_address;
 use crate::project::ProjectLocation;
 use crate::query::memory::MemorySettings;
+use file::{ConfigFile, S3Section, read_config_file};
 use stream_pipeline::StreamPipeline;
 pub use vars::Vars;
 
@@ -55,6 +56,9 @@ pub struct Settings {
     pub retry_for: Duration,
     /// Where `run` serves the live UI unless `--ui`/`--no-ui` say otherwise (`[ui] listen`).
     pub ui_listen: SocketAddr,
+    /// The Pushgateway a batch run pushes its final metrics to unless `--metrics-push` names
+    /// another (`[metrics] push_url`).
+    pub metrics_push_url: Option<Url>,
 }
 
 /// A lake root URL with the object-store options needed to reach it.
@@ -148,69 +152,6 @@ fn normalize_dots(path: &Path) -> PathBuf {
     out
 }
 
-/// The optional configuration file (`--config`).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConfigFile {
-    /// Lake root.
-    lake: Option<String>,
-    #[serde(default)]
-    mysql: MysqlSection,
-    #[serde(default)]
-    kafka: KafkaSection,
-    #[serde(default)]
-    s3: S3Section,
-    #[serde(default)]
-    engine: EngineSection,
-    #[serde(default)]
-    ui: UiSection,
-    /// Variables for `${VAR}` expansion, below the environment in precedence.
-    #[serde(default)]
-    vars: HashMap<String, String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MysqlSection {
-    url: Option<String>,
-    user: Option<String>,
-    password: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KafkaSection {
-    bootstrap_servers: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EngineSection {
-    /// `--memory-limit`, e.g. `"4GiB"`.
-    memory_limit: Option<String>,
-    /// `--spill-dir`.
-    spill_dir: Option<PathBuf>,
-    /// `--retry-for`, e.g. `"5m"`.
-    retry_for: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UiSection {
-    /// `--ui`, e.g. `"0.0.0.0:4040"`.
-    listen: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct S3Section {
-    endpoint: Option<String>,
-    region: Option<String>,
-    access_key_id: Option<String>,
-    secret_access_key: Option<String>,
-    allow_http: Option<bool>,
-}
-
 impl Settings {
     /// Resolves settings from the global flags (with the environment clap read into them), the
     /// configuration file they name, and `env` for `${VAR}` expansion (normally the process
@@ -281,6 +222,12 @@ impl Settings {
             default
         });
 
+        let metrics_push_url = file.metrics.push_url.as_deref().and_then(|text| {
+            Url::parse(text)
+                .map_err(|e| problems.push(ConfigProblem::general(format!("[metrics] push_url `{text}`: {e}"))))
+                .ok()
+        });
+
         let project = match &args.project {
             Some(dir) if dir.join("pipelines").is_dir() => ProjectLocation::Folder(dir.clone()),
             Some(dir) => {
@@ -306,6 +253,7 @@ impl Settings {
                 memory,
                 retry_for,
                 ui_listen,
+                metrics_push_url,
             }),
             _ => Err(Error::Config(problems)),
         }
@@ -359,34 +307,6 @@ pub fn parse_bytes(text: &str) -> std::result::Result<u64, String> {
         return Err(format!("`{text}`: a size must be more than 0 bytes"));
     }
     Ok(bytes)
-}
-
-fn read_config_file(path: &Path) -> Result<ConfigFile> {
-    // An unreadable configuration file is a configuration problem (exit 3), not a failed job.
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Error::config_in(
-            path.display().to_string(),
-            format!("cannot read the configuration file: {e}"),
-        )
-    })?;
-    let mut value: toml::Value =
-        toml::from_str(&text).map_err(|e| Error::config_in(path.display().to_string(), e.to_string()))?;
-    // The config file's own strings may use ${VAR} with the process environment.
-    let env_vars = Vars::layered([], std::env::vars());
-    let mut problems = Vec::new();
-    vars::expand_toml(&mut value, &env_vars, "", &mut problems);
-    if !problems.is_empty() {
-        let file = path.display().to_string();
-        return Err(Error::Config(
-            problems
-                .into_iter()
-                .map(|p| ConfigProblem::in_file(file.clone(), p))
-                .collect(),
-        ));
-    }
-    value
-        .try_into()
-        .map_err(|e: toml::de::Error| Error::config_in(path.display().to_string(), e.to_string()))
 }
 
 /// Object-store options for S3: the `[s3]` section under the flags and `AWS_*` variables.

@@ -69,6 +69,19 @@ pub struct JobReport {
     pub elapsed: std::time::Duration,
 }
 
+impl JobReport {
+    /// How the job ended: `ok`, `skipped` (an upstream job failed), `dq-failed` (an
+    /// expectation failed) or `failed`.
+    pub fn status(&self) -> &'static str {
+        match &self.outcome {
+            Ok(()) => "ok",
+            Err(Error::UpstreamFailed { .. }) => "skipped",
+            Err(Error::DataQuality { .. }) => "dq-failed",
+            Err(_) => "failed",
+        }
+    }
+}
+
 /// Runs jobs in the given (dependency) order. A failed job's dependents in this run are
 /// skipped; independent jobs still run. Returns every report, in order.
 pub async fn run_jobs(cx: RunContext<'_>, jobs: &[&Job], range: DateRange) -> Vec<JobReport> {

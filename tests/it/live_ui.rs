@@ -100,7 +100,7 @@ async fn scrape_until_above(address: &str, series: &str, above: f64) -> String {
     }
 }
 
-fn promtool_check(text: &str) {
+pub fn promtool_check(text: &str) {
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -118,7 +118,7 @@ fn promtool_check(text: &str) {
     );
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

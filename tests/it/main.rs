@@ -4,6 +4,7 @@
 
 mod cli;
 mod golden;
+mod job_metrics;
 mod live_ui;
 mod outage_support;
 mod outages;

@@ -6,6 +6,12 @@ use std::path::PathBuf;
 use chrono::NaiveDate;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod bench;
+mod run;
+
+pub use bench::{BenchArgs, BenchPart, CommitTable};
+pub use run::{RunArgs, StreamRunArgs};
+
 /// quickchat-etl: SQL-first streaming and batch analytics on Arrow, DataFusion and Delta Lake.
 ///
 /// Pipelines are TOML files under `pipelines/` naming their sources, SQL files under `sql/`,
@@ -207,100 +213,6 @@ pub enum Command {
     Bench(BenchArgs),
 }
 
-/// Parts of `bench`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum BenchPart {
-    /// From files: decode, dedup and windows alone, then with the Delta sinks.
-    Files,
-    /// From Kafka: a bare consumer, then the pipeline without and with sinks.
-    Kafka,
-    /// Event produced to MySQL row updated, in update mode, at a steady rate.
-    Freshness,
-    /// State rows and memory over a longer run from the generator.
-    Soak,
-    /// `chat-analytics` over the same events as Protobuf records and as JSON records (held in
-    /// memory, no sinks): the cost of each decoder in a whole pipeline.
-    Protobuf,
-    /// Many micro-batch commits to one append and one update Delta table (a day of a 1 s
-    /// trigger is 86,400): whether a commit's cost grows with the table's age.
-    Commits,
-    /// The batch medallion on a generated data set under `--memory-limit`: time and peak
-    /// memory per job.
-    Batch,
-}
-
-/// Tables of `bench --only commits`: an append and an update sink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum CommitTable {
-    /// Appends (a bronze copy).
-    Append,
-    /// An update sink (a windowed count merged on its key).
-    Update,
-}
-
-/// Arguments of `bench`.
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// Events for the runs from files.
-    #[arg(long, default_value_t = 2_000_000)]
-    pub events: u64,
-
-    /// Events for the runs from Kafka (enough that connecting and the final quiet poll, ~1 s in
-    /// all, do not dominate the rates).
-    #[arg(long, default_value_t = 2_000_000)]
-    pub kafka_events: u64,
-
-    /// Events per second produced while freshness is measured.
-    #[arg(long, default_value_t = 5_000.0)]
-    pub freshness_rate: f64,
-
-    /// How long freshness is measured.
-    #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
-    pub freshness_duration: std::time::Duration,
-
-    /// How long the memory soak runs (generator input, event time 10x wall-clock time).
-    #[arg(long, default_value = "60s", value_parser = parse_duration_arg)]
-    pub soak: std::time::Duration,
-
-    /// Events per second during the soak.
-    #[arg(long, default_value_t = 20_000.0)]
-    pub soak_rate: f64,
-
-    /// Soak without the sinks, to tell the memory of state and queries from that of the writers.
-    #[arg(long)]
-    pub soak_without_sinks: bool,
-
-    /// The soak's Delta tables keep log entries and removed files' tombstones this long
-    /// (`delta.logRetentionDuration`, `delta.deletedFileRetentionDuration`) instead of the
-    /// streaming default of a day: a soak shorter than a day shows the log bounded.
-    #[arg(long, value_parser = parse_duration_arg)]
-    pub soak_log_retention: Option<std::time::Duration>,
-
-    /// Users of the batch part's data set (each sends ~6 messages a day).
-    #[arg(long, default_value_t = 2_000)]
-    pub batch_users: u32,
-
-    /// Days of the batch part's data set.
-    #[arg(long, default_value_t = 30)]
-    pub batch_days: u32,
-
-    /// Micro-batch commits per table in the commits part.
-    #[arg(long, default_value_t = 3_000)]
-    pub commits: u64,
-
-    /// Rows of each commit in the commits part: pages counted in the micro-batch's minute.
-    #[arg(long, default_value_t = 50)]
-    pub commit_rows: usize,
-
-    /// Tables of the commits part (comma-separated) [default: both].
-    #[arg(long, value_enum, value_delimiter = ',')]
-    pub commit_tables: Vec<CommitTable>,
-
-    /// Run only these parts (comma-separated) [default: all].
-    #[arg(long, value_enum, value_delimiter = ',')]
-    pub only: Vec<BenchPart>,
-}
-
 /// Record encodings `produce` can send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum EventFormat {
@@ -444,81 +356,6 @@ pub struct DataSetArgs {
 pub struct DemoArgs {
     #[command(flatten)]
     pub data: DataSetArgs,
-}
-
-/// Arguments of `run`.
-#[derive(Debug, Args)]
-pub struct RunArgs {
-    /// Job name (e.g. silver-messages), group (bronze-all, silver-all, gold-all,
-    /// full-pipeline) or streaming pipeline (e.g. clickstream-analytics).
-    pub target: String,
-
-    /// Process one day (UTC); replaces exactly that day's partition of the sink.
-    #[arg(long, value_name = "YYYY-MM-DD", conflicts_with_all = ["from", "to"])]
-    pub date: Option<NaiveDate>,
-
-    /// First day of a range (inclusive); needs --to.
-    #[arg(long, value_name = "YYYY-MM-DD", requires = "to")]
-    pub from: Option<NaiveDate>,
-
-    /// Last day of a range (inclusive); needs --from.
-    #[arg(long, value_name = "YYYY-MM-DD", requires = "from")]
-    pub to: Option<NaiveDate>,
-
-    /// Also run every job the target depends on, first.
-    #[arg(long)]
-    pub upstream: bool,
-
-    /// Plan the jobs and print what would run and be replaced; read no data, write nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-
-    #[command(flatten)]
-    pub stream: StreamRunArgs,
-}
-
-/// How a streaming pipeline is fed and when it stops (streaming pipelines only). Without
-/// --from-files or --from-generator it reads Kafka until Ctrl-C/SIGTERM.
-#[derive(Debug, Clone, Args)]
-pub struct StreamRunArgs {
-    /// Read DIR/<topic>.jsonl for each source topic instead of Kafka (JSON lines, ISO-8601
-    /// timestamps), then close every window and exit: the bounded batch of the same pipeline.
-    #[arg(long, value_name = "DIR", conflicts_with = "from_generator")]
-    pub from_files: Option<String>,
-
-    /// Feed the pipeline from the built-in event generator instead of Kafka (no broker needed).
-    #[arg(long)]
-    pub from_generator: bool,
-
-    /// With --from-generator: events per second, all sources together.
-    #[arg(long, default_value_t = 1000.0, requires = "from_generator")]
-    pub rate: f64,
-
-    /// With --from-generator: stop producing after this long (e.g. 30s, 10m), close every
-    /// window and exit; without it, run until Ctrl-C.
-    #[arg(long, value_name = "DURATION", requires = "from_generator", value_parser = parse_duration_arg)]
-    pub duration: Option<std::time::Duration>,
-
-    /// With --from-generator: random seed of the generated events.
-    #[arg(long, default_value_t = 42, requires = "from_generator")]
-    pub seed: u64,
-
-    /// Process what Kafka holds now, commit and exit (for scheduled incremental runs).
-    #[arg(long, conflicts_with_all = ["from_files", "from_generator"])]
-    pub until_caught_up: bool,
-
-    /// Process at most N micro-batches, then commit, save the state and exit; the next run goes
-    /// on from there.
-    #[arg(long, value_name = "N")]
-    pub max_epochs: Option<u64>,
-
-    /// Serve the live UI (/metrics, /api/progress) here [default: `[ui] listen`, else 127.0.0.1:4040 or the next free port].
-    #[arg(long, value_name = "ADDR", conflicts_with = "no_ui")]
-    pub ui: Option<std::net::SocketAddr>,
-
-    /// Serve no live UI.
-    #[arg(long)]
-    pub no_ui: bool,
 }
 
 /// Parses a size flag such as `512MB`, `4GiB` or `1000000`.

@@ -1,0 +1,177 @@
+//! A batch run's final metrics: pushed to a real Pushgateway (Debian's
+//! `prometheus-pushgateway`) and written as a node exporter textfile, with the same figures the
+//! lake holds; a failed job pushed as failed; a gateway that is away leaves the exit code alone.
+
+use std::io::{Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::live_ui::{free_port, promtool_check};
+use crate::support::{binary, describe};
+
+/// A Pushgateway on a free port, keeping nothing on disk.
+struct Pushgateway {
+    child: Child,
+    address: String,
+}
+
+impl Pushgateway {
+    fn start() -> Self {
+        let address = format!("127.0.0.1:{}", free_port());
+        let child = Command::new("prometheus-pushgateway")
+            .arg(format!("--web.listen-address={address}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus-pushgateway (scripts/install-deps.sh test installs it)");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(&address).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the Pushgateway never listened"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child, address }
+    }
+
+    fn metrics(&self) -> String {
+        // HTTP/1.0: the gateway's answer comes whole, not in chunks.
+        let mut stream = std::net::TcpStream::connect(&self.address).unwrap();
+        write!(stream, "GET /metrics HTTP/1.0\r\nHost: {}\r\n\r\n", self.address).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+        assert!(
+            head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+            "{head}"
+        );
+        body.to_string()
+    }
+}
+
+impl Drop for Pushgateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of the one sample whose line starts with `name{` and has every label of `labels`.
+fn value_of(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    let found: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && labels.iter().all(|label| l.contains(label)))
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse().unwrap())
+        .collect();
+    assert!(found.len() <= 1, "{name} {labels:?} is one series:\n{text}");
+    found.first().copied()
+}
+
+#[test]
+fn a_batch_run_pushes_and_writes_its_final_figures_per_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let landing = dir.path().join("lake/landing");
+    let generated = binary(
+        dir.path(),
+        &[
+            "generate",
+            "--out",
+            landing.to_str().unwrap(),
+            "--users",
+            "12",
+            "--days",
+            "2",
+        ],
+    );
+    assert!(generated.status.success(), "{}", describe(&generated));
+    let gateway = Pushgateway::start();
+    let push = format!("http://{}", gateway.address);
+    let file = dir.path().join("bronze.prom");
+
+    let run = binary(
+        dir.path(),
+        &[
+            "run",
+            "bronze-all",
+            "--metrics-push",
+            &push,
+            "--metrics-file",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(run.status.success(), "{}", describe(&run));
+    let written = std::fs::read_to_string(&file).unwrap();
+    promtool_check(&written);
+    let count = binary(
+        dir.path(),
+        &[
+            "sql",
+            "-e",
+            "SELECT count(*) AS n FROM bronze.messages",
+            "--format",
+            "csv",
+        ],
+    );
+    let messages: f64 = String::from_utf8_lossy(&count.stdout)
+        .lines()
+        .nth(1)
+        .expect("a count")
+        .parse()
+        .unwrap();
+    assert!(messages > 0.0, "{}", describe(&count));
+    let job = "job_name=\"bronze-messages\"";
+    assert_eq!(
+        value_of(&written, "quickchat_job_rows_written", &[job]),
+        Some(messages),
+        "{written}"
+    );
+    assert_eq!(
+        value_of(&written, "quickchat_job_success", &[job, "status=\"ok\""]),
+        Some(1.0),
+        "{written}"
+    );
+
+    // The gateway holds the same figures, grouped under the binary and the run's target.
+    let pushed = gateway.metrics();
+    let group = ["job=\"quickchat-etl\"", "target=\"bronze-all\"", job];
+    assert_eq!(
+        value_of(&pushed, "quickchat_job_rows_written", &group),
+        Some(messages),
+        "{pushed}"
+    );
+    assert_eq!(
+        value_of(&pushed, "quickchat_job_rows_read", &group),
+        value_of(&written, "quickchat_job_rows_read", &[job]),
+        "{pushed}"
+    );
+
+    // A failed job is pushed as failed, and the run still exits with the job's code.
+    let failed = binary(dir.path(), &["run", "gold-daily-metrics", "--metrics-push", &push]);
+    assert_eq!(failed.status.code(), Some(4), "{}", describe(&failed));
+    let pushed = gateway.metrics();
+    assert_eq!(
+        value_of(
+            &pushed,
+            "quickchat_job_success",
+            &[
+                "target=\"gold-daily-metrics\"",
+                "job_name=\"gold-daily-metrics\"",
+                "status=\"failed\""
+            ]
+        ),
+        Some(0.0),
+        "{pushed}"
+    );
+
+    // A gateway that is away is logged; the run's own outcome decides the exit code.
+    let away = format!("http://127.0.0.1:{}", free_port());
+    let run = binary(dir.path(), &["run", "bronze-users", "--metrics-push", &away]);
+    assert!(run.status.success(), "{}", describe(&run));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("were not pushed") && stderr.contains(&away[7..]),
+        "{}",
+        describe(&run)
+    );
+}
