@@ -35,7 +35,7 @@ pub struct RunArgs {
 
     /// Batch jobs: when the run ends, push its metrics (rows read, written, quarantined,
     /// duration and outcome per job) to this Prometheus Pushgateway [default: `[metrics] push_url`].
-    #[arg(long, value_name = "URL", env = "QUICKCHAT_METRICS_PUSH_URL")]
+    #[arg(long, value_name = "URL")]
     pub metrics_push: Option<url::Url>,
 
     /// Batch jobs: when the run ends, write the same metrics to PATH in Prometheus's text

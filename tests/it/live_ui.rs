@@ -352,3 +352,23 @@ async fn kafka_lag_drops_to_zero_once_caught_up_and_the_json_progress_line_is_th
     run.kill();
     project.drop_database().await;
 }
+
+#[test]
+fn the_shipped_prometheus_config_and_alert_rules_pass_promtool_and_their_tests() {
+    let docker = crate::support::repo_root().join("docker");
+    for args in [
+        &["check", "config", "prometheus.yml"][..],
+        &["test", "rules", "quickchat-alerts.test.yml"][..],
+    ] {
+        let output = Command::new("promtool")
+            .args(args)
+            .current_dir(&docker)
+            .output()
+            .expect("promtool (scripts/install-deps.sh test installs Debian's prometheus)");
+        assert!(
+            output.status.success(),
+            "promtool {args:?}: {}",
+            crate::support::describe(&output)
+        );
+    }
+}
