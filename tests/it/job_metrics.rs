@@ -6,7 +6,8 @@ use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::live_ui::{free_port, promtool_check};
+use crate::live_ui::promtool_check;
+use crate::support::free_port;
 use crate::support::{binary, describe};
 
 /// A Pushgateway on a free port, keeping nothing on disk.

@@ -12,19 +12,10 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
+use crate::support::free_port;
+
 /// Longest wait for something a test waits for.
 const PATIENCE: Duration = Duration::from_secs(180);
-
-/// A port nobody listens on, with the next one free too (Kafka's controller listens there).
-pub fn free_port() -> u16 {
-    loop {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-            return port;
-        }
-    }
-}
 
 /// One server of the test's own, started and stopped by `scripts/services.sh`.
 pub struct OwnServer {

@@ -21,6 +21,26 @@ use quickchat_etl::project::{Project, ProjectLocation};
 use quickchat_etl::query::DateRange;
 use quickchat_etl::repl::exec::lake_session;
 
+/// A port nobody listens on, with the next one free too (Kafka's controller listens there),
+/// taken *below* the kernel's ephemeral range (32768 and up on Linux): a port from that range
+/// can be taken by any client's outgoing connection while a test's server is down, and the
+/// server then fails to start again on it. Each call in this process tries the next port of a
+/// range starting at a place of its own (from the process id), so parallel tests and parallel
+/// test processes do not race for the same one.
+pub fn free_port() -> u16 {
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919) % COUNT;
+    loop {
+        let port = (FIRST + (start + NEXT.fetch_add(2, Ordering::Relaxed)) % COUNT) as u16;
+        let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if free(port) && free(port + 1) {
+            return port;
+        }
+    }
+}
+
 /// Warnings and errors logged in this test process, one line each (a subscriber capturing them
 /// is installed on the first call): what a test waits for when the event it needs is a retry.
 pub fn logged_warnings() -> Vec<String> {
