@@ -298,6 +298,26 @@ impl Error {
         }
     }
 
+    /// The kind of error, as metrics label it (`quickchat_retries_total{error}`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Usage(_) => "usage",
+            Error::Config(_) => "config",
+            Error::Sql { .. } => "sql",
+            Error::Compute { .. } => "compute",
+            Error::Source { .. } => "source",
+            Error::Sink { .. } => "sink",
+            Error::Lake { .. } => "lake",
+            Error::State { .. } => "state",
+            Error::DataQuality { .. } => "data_quality",
+            Error::UpstreamFailed { .. } => "upstream_failed",
+            Error::GaveUp { .. } => "gave_up",
+            Error::Io { .. } => "io",
+            Error::Interrupted => "interrupted",
+            Error::Internal(_) => "internal",
+        }
+    }
+
     /// Whether running the same command again later may succeed without a change by the user.
     pub fn is_retryable(&self) -> bool {
         match self {

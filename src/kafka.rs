@@ -52,6 +52,7 @@ pub fn with_retries<T>(
         .retry(crate::retry::policy().backoff())
         .sleep(std::thread::sleep)
         .notify(|e, wait| {
+            crate::retry::count_retry(crate::retry::operation::KAFKA_REQUEST, "kafka");
             tracing::warn!(brokers = %brokers, error = %e, retry_in_ms = wait.as_millis() as u64, "{what} failed; retrying")
         })
         .call()

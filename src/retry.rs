@@ -8,8 +8,12 @@
 //! The bound is the process's `--retry-for` (`[engine] retry_for`, default two minutes), set once
 //! at start ([`configure`]) and read by every client ([`policy`]): Kafka requests and
 //! deliveries, sink writes of an epoch, checkpoint files.
+//!
+//! Every retry is counted by operation and kind of error ([`count_retry`]): the live UI's
+//! `quickchat_retries_total`.
 
-use std::sync::OnceLock;
+use std::collections::BTreeMap;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
@@ -29,6 +33,41 @@ pub fn configure(give_up_after: Duration) {
 /// The process's retry policy: [`RetryPolicy::BROKER`] with the configured bound.
 pub fn policy() -> RetryPolicy {
     *POLICY.get_or_init(|| RetryPolicy::BROKER)
+}
+
+/// What the process retries, as `quickchat_retries_total` names it in its `operation` label.
+pub mod operation {
+    /// A request to the Kafka brokers (metadata, offsets, transactions).
+    pub const KAFKA_REQUEST: &str = "kafka_request";
+    /// Records produced to Kafka and not acknowledged.
+    pub const KAFKA_DELIVERY: &str = "kafka_delivery";
+    /// A fetch of records from Kafka.
+    pub const KAFKA_FETCH: &str = "kafka_fetch";
+    /// A micro-batch's write to a sink (Delta, MySQL, Parquet).
+    pub const SINK_WRITE: &str = "sink_write";
+    /// Writing a checkpoint file (commit log, offsets, state snapshot).
+    pub const CHECKPOINT_WRITE: &str = "checkpoint_write";
+    /// Reading a checkpoint file.
+    pub const CHECKPOINT_READ: &str = "checkpoint_read";
+}
+
+/// Failed tries tried again since the process started, by operation and kind of error.
+static RETRIED: Mutex<BTreeMap<(&'static str, &'static str), u64>> = Mutex::new(BTreeMap::new());
+
+/// Counts a failed try of `operation` (one of [`operation`]) that is tried again; `error` is
+/// the kind of error (see [`Error::kind`]).
+pub fn count_retry(operation: &'static str, error: &'static str) {
+    *RETRIED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .entry((operation, error))
+        .or_default() += 1;
+}
+
+/// The retries counted since the process started: `((operation, error kind), count)`.
+pub fn retries_counted() -> Vec<((&'static str, &'static str), u64)> {
+    let counts = RETRIED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    counts.iter().map(|(key, count)| (*key, *count)).collect()
 }
 
 /// How long to wait between tries and when to give up.
@@ -70,6 +109,7 @@ impl RetryPolicy {
 /// The retries of one operation that cannot be handed to `backon` as a closure (it needs the
 /// caller's `&mut self` between tries): ask [`Retries::wait_after`] after each failure.
 pub struct Retries {
+    operation: &'static str,
     policy: RetryPolicy,
     waits: ExponentialBackoff,
     started: Instant,
@@ -77,9 +117,10 @@ pub struct Retries {
 }
 
 impl Retries {
-    /// Retries per `policy`, counted from now.
-    pub fn new(policy: RetryPolicy) -> Self {
+    /// Retries of `operation` (one of [`operation`]) per `policy`, counted from now.
+    pub fn new(operation: &'static str, policy: RetryPolicy) -> Self {
         Self {
+            operation,
             policy,
             waits: policy.backoff().build(),
             started: Instant::now(),
@@ -98,6 +139,7 @@ impl Retries {
         match self.waits.next() {
             Some(wait) => {
                 self.tries += 1;
+                count_retry(self.operation, error.kind());
                 tracing::warn!(error = %error, retry_in_ms = wait.as_millis() as u64, try_number = self.tries,
                     "{what} failed; retrying");
                 tokio::time::sleep(wait).await;
@@ -145,7 +187,7 @@ mod tests {
 
     #[tokio::test]
     async fn retries_of_a_stateful_operation_end_with_the_cause_and_the_bound() {
-        let mut retries = Retries::new(QUICK);
+        let mut retries = Retries::new("writing_in_a_test", QUICK);
         let away = || Error::Sink {
             table: "mysql:page_views".into(),
             message: "cannot connect".into(),
@@ -160,6 +202,11 @@ mod tests {
             }
         };
         assert!(tries > 3, "{tries}");
+        let counted = retries_counted();
+        assert!(
+            counted.contains(&(("writing_in_a_test", "sink"), (tries - 1) as u64)),
+            "each retry counted once, by operation and error: {counted:?}"
+        );
         let text = given_up.to_string();
         assert!(
             text.contains("writing page_views") && text.contains("cannot connect"),
@@ -173,7 +220,7 @@ mod tests {
 
         let fatal = Error::Usage("no such table".into());
         assert!(matches!(
-            Retries::new(QUICK).wait_after("x", fatal).await,
+            Retries::new(operation::SINK_WRITE, QUICK).wait_after("x", fatal).await,
             Some(Error::Usage(_))
         ));
     }

@@ -77,6 +77,8 @@ pub struct StateOperator {
     pub operator: String,
     /// Rows held.
     pub rows: u64,
+    /// Memory of the Arrow batches held.
+    pub bytes: u64,
 }
 
 /// Rows one sink of an output got in a micro-batch.

@@ -4,6 +4,10 @@
 //! counters ending in `_total`; the process's own figures keep the standard `process_` names
 //! that dashboards and alerts already know.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
 use prometheus::{CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use super::progress::{EpochProgress, RecentProgress};
@@ -37,6 +41,11 @@ pub struct Telemetry {
     last_epoch: IntGaugeVec,
     last_commit: prometheus::GaugeVec,
     state_rows: IntGaugeVec,
+    state_bytes: IntGaugeVec,
+    checkpoint_age: prometheus::GaugeVec,
+    retries: IntCounterVec,
+    /// When each pipeline last wrote its checkpoint (a micro-batch's commit).
+    checkpointed: Mutex<BTreeMap<String, Instant>>,
     recent: RecentProgress,
 }
 
@@ -162,6 +171,23 @@ impl Telemetry {
                 "Rows an operator holds: an output's open windows, groups or sessions, a join buffer",
                 OPERATOR,
             ),
+            state_bytes: int_gauge(
+                "quickchat_state_bytes",
+                "Memory of the Arrow batches an operator holds as state",
+                OPERATOR,
+            ),
+            checkpoint_age: gauge(
+                "quickchat_checkpoint_age_seconds",
+                "Time since the pipeline last wrote its checkpoint (a micro-batch's commit): what a \
+                 restart would read again",
+                PIPELINE,
+            ),
+            retries: int_counter(
+                "quickchat_retries_total",
+                "Failed tries tried again (a server away, storage full), by operation and kind of error",
+                &["operation", "error"],
+            ),
+            checkpointed: Mutex::default(),
             recent: RecentProgress::new(RECENT_EPOCHS),
             registry,
         };
@@ -221,6 +247,9 @@ impl Telemetry {
             self.state_rows
                 .with_label_values(&[pipeline, operator.operator.as_str()])
                 .set(operator.rows as i64);
+            self.state_bytes
+                .with_label_values(&[pipeline, operator.operator.as_str()])
+                .set(operator.bytes as i64);
         }
         let phase = |name: &str| progress.duration_ms.get(name).copied().unwrap_or(0.0) / 1e3;
         self.checkpoint_duration
@@ -234,6 +263,10 @@ impl Telemetry {
             .with_label_values(&[pipeline])
             .set(progress.batch_id as i64);
         self.last_commit.with_label_values(&[pipeline]).set(now);
+        self.checkpointed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(pipeline.to_string(), Instant::now());
         self.recent.push(progress);
     }
 
@@ -242,12 +275,125 @@ impl Telemetry {
         self.recent.last(n)
     }
 
-    /// The metrics in Prometheus's text format, and its content type.
+    /// The metrics in Prometheus's text format, and its content type. Figures that change
+    /// without a micro-batch (checkpoint age, retries) are brought up to date first.
     pub fn exposition(&self) -> (String, String) {
+        for (pipeline, at) in self
+            .checkpointed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+        {
+            self.checkpoint_age
+                .with_label_values(&[pipeline])
+                .set(at.elapsed().as_secs_f64());
+        }
+        for ((operation, error), count) in crate::retry::retries_counted() {
+            let counter = self.retries.with_label_values(&[operation, error]);
+            counter.inc_by(count.saturating_sub(counter.get()));
+        }
         let encoder = prometheus::TextEncoder::new();
         let text = encoder
             .encode_to_string(&self.registry.gather())
             .expect("the text encoder writes any metric");
         (text, encoder.format_type().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::observe::progress::{SinkProgress, SourceProgress, StateOperator};
+
+    /// A micro-batch touching every metric a progress feeds.
+    fn progress() -> EpochProgress {
+        let offsets = |offset| BTreeMap::from([(0, offset)]);
+        EpochProgress {
+            pipeline: "p".into(),
+            batch_id: 7,
+            timestamp: "2026-12-03T10:00:00Z".into(),
+            num_input_rows: 10,
+            input_rows_per_second: 10.0,
+            processed_rows_per_second: 100.0,
+            duration_ms: BTreeMap::from([
+                ("read".into(), 1.0),
+                ("sink out -> delta:gold.out".into(), 2.0),
+                ("checkpoint".into(), 1.0),
+                ("total".into(), 5.0),
+            ]),
+            sources: vec![SourceProgress {
+                name: "s".into(),
+                start_offset: offsets(0),
+                end_offset: offsets(10),
+                latest_offset: offsets(12),
+                num_input_rows: 10,
+                late_rows: 1,
+                duplicate_rows: 1,
+                quarantined_rows: 1,
+                watermark: Some(1_700_000_000_000_000),
+            }],
+            state_operators: vec![StateOperator {
+                operator: "output out".into(),
+                rows: 3,
+                bytes: 300,
+            }],
+            sinks: vec![SinkProgress {
+                output: "out".into(),
+                sink: "delta:gold.out".into(),
+                rows: 8,
+            }],
+        }
+    }
+
+    /// The metric names a PromQL text names: `quickchat_…` and `process_…` words.
+    fn names_in(text: &str) -> BTreeSet<String> {
+        let mut names = BTreeSet::new();
+        let mut rest = text;
+        while let Some(at) = rest.find(['q', 'p']) {
+            let word: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let starts_word = at == 0 || !rest[..at].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_');
+            if starts_word && (word.starts_with("quickchat_") || word.starts_with("process_")) {
+                names.insert(word.clone());
+            }
+            rest = &rest[at + word.len().max(1)..];
+        }
+        names
+    }
+
+    #[test]
+    fn every_metric_the_shipped_dashboard_and_alerts_name_is_one_a_pipeline_exports() {
+        let telemetry = Telemetry::new();
+        telemetry.record(progress());
+        crate::retry::count_retry(crate::retry::operation::SINK_WRITE, "sink");
+        let (text, _) = telemetry.exposition();
+        let exported: BTreeSet<String> = text
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| line.split(['{', ' ']).next())
+            .map(str::to_string)
+            .collect();
+        assert!(text.contains("quickchat_retries_total{error=\"sink\",operation=\"sink_write\"}"));
+        assert!(text.contains("quickchat_state_bytes{operator=\"output out\",pipeline=\"p\"} 300"));
+        assert!(text.contains("quickchat_checkpoint_age_seconds{pipeline=\"p\"}"));
+
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../docker/grafana/quickchat-etl.json")).unwrap();
+        let mut named = BTreeSet::new();
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                named.extend(names_in(target["expr"].as_str().unwrap()));
+            }
+        }
+        assert!(named.len() > 10, "the dashboard's panels name the metrics: {named:?}");
+        // Batch runs' metrics (`quickchat_job_…`) come from the Pushgateway, not a pipeline.
+        let alerts = names_in(include_str!("../../docker/quickchat-alerts.yml"));
+        named.extend(alerts.into_iter().filter(|name| !name.starts_with("quickchat_job_")));
+        let missing: Vec<&String> = named.iter().filter(|name| !exported.contains(*name)).collect();
+        assert!(missing.is_empty(), "named but not exported: {missing:?}\n{text}");
     }
 }

@@ -176,7 +176,7 @@ impl<'a> SinkWriter<'a> {
         {
             return self.write_once(epoch, &write).await;
         }
-        let mut retries = Retries::new(crate::retry::policy());
+        let mut retries = Retries::new(crate::retry::operation::SINK_WRITE, crate::retry::policy());
         loop {
             let failed = match self.write_once(epoch, &write).await {
                 Ok(metrics) => return Ok(metrics),

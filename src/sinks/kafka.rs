@@ -85,6 +85,7 @@ impl KafkaSink {
             .sleep(tokio::time::sleep)
             .when(|e| matches!(e, Undelivered::Records(..)))
             .notify(|e, wait| {
+                crate::retry::count_retry(crate::retry::operation::KAFKA_DELIVERY, "kafka");
                 tracing::warn!(topic, brokers = %self.brokers, retry_in_ms = wait.as_millis() as u64,
                     "Kafka delivery failed ({e}); retrying")
             })

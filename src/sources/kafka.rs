@@ -334,6 +334,7 @@ impl Reader {
                     count += 1;
                 }
                 Some(Err(e)) => {
+                    crate::retry::count_retry(crate::retry::operation::KAFKA_FETCH, "kafka");
                     // librdkafka reconnects with its own backoff; the run gives up once the
                     // brokers were away longer than the process's retries allow.
                     let topic = self.topics.values().next().map(String::as_str);

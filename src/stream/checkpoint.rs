@@ -125,7 +125,7 @@ impl Checkpoints {
     /// retry policy): a file is whole or absent, and writing it twice writes the same bytes.
     async fn put(&self, path: ObjectPath, bytes: Vec<u8>) -> Result<()> {
         let payload = PutPayload::from(bytes);
-        let mut retries = Retries::new(crate::retry::policy());
+        let mut retries = Retries::new(crate::retry::operation::CHECKPOINT_WRITE, crate::retry::policy());
         loop {
             let failed = match self.store.put(&path, payload.clone()).await {
                 Ok(_) => return Ok(()),
@@ -138,7 +138,7 @@ impl Checkpoints {
     }
 
     async fn get(&self, path: &ObjectPath) -> Result<Option<bytes::Bytes>> {
-        let mut retries = Retries::new(crate::retry::policy());
+        let mut retries = Retries::new(crate::retry::operation::CHECKPOINT_READ, crate::retry::policy());
         loop {
             let read = match self.store.get(path).await {
                 Ok(result) => result.bytes().await,

@@ -23,6 +23,7 @@ use super::join_buffer::JoinBuffer;
 use super::micro_batch::{Emitted, MicroBatch};
 use super::operator::Query;
 use super::outputs::{plan, run_outputs};
+use super::state_batches::StateSize;
 use crate::catalog::Lake;
 use crate::config::pipeline::WriteMode;
 use crate::config::stream_pipeline::{StreamPipeline, StreamSource};
@@ -268,8 +269,7 @@ impl<'a> Engine<'a> {
     }
 
     pub(super) fn state_rows(&self) -> usize {
-        let buffers: usize = self.join_buffers.values().map(JoinBuffer::rows).sum();
-        buffers + self.queries.iter().map(Query::state_rows).sum::<usize>()
+        self.operator_sizes().map(|(_, _, size)| size.rows).sum()
     }
 
     /// Decodes, de-duplicates and splits one epoch's records; returns what the queries get, the
@@ -456,7 +456,8 @@ impl<'a> Engine<'a> {
     fn check_state_bound(&self) -> Result<()> {
         let bound = self.pipeline.max_state_rows;
         let over = self
-            .operator_rows()
+            .operator_sizes()
+            .map(|(kind, name, size)| (kind, name, size.rows))
             .find(|(_, _, rows)| *rows > bound)
             .map(|(kind, name, rows)| {
                 let what = match kind {
@@ -522,26 +523,27 @@ impl<'a> Engine<'a> {
         Ok(())
     }
 
-    /// Rows each stateful operator holds: `(OUTPUT or JOIN_BUFFER, name, rows)`.
-    fn operator_rows(&self) -> impl Iterator<Item = (&'static str, &str, usize)> + '_ {
+    /// What each stateful operator holds: `(OUTPUT or JOIN_BUFFER, name, size)`.
+    fn operator_sizes(&self) -> impl Iterator<Item = (&'static str, &str, StateSize)> + '_ {
         let outputs = self
             .queries
             .iter()
-            .map(|q| (OUTPUT, q.output.name.as_str(), q.state_rows()));
+            .map(|q| (OUTPUT, q.output.name.as_str(), q.state_size()));
         let buffers = self
             .join_buffers
             .iter()
-            .map(|(source, buffer)| (JOIN_BUFFER, source.as_str(), buffer.rows()));
+            .map(|(source, buffer)| (JOIN_BUFFER, source.as_str(), buffer.size()));
         outputs.chain(buffers)
     }
 
     /// Keeps the progress of the micro-batch that just committed, and hands it to the telemetry.
     fn report_progress(&mut self, range: &EpochRange, started: Instant) {
         let state = self
-            .operator_rows()
-            .map(|(kind, name, rows)| StateOperator {
+            .operator_sizes()
+            .map(|(kind, name, size)| StateOperator {
                 operator: format!("{kind} {name}"),
-                rows: rows as u64,
+                rows: size.rows as u64,
+                bytes: size.bytes as u64,
             })
             .collect();
         let committed = Committed {

@@ -20,7 +20,7 @@ use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::PhysicalExpr;
 use serde::{Deserialize, Serialize};
 
-use super::state_batches::StateBatches;
+use super::state_batches::{StateBatches, StateSize};
 use crate::config::stream_pipeline::StreamSource;
 use crate::error::{Error, Result};
 use crate::query::analysis::JoinBound;
@@ -71,8 +71,8 @@ impl JoinBuffer {
     }
 
     /// Rows held.
-    pub fn rows(&self) -> usize {
-        self.state.rows.rows()
+    pub fn size(&self) -> StateSize {
+        self.state.rows.size()
     }
 
     /// The state to save.

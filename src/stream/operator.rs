@@ -10,7 +10,7 @@ use super::join_buffer::JoinWait;
 use super::micro_batch::{Emitted, Finals, MicroBatch, PlannedQuery, QuerySql};
 use super::running::{RunningAggregate, RunningState};
 use super::session::{SessionAggregate, SessionState};
-use super::state_batches::StateBatches;
+use super::state_batches::{StateBatches, StateSize};
 use super::windowed::{WindowedAggregate, WindowedState};
 use crate::config::stream_pipeline::{StreamOutput, StreamPipeline};
 use crate::error::{Error, Result};
@@ -127,13 +127,13 @@ impl Query {
         }
     }
 
-    /// Rows held in state (groups, windows, sessions, rows waiting for a join).
-    pub fn state_rows(&self) -> usize {
+    /// What is held in state (groups, windows, sessions, rows waiting for a join).
+    pub fn state_size(&self) -> StateSize {
         match &self.operator {
-            Operator::Stateless => 0,
-            Operator::Running(running) => running.rows(),
-            Operator::Windowed(windowed) => windowed.rows(),
-            Operator::Session(sessions) => sessions.rows(),
+            Operator::Stateless => StateSize::default(),
+            Operator::Running(running) => running.size(),
+            Operator::Windowed(windowed) => windowed.size(),
+            Operator::Session(sessions) => sessions.size(),
         }
     }
 
@@ -435,7 +435,7 @@ mod tests {
             &[("clicks", MINUTE), ("buys", MINUTE)],
         );
         q.run(&pipeline, &first, &none).await.unwrap();
-        assert_eq!(q.state_rows(), 1, "only the click waits");
+        assert_eq!(q.state_size().rows, 1, "only the click waits");
         let mut last = batch(&pipeline, &[], &[]);
         last.end_of_input = true;
         let out = q.run(&pipeline, &last, &none).await.unwrap();

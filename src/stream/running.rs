@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::micro_batch::{Emitted, Finals, MicroBatch, QuerySql};
-use super::state_batches::StateBatches;
+use super::state_batches::{StateBatches, StateSize};
 use crate::error::Result;
 
 /// A running aggregate and its groups.
@@ -61,8 +61,8 @@ impl RunningAggregate {
     }
 
     /// Groups held.
-    pub fn rows(&self) -> usize {
-        self.state.groups.rows()
+    pub fn size(&self) -> StateSize {
+        self.state.groups.size()
     }
 
     /// The state to save.

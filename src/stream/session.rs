@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::join_buffer::JoinWait;
 use super::micro_batch::{Emitted, Finals, MicroBatch, QuerySql};
-use super::state_batches::StateBatches;
+use super::state_batches::{StateBatches, StateSize};
 use crate::error::{Error, Result};
 use crate::query::aggregate::SplitPlan;
 use crate::query::window::{WindowSpec, WindowUse, with_window_columns};
@@ -115,9 +115,9 @@ impl SessionAggregate {
         self.join.as_ref().map(|join| (join, &self.state.waiting))
     }
 
-    /// Rows held: open sessions and rows waiting.
-    pub fn rows(&self) -> usize {
-        self.state.sessions.rows() + self.state.waiting.rows()
+    /// Held: open sessions and rows waiting.
+    pub fn size(&self) -> StateSize {
+        self.state.sessions.size() + self.state.waiting.size()
     }
 
     /// The state to save.

@@ -16,6 +16,39 @@ impl StateBatches {
     pub fn rows(&self) -> usize {
         self.0.iter().map(RecordBatch::num_rows).sum()
     }
+
+    /// Rows held and the memory of their batches.
+    pub fn size(&self) -> StateSize {
+        StateSize {
+            rows: self.rows(),
+            bytes: self.0.iter().map(RecordBatch::get_array_memory_size).sum(),
+        }
+    }
+}
+
+/// How much an operator holds: rows, and the memory of the Arrow batches holding them (a buffer
+/// two batches share counts in each).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateSize {
+    pub rows: usize,
+    pub bytes: usize,
+}
+
+impl std::ops::Add for StateSize {
+    type Output = StateSize;
+
+    fn add(self, other: StateSize) -> StateSize {
+        StateSize {
+            rows: self.rows + other.rows,
+            bytes: self.bytes + other.bytes,
+        }
+    }
+}
+
+impl std::iter::Sum for StateSize {
+    fn sum<I: Iterator<Item = StateSize>>(sizes: I) -> StateSize {
+        sizes.fold(StateSize::default(), std::ops::Add::add)
+    }
 }
 
 impl Serialize for StateBatches {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::join_buffer::{JoinWait, time_slices};
 use super::micro_batch::{Emitted, Finals, MicroBatch, QuerySql};
-use super::state_batches::StateBatches;
+use super::state_batches::{StateBatches, StateSize};
 use crate::error::{Error, Result};
 use crate::query::window::{WindowUse, assign_windows};
 
@@ -157,9 +157,9 @@ impl WindowedAggregate {
         self.join.as_ref().map(|join| (join, &self.state.waiting))
     }
 
-    /// Rows held: accumulator rows of open windows and rows waiting.
-    pub fn rows(&self) -> usize {
-        self.state.windows.values().map(StateBatches::rows).sum::<usize>() + self.state.waiting.rows()
+    /// Held: accumulator rows of open windows and rows waiting.
+    pub fn size(&self) -> StateSize {
+        self.state.windows.values().map(StateBatches::size).sum::<StateSize>() + self.state.waiting.size()
     }
 
     /// The state to save.

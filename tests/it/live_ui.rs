@@ -38,7 +38,7 @@ fn spawn_run(dir: &std::path::Path, ui: &str, token: Option<&str>) -> Running {
 }
 
 /// The address the run's log says the UI listens on.
-async fn ui_address(run: &mut Running) -> String {
+pub async fn ui_address(run: &mut Running) -> String {
     let line = run
         .wait_for_line("the live UI's address", |l| l.contains("live UI"))
         .await;
@@ -48,7 +48,7 @@ async fn ui_address(run: &mut Running) -> String {
 }
 
 /// `GET path` on `address`: status and body.
-fn get(address: &str, path: &str, token: Option<&str>) -> (u16, String) {
+pub fn get(address: &str, path: &str, token: Option<&str>) -> (u16, String) {
     let mut stream = TcpStream::connect(address).unwrap();
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
@@ -76,7 +76,7 @@ fn samples(text: &str) -> Vec<(String, f64)> {
         .collect()
 }
 
-fn sample(text: &str, series: &str) -> f64 {
+pub fn sample(text: &str, series: &str) -> f64 {
     samples(text)
         .into_iter()
         .filter(|(s, _)| s.starts_with(series))
@@ -216,6 +216,15 @@ async fn a_running_pipeline_serves_metrics_promtool_accepts_and_prometheus_scrap
         ),
         "records read grew:\n{later}"
     );
+    assert!(
+        sample(&later, "quickchat_state_bytes") > 0.0,
+        "open windows take memory:\n{later}"
+    );
+    let age = "quickchat_checkpoint_age_seconds{pipeline=\"clickstream-analytics\"}";
+    assert!(
+        later.contains(age) && sample(&later, age) < PATIENCE.as_secs_f64(),
+        "the time since the last checkpoint:\n{later}"
+    );
 
     let (status, body) = get(&address, "/api/progress?last=3", None);
     assert_eq!(status, 200, "{body}");
@@ -347,11 +356,35 @@ async fn kafka_lag_drops_to_zero_once_caught_up_and_the_json_progress_line_is_th
 }
 
 #[test]
-fn the_shipped_prometheus_config_and_alert_rules_pass_promtool_and_their_tests() {
+fn the_shipped_prometheus_config_alert_rules_and_grafana_queries_pass_promtool() {
     let docker = crate::support::repo_root().join("docker");
+    // The Grafana dashboard's queries, with its variables filled in, as recording rules:
+    // `promtool check rules` parses each one.
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(docker.join("grafana/quickchat-etl.json")).unwrap()).unwrap();
+    let mut rules = String::from("groups:\n  - name: grafana\n    rules:\n");
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "1m")
+                .replace("$pipeline", ".*")
+                .replace("$instance", ".*");
+            assert!(!expr.contains('$'), "a variable left in {expr}");
+            rules += &format!(
+                "      - record: grafana:panel\n        expr: {}\n",
+                serde_json::json!(expr)
+            );
+        }
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let grafana_rules = scratch.path().join("grafana-queries.yml");
+    std::fs::write(&grafana_rules, rules).unwrap();
     for args in [
         &["check", "config", "prometheus.yml"][..],
         &["test", "rules", "quickchat-alerts.test.yml"][..],
+        &["check", "rules", grafana_rules.to_str().unwrap()][..],
     ] {
         let output = Command::new("promtool")
             .args(args)

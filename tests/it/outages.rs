@@ -11,6 +11,7 @@ use mysql_async::prelude::Queryable;
 use quickchat_etl::ExitCode;
 use quickchat_etl::kafka::ensure_topic;
 
+use crate::live_ui::{get, sample, ui_address};
 use crate::outage_support::{CuttablePath, OwnServer, Running, SmallDisk, commits, wait_until};
 use crate::stream_support::{
     StreamProject, assert_same, concat, input_files, mysql, mysql_rows_at, produce_files, produce_files_to, sentinels,
@@ -111,15 +112,38 @@ async fn mysql_stopped_mid_run_is_waited_for_then_gives_up_past_the_bound_and_re
     // Stopped in the middle of a run: the run waits, retrying, and goes on once it is back.
     let url = database_on(&server, "waited").await;
     let lake = TestLake::local();
-    let mut command = project.command(&lake, &["run", PIPELINE, "--from-files", dir, "--retry-for", "2m"]);
-    command.env("MYSQL_URL", &url);
+    let mut command = project.command(
+        &lake,
+        &[
+            "run",
+            PIPELINE,
+            "--from-files",
+            dir,
+            "--retry-for",
+            "2m",
+            "--ui",
+            "127.0.0.1:0",
+        ],
+    );
+    command
+        .env("MYSQL_URL", &url)
+        .env("QUICKCHAT_LOG", "warn,quickchat_etl::commands::run_stream=info");
     let mut run = Running::spawn(command);
+    let ui = ui_address(&mut run).await;
     wait_until("three epochs", || commits(&lake.root_arg, PIPELINE, "files") >= 3).await;
     server.stop();
     let retry = run
         .wait_for_line("a retry of the MySQL sink", |l| l.contains("failed; retrying"))
         .await;
     assert!(retry.contains("mysql:") && retry.contains(&server.address()), "{retry}");
+    let (_, metrics) = get(&ui, "/metrics", None);
+    assert!(
+        sample(
+            &metrics,
+            "quickchat_retries_total{error=\"sink\",operation=\"sink_write\"}"
+        ) >= 1.0,
+        "the retry counted by operation and kind:\n{metrics}"
+    );
     tokio::time::sleep(OUTAGE).await;
     server.start();
     run.finish_ok();
