@@ -2,7 +2,8 @@
 # Installs what quickchat-etl needs on Debian or Ubuntu, skipping what is already there.
 #   scripts/install-deps.sh build   a C toolchain, cmake and the libraries librdkafka is built with
 #   scripts/install-deps.sh test    the above, plus MariaDB, protoc, tmux (to drive the SQL shell),
-#                                   Prometheus and promtool (the live UI's metrics), Java 17 and Maven, the Apache Kafka broker (its jars from Maven
+#                                   Prometheus and promtool (the live UI's metrics), Chromium, Node.js and
+#                                   the web UI's npm packages (browser tests), Java 17 and Maven, the Apache Kafka broker (its jars from Maven
 #                                   Central), the moto S3 server (Python) and Apache Airflow in a
 #                                   virtual environment of its own (for the DAG test)
 #   scripts/install-deps.sh fuzz    the build set, plus Rust nightly and cargo-fuzz (for scripts/fuzz.sh)
@@ -16,7 +17,8 @@ sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 packages=(build-essential cmake pkg-config libcurl4-openssl-dev libsasl2-dev)
 if [ "$what" = test ]; then
-  packages+=(protobuf-compiler python3-pip python3-venv tmux mariadb-server mariadb-client prometheus prometheus-pushgateway)
+  packages+=(protobuf-compiler python3-pip python3-venv tmux mariadb-server mariadb-client prometheus prometheus-pushgateway chromium)
+  command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
   command -v java >/dev/null 2>&1 || packages+=(openjdk-17-jre-headless)
   command -v mvn >/dev/null 2>&1 || packages+=(maven)
 fi
@@ -46,6 +48,7 @@ if [ "$what" = test ]; then
     mvn -q -B -Dstyle.color=never -f scripts/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory="$kafka_libs" >&2
     touch "$kafka_libs/.complete"
   fi
+  scripts/vendor-web.sh install
   airflow_venv="$cache/airflow-venv"
   if [ ! -e "$airflow_venv/.complete" ]; then
     echo "installing Apache Airflow into $airflow_venv (pip; a few minutes, once)" >&2

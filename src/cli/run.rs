@@ -82,7 +82,7 @@ pub struct StreamRunArgs {
     #[arg(long, value_name = "N")]
     pub max_epochs: Option<u64>,
 
-    /// Serve the live UI (/metrics, /api/progress) here [default: `[ui] listen`, else 127.0.0.1:4040 or the next free port].
+    /// Serve the live UI (the page at /, /metrics, /api/...) here [default: `[ui] listen`, else 127.0.0.1:4040 or the next free port].
     #[arg(long, value_name = "ADDR", conflicts_with = "no_ui")]
     pub ui: Option<std::net::SocketAddr>,
 

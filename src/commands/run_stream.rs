@@ -79,7 +79,8 @@ pub async fn run(settings: &Settings, pipeline: &StreamPipeline, args: RunArgs) 
     let _ui = if stream.no_ui {
         None
     } else {
-        let telemetry = Arc::new(Telemetry::new());
+        let outputs = pipeline.outputs.iter().map(|o| o.name.clone()).collect();
+        let telemetry = Arc::new(Telemetry::new().watching(&pipeline.name, outputs, pipeline.interval));
         match server::start(stream.ui.unwrap_or(settings.ui_listen), telemetry.clone()).await {
             Ok(ui) => {
                 engine.observed_by(telemetry);

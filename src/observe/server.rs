@@ -1,13 +1,15 @@
-//! The live UI's HTTP server, started by `run` beside a streaming pipeline: `/metrics`
-//! (Prometheus), `/api/progress` (the last micro-batches as JSON). Read-only; bound to
-//! loopback unless told otherwise; with `QUICKCHAT_UI_TOKEN` set, every request needs
-//! `Authorization: Bearer <token>`.
+//! The live UI's HTTP server, started by `run` beside a streaming pipeline: `/` (the live page,
+//! from `web/live/`, embedded at build time with its chart library), `/metrics` (Prometheus),
+//! `/api/status`, `/api/progress` (the last micro-batches) and `/api/latest/<output>` (what an
+//! output last wrote) as JSON. Read-only; bound to loopback unless told otherwise; with
+//! `QUICKCHAT_UI_TOKEN` set, every request needs the token: `Authorization: Bearer <token>`,
+//! or `?token=<token>` once in a browser, which then keeps it in a cookie (as Jupyter does).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Query, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
@@ -69,9 +71,19 @@ pub async fn start(listen: SocketAddr, telemetry: Arc<Telemetry>) -> Result<UiSe
         telemetry,
         token: std::env::var(TOKEN_VARIABLE).ok().filter(|t| !t.is_empty()),
     };
-    let app = Router::new()
+    let app: Router<Served> = Router::new()
         .route("/metrics", get(metrics))
+        .route("/api/status", get(status))
         .route("/api/progress", get(progress))
+        .route("/api/latest/{output}", get(latest_rows));
+    let app = ASSETS
+        .iter()
+        .fold(app, |app, (path, content_type, body)| {
+            app.route(
+                path,
+                get(move || async move { ([(header::CONTENT_TYPE, *content_type)], *body) }),
+            )
+        })
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(served.clone(), require_token))
         .with_state(served);
@@ -109,21 +121,73 @@ async fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener> {
     }
 }
 
+/// The live page and what it loads, embedded at build time: path, content type, body.
+const ASSETS: &[(&str, &str, &str)] = &[
+    (
+        "/",
+        "text/html; charset=utf-8",
+        include_str!("../../web/live/index.html"),
+    ),
+    (
+        "/ui/live.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/live/live.js"),
+    ),
+    (
+        "/ui/live.css",
+        "text/css; charset=utf-8",
+        include_str!("../../web/live/live.css"),
+    ),
+    (
+        "/ui/uPlot.iife.min.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/vendor/uplot/uPlot.iife.min.js"),
+    ),
+    (
+        "/ui/uPlot.min.css",
+        "text/css; charset=utf-8",
+        include_str!("../../web/vendor/uplot/uPlot.min.css"),
+    ),
+];
+
+/// The cookie a browser keeps the token in after `?token=`.
+const TOKEN_COOKIE: &str = "quickchat_ui_token";
+
 async fn require_token(State(served): State<Served>, headers: HeaderMap, request: Request, next: Next) -> Response {
     let Some(token) = &served.token else {
         return next.run(request).await;
     };
-    let given = headers
+    let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    if given == Some(token.as_str()) {
+    let cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == TOKEN_COOKIE)
+        .map(|(_, value)| value.to_string());
+    let in_query = request.uri().query().and_then(|query| {
+        url::form_urlencoded::parse(query.as_bytes())
+            .find(|(name, _)| name == "token")
+            .map(|(_, value)| value.into_owned())
+    });
+    if bearer == Some(token.as_str()) || cookie.as_deref() == Some(token.as_str()) {
         next.run(request).await
+    } else if in_query.as_deref() == Some(token.as_str()) {
+        let mut response = next.run(request).await;
+        let cookie = format!("{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict");
+        if let Ok(value) = cookie.parse() {
+            response.headers_mut().insert(header::SET_COOKIE, value);
+        }
+        response
     } else {
         (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],
-            format!("{TOKEN_VARIABLE} is set: send Authorization: Bearer <token>\n"),
+            format!("{TOKEN_VARIABLE} is set: send Authorization: Bearer <token> (in a browser: ?token=<token>)\n"),
         )
             .into_response()
     }
@@ -132,6 +196,25 @@ async fn require_token(State(served): State<Served>, headers: HeaderMap, request
 async fn metrics(State(served): State<Served>) -> impl IntoResponse {
     let (text, content_type) = served.telemetry.exposition();
     ([(header::CONTENT_TYPE, content_type)], text)
+}
+
+async fn status(State(served): State<Served>) -> impl IntoResponse {
+    Json(served.telemetry.status())
+}
+
+async fn latest_rows(State(served): State<Served>, Path(output): Path<String>) -> Response {
+    let latest = served.telemetry.latest_rows();
+    match latest.json(&output) {
+        Some(rows) => Json(rows).into_response(),
+        None => {
+            let known: Vec<String> = latest.outputs().into_iter().map(|(_, output)| output).collect();
+            (
+                StatusCode::NOT_FOUND,
+                format!("no output {output:?} in this run (its outputs: {})\n", known.join(", ")),
+            )
+                .into_response()
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -148,7 +231,7 @@ async fn not_found(request: Request) -> impl IntoResponse {
     (
         StatusCode::NOT_FOUND,
         format!(
-            "no {} here: the UI serves /metrics and /api/progress\n",
+            "no {} here: the UI serves /, /metrics, /api/status, /api/progress and /api/latest/<output>\n",
             request.uri().path()
         ),
     )

@@ -6,10 +6,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use prometheus::{CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
+use super::latest_rows::LatestRows;
 use super::progress::{EpochProgress, RecentProgress};
 
 /// Micro-batches `/api/progress` can return.
@@ -47,7 +48,24 @@ pub struct Telemetry {
     /// When each pipeline last wrote its checkpoint (a micro-batch's commit).
     checkpointed: Mutex<BTreeMap<String, Instant>>,
     recent: RecentProgress,
+    latest: LatestRows,
+    /// The pipelines this process runs, known before their first micro-batch.
+    watched: Vec<Watched>,
+    started: (Instant, chrono::DateTime<chrono::Utc>),
 }
+
+/// A pipeline the telemetry is told of at start.
+#[derive(Debug, Clone)]
+struct Watched {
+    name: String,
+    outputs: Vec<String>,
+    interval: Duration,
+}
+
+/// A pipeline counts as `waiting` (idle input, or a server away: see the retries) once it has
+/// not committed for this many trigger intervals, and at least [`WAITING_AFTER_AT_LEAST`].
+const WAITING_AFTER_INTERVALS: u32 = 3;
+const WAITING_AFTER_AT_LEAST: Duration = Duration::from_secs(30);
 
 impl Default for Telemetry {
     fn default() -> Self {
@@ -189,6 +207,9 @@ impl Telemetry {
             ),
             checkpointed: Mutex::default(),
             recent: RecentProgress::new(RECENT_EPOCHS),
+            latest: LatestRows::default(),
+            watched: Vec::new(),
+            started: (Instant::now(), chrono::Utc::now()),
             registry,
         };
         #[cfg(target_os = "linux")]
@@ -197,6 +218,25 @@ impl Telemetry {
             .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
             .expect("registered once");
         telemetry
+    }
+
+    /// The same telemetry, told that this process runs `pipeline` (its name, outputs and trigger
+    /// interval): `/api/status` names it before its first micro-batch.
+    pub fn watching(mut self, pipeline: &str, outputs: Vec<String>, interval: Duration) -> Self {
+        for output in &outputs {
+            self.latest.add_output(pipeline, output);
+        }
+        self.watched.push(Watched {
+            name: pipeline.to_string(),
+            outputs,
+            interval,
+        });
+        self
+    }
+
+    /// What each output last wrote (the engine keeps it up to date, the live page shows it).
+    pub fn latest_rows(&self) -> &LatestRows {
+        &self.latest
     }
 
     /// Counts a committed micro-batch and keeps its progress.
@@ -273,6 +313,75 @@ impl Telemetry {
     /// The last `n` micro-batches' progress, oldest first.
     pub fn recent(&self, n: usize) -> Vec<EpochProgress> {
         self.recent.last(n)
+    }
+
+    /// The process and its pipelines at a glance (`/api/status`): per pipeline its status
+    /// (`starting` before the first micro-batch, `running`, `waiting` when it has not committed
+    /// for a while), last epoch, checkpoint age, records read, late, duplicate and quarantined
+    /// since start, state held and outputs; and the retries by operation and kind of error.
+    pub fn status(&self) -> serde_json::Value {
+        let recent = self.recent.last(RECENT_EPOCHS);
+        let checkpointed = self
+            .checkpointed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        let mut names: Vec<&str> = self.watched.iter().map(|w| w.name.as_str()).collect();
+        for progress in &recent {
+            if !names.contains(&progress.pipeline.as_str()) {
+                names.push(&progress.pipeline);
+            }
+        }
+        let pipelines: Vec<serde_json::Value> = names
+            .into_iter()
+            .map(|name| {
+                let watched = self.watched.iter().find(|w| w.name == name);
+                let mut outputs = watched.map(|w| w.outputs.clone()).unwrap_or_default();
+                for (pipeline, output) in self.latest.outputs() {
+                    if pipeline == name && !outputs.contains(&output) {
+                        outputs.push(output);
+                    }
+                }
+                let Some(last) = recent.iter().rev().find(|p| p.pipeline == name) else {
+                    return serde_json::json!({"name": name, "status": "starting", "outputs": outputs});
+                };
+                let age = checkpointed.get(name).map(Instant::elapsed).unwrap_or_default();
+                let interval = watched.map(|w| w.interval).unwrap_or_default();
+                let waiting = age > (interval * WAITING_AFTER_INTERVALS).max(WAITING_AFTER_AT_LEAST);
+                let total = |counter: &IntCounterVec| -> u64 {
+                    last.sources
+                        .iter()
+                        .map(|s| counter.with_label_values(&[name, s.name.as_str()]).get())
+                        .sum()
+                };
+                serde_json::json!({
+                    "name": name,
+                    "status": if waiting { "waiting" } else { "running" },
+                    "last_epoch": last.batch_id,
+                    "last_commit": last.timestamp,
+                    "checkpoint_age_seconds": age.as_secs_f64(),
+                    "records_read": total(&self.records_read),
+                    "late": total(&self.records_late),
+                    "duplicate": total(&self.records_duplicate),
+                    "quarantined": total(&self.records_quarantined),
+                    "micro_batches": self.micro_batches.with_label_values(&[name]).get(),
+                    "state_rows": last.state_operators.iter().map(|o| o.rows).sum::<u64>(),
+                    "state_bytes": last.state_operators.iter().map(|o| o.bytes).sum::<u64>(),
+                    "outputs": outputs,
+                })
+            })
+            .collect();
+        let retries: Vec<serde_json::Value> = crate::retry::retries_counted()
+            .into_iter()
+            .map(|((operation, error), count)| serde_json::json!({"operation": operation, "error": error, "count": count}))
+            .collect();
+        serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "started_at": self.started.1.to_rfc3339(),
+            "uptime_seconds": self.started.0.elapsed().as_secs_f64(),
+            "pipelines": pipelines,
+            "retries": retries,
+        })
     }
 
     /// The metrics in Prometheus's text format, and its content type. Figures that change

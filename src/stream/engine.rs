@@ -396,6 +396,10 @@ impl<'a> Engine<'a> {
                     .timed(format!("sink {} -> {}", query.output.name, sink.display()), stage);
                 fault_point("mid-sinks", epoch);
             }
+            if let Some(telemetry) = &self.telemetry {
+                let latest = telemetry.latest_rows();
+                latest.keep(&self.pipeline.name, &query.output.name, epoch, &out.append, &out.update);
+            }
             changed.insert(query.output.name.clone(), out.update.clone());
         }
         if !self.alerts.is_empty() {

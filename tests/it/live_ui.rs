@@ -12,7 +12,7 @@ use crate::support::free_port;
 const PATIENCE: Duration = Duration::from_secs(120);
 
 /// A streaming run from the generator with the UI on `ui`, until killed.
-fn spawn_run(dir: &std::path::Path, ui: &str, token: Option<&str>) -> Running {
+pub fn spawn_run(dir: &std::path::Path, ui: &str, token: Option<&str>) -> Running {
     let mut command = Command::new(env!("CARGO_BIN_EXE_quickchat-etl"));
     command
         .args(["--lake", dir.join("lake").to_str().unwrap()])

@@ -2,6 +2,7 @@
 //! Tests that need MariaDB, the S3 server or Kafka expect `scripts/test.sh` to have started
 //! them and exported their addresses.
 
+mod browser;
 mod cli;
 mod golden;
 mod job_metrics;

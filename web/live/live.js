@@ -1,0 +1,232 @@
+// The live pipeline page: polls /api/status, /api/progress and /api/latest/<output> every few
+// seconds and redraws its figures, charts (uPlot) and tables in place, without reloading.
+// Everything shown comes from those endpoints; nothing is computed here but differences of
+// what they return (lag = latest offset - end offset, watermark delay = commit time - watermark).
+"use strict";
+
+const params = new URLSearchParams(location.search);
+const REFRESH_SECONDS = Math.max(1, Number(params.get("refresh")) || 2);
+// How far back the charts go: the page keeps what it polled for this long (the server keeps
+// the last 100 micro-batches).
+const HISTORY_MINUTES = Math.max(1, Number(params.get("minutes")) || 10);
+const TOKEN = params.get("token");
+// Where the page was loaded from, so that it works behind a path prefix too.
+const BASE = location.pathname.replace(/[^/]*$/, "");
+
+const live = (window.quickchatLive = { refreshes: 0, lastError: null });
+const charts = {};
+const history = new Map(); // batch_id -> progress, of the pipeline shown
+
+async function getJson(path) {
+  const headers = TOKEN ? { Authorization: `Bearer ${TOKEN}` } : {};
+  const response = await fetch(BASE + path, { headers, cache: "no-store" });
+  if (!response.ok) throw new Error(`${path}: ${response.status} ${await response.text()}`);
+  return response.json();
+}
+
+const integer = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 });
+const decimal = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1 });
+
+function bytes(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return `${decimal.format(n)} ${units[i]}`;
+}
+
+function duration(seconds) {
+  const s = Math.floor(seconds);
+  const [d, h, m] = [Math.floor(s / 86400), Math.floor((s % 86400) / 3600), Math.floor((s % 3600) / 60)];
+  return d ? `${d}d ${h}h` : h ? `${h}h ${m}m` : m ? `${m}m ${s % 60}s` : `${s}s`;
+}
+
+// A figure: its raw value in data-value (what tests read), its text formatted.
+function setKpi(name, value, format = integer.format) {
+  const element = document.querySelector(`[data-kpi="${name}"]`);
+  element.dataset.value = value == null ? "" : String(value);
+  element.querySelector(".value").textContent = value == null ? "–" : format(value);
+}
+
+const seconds = (rfc3339) => Date.parse(rfc3339) / 1000;
+const sum = (values) => values.reduce((a, b) => a + b, 0);
+
+// Per source, the records its partitions hold that were not read yet (null: the input does
+// not tell where its end is).
+function lagBySource(batch) {
+  const lag = {};
+  for (const source of batch.sources) {
+    const partitions = Object.keys(source.latest_offset);
+    if (partitions.length === 0) continue;
+    lag[source.name] = sum(partitions.map((p) => Math.max(0, source.latest_offset[p] - (source.end_offset[p] ?? 0))));
+  }
+  return lag;
+}
+
+function watermarkDelayBySource(batch) {
+  const delay = {};
+  for (const source of batch.sources) {
+    if (source.watermark) delay[source.name] = Math.max(0, seconds(batch.timestamp) - seconds(source.watermark));
+  }
+  return delay;
+}
+
+// Series named by the keys `pick` returns for each micro-batch.
+function keyedSeries(progress, pick) {
+  const picked = progress.map(pick);
+  const names = [...new Set(picked.flatMap((values) => Object.keys(values)))].sort();
+  return { names, columns: names.map((name) => picked.map((values) => values[name] ?? null)) };
+}
+
+const PALETTE = ["#2e6fdb", "#e8590c", "#12805c", "#9c36b5", "#c2255c", "#5c940d", "#1098ad", "#f08c00"];
+
+// Draws (or redraws with new data) the chart `name`: x = commit times, one line per series.
+function draw(name, times, series) {
+  const figure = document.querySelector(`[data-chart="${name}"]`);
+  figure.dataset.points = String(times.length);
+  const key = series.names.join("\u0000");
+  let chart = charts[name];
+  if (series.names.length === 0 || times.length === 0) {
+    if (chart) { chart.plot.destroy(); delete charts[name]; }
+    if (!figure.querySelector(".empty")) {
+      const empty = document.createElement("p");
+      empty.className = "empty";
+      empty.textContent = name === "lag" ? "no Kafka offsets to compare (the input is not Kafka)" : "nothing yet";
+      figure.append(empty);
+    }
+    return;
+  }
+  figure.querySelector(".empty")?.remove();
+  const data = [times, ...series.columns];
+  if (chart && chart.key === key) {
+    chart.plot.setData(data);
+    return;
+  }
+  chart?.plot.destroy();
+  const options = {
+    width: Math.max(300, figure.clientWidth - 16),
+    height: 220,
+    series: [{}, ...series.names.map((label, i) => ({ label, stroke: PALETTE[i % PALETTE.length], width: 1.5, spanGaps: true }))],
+    axes: [{}, { size: 60 }],
+    legend: { live: true },
+  };
+  charts[name] = { key, plot: new uPlot(options, data, figure) };
+}
+
+function renderTable(title, table) {
+  const wrapper = document.createElement("div");
+  const heading = document.createElement("h3");
+  heading.textContent = `${title} (${table.rows.length} rows)`;
+  wrapper.append(heading);
+  if (table.rows.length === 0) return wrapper;
+  const element = document.createElement("table");
+  const head = element.createTHead().insertRow();
+  for (const column of table.columns) head.append(Object.assign(document.createElement("th"), { textContent: column }));
+  const body = element.createTBody();
+  for (const row of table.rows) {
+    const tr = body.insertRow();
+    for (const column of table.columns) {
+      const value = row[column];
+      tr.insertCell().textContent = value == null ? "∅" : typeof value === "object" ? JSON.stringify(value) : String(value);
+    }
+  }
+  wrapper.append(element);
+  return wrapper;
+}
+
+function renderOutputs(latest) {
+  const section = document.getElementById("outputs");
+  const parts = [Object.assign(document.createElement("h2"), { textContent: "Outputs: latest rows" })];
+  for (const output of latest) {
+    const box = document.createElement("div");
+    box.className = "output";
+    box.dataset.output = output.output;
+    box.append(Object.assign(document.createElement("h2"), { textContent: `${output.output} · micro-batch ${output.batch_id}` }));
+    if (JSON.stringify(output.changed) === JSON.stringify(output.emitted)) {
+      // A stateless output: what changed is what it emitted.
+      box.append(renderTable("last rows written", output.emitted));
+    } else {
+      box.append(renderTable("last changed (open windows and groups, current values)", output.changed));
+      box.append(renderTable("last emitted (final rows)", output.emitted));
+    }
+    parts.push(box);
+  }
+  section.replaceChildren(...parts);
+}
+
+function showStatus(text) {
+  const status = document.getElementById("status");
+  status.textContent = text;
+  status.className = `status ${text}`;
+}
+
+async function refresh() {
+  const status = await getJson("api/status");
+  const pipeline = status.pipelines[0];
+  if (!pipeline) throw new Error("this process runs no pipeline");
+  for (const batch of await getJson("api/progress?last=100")) {
+    if (batch.pipeline === pipeline.name) history.set(batch.batch_id, batch);
+  }
+  const since = Date.now() / 1000 - HISTORY_MINUTES * 60;
+  for (const [id, batch] of history) if (seconds(batch.timestamp) < since) history.delete(id);
+  const progress = [...history.values()].sort((a, b) => a.batch_id - b.batch_id);
+  const latest = await Promise.all(
+    pipeline.outputs.map((output) => getJson(`api/latest/${encodeURIComponent(output)}`).catch(() => null)),
+  );
+
+  document.getElementById("pipeline").textContent = pipeline.name;
+  document.title = `${pipeline.name} · quickchat-etl`;
+  showStatus(pipeline.status);
+  document.getElementById("about").textContent =
+    `quickchat-etl ${status.version} · started ${new Date(status.started_at).toLocaleString()}` +
+    (pipeline.last_commit ? ` · last commit ${new Date(pipeline.last_commit).toLocaleTimeString()}` : "");
+  setKpi("uptime", status.uptime_seconds, duration);
+  setKpi("last_epoch", pipeline.last_epoch);
+  setKpi("records_read", pipeline.records_read);
+  setKpi("late", pipeline.late);
+  setKpi("quarantined", pipeline.quarantined);
+  setKpi("state_rows", pipeline.state_rows);
+  setKpi("state_bytes", pipeline.state_bytes, bytes);
+  setKpi("retries", sum(status.retries.map((r) => r.count)));
+  const last = progress[progress.length - 1];
+  setKpi("input_rate", last?.input_rows_per_second);
+  setKpi("processing_rate", last?.processed_rows_per_second);
+  setKpi("batch_ms", last?.duration_ms.total, decimal.format);
+  const lastLag = last ? Object.values(lagBySource(last)) : [];
+  setKpi("lag", lastLag.length ? sum(lastLag) : null);
+  const lastDelay = last ? Object.values(watermarkDelayBySource(last)) : [];
+  setKpi("watermark_delay", lastDelay.length ? Math.max(...lastDelay) : null, decimal.format);
+
+  const times = progress.map((p) => seconds(p.timestamp));
+  draw("rates", times, keyedSeries(progress, (p) => ({ input: p.input_rows_per_second, processed: p.processed_rows_per_second })));
+  draw("duration", times, keyedSeries(progress, (p) => ({ total: p.duration_ms.total })));
+  draw("lag", times, keyedSeries(progress, lagBySource));
+  draw("watermark", times, keyedSeries(progress, watermarkDelayBySource));
+  draw("state", times, keyedSeries(progress, (p) => Object.fromEntries(p.state_operators.map((o) => [o.operator, o.rows]))));
+  draw("refused", times, keyedSeries(progress, (p) => ({
+    late: sum(p.sources.map((s) => s.late_rows)),
+    duplicate: sum(p.sources.map((s) => s.duplicate_rows)),
+    quarantined: sum(p.sources.map((s) => s.quarantined_rows)),
+  })));
+  renderOutputs(latest.filter(Boolean));
+}
+
+async function loop() {
+  const problem = document.getElementById("problem");
+  try {
+    await refresh();
+    problem.hidden = true;
+    live.lastError = null;
+  } catch (error) {
+    // The run ended or the network is away: say so and keep trying.
+    showStatus("unreachable");
+    problem.textContent = `cannot refresh: ${error.message}`;
+    problem.hidden = false;
+    live.lastError = error.message;
+  }
+  live.refreshes += 1;
+  setTimeout(loop, REFRESH_SECONDS * 1000);
+}
+
+document.getElementById("refresh").textContent = String(REFRESH_SECONDS);
+document.getElementById("minutes").textContent = String(HISTORY_MINUTES);
+loop();
