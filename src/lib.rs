@@ -15,15 +15,18 @@
 //! keeps the quarantine and run log. Around them: [`config`] (settings and pipeline files),
 //! [`jobs`] (the registry, the job graph, the batch runner), [`kafka`] and [`retry`] (shared by
 //! sources, sinks and `produce`), [`metrics`] (what a run did), [`observe`] (the live UI's
-//! metrics and progress), and [`commands`], one file per CLI subcommand.
+//! metrics and progress), [`dashboards`] (`serve`: charts over the lake), [`http`] (what their
+//! servers share), and [`commands`], one file per CLI subcommand.
 
 pub mod catalog;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod dashboards;
 pub mod decode;
 pub mod error;
 pub mod generate;
+pub mod http;
 pub mod jobs;
 pub mod kafka;
 pub mod meta;

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 static BUILT_IN_PIPELINES: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/pipelines");
 static BUILT_IN_SQL: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/sql");
 static BUILT_IN_PROTO: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/proto");
+static BUILT_IN_DASHBOARDS: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/dashboards");
 
 /// Where pipeline files and SQL files are read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,11 +22,11 @@ pub enum ProjectLocation {
     BuiltIn,
 }
 
-/// A pipeline file's text with the name and path it was found under.
+/// A pipeline or dashboard file's text with the name and path it was found under.
 #[derive(Debug, Clone)]
 pub struct PipelineText {
-    /// The job name: the file name without `.toml`.
-    pub job: String,
+    /// The job's or dashboard's name: the file name without `.toml`.
+    pub name: String,
     /// The path shown in messages, e.g. `pipelines/silver-messages.toml`.
     pub path: String,
     /// The file's contents.
@@ -54,9 +55,22 @@ impl Project {
 
     /// Every `pipelines/*.toml` file, sorted by job name.
     pub fn pipeline_files(&self) -> Result<Vec<PipelineText>> {
+        self.toml_files("pipelines", &BUILT_IN_PIPELINES, true)
+    }
+
+    /// Every `dashboards/*.toml` file, sorted by name (none when the folder has no
+    /// `dashboards/`).
+    pub fn dashboard_files(&self) -> Result<Vec<PipelineText>> {
+        self.toml_files("dashboards", &BUILT_IN_DASHBOARDS, false)
+    }
+
+    fn toml_files(&self, folder_name: &str, built_in: &Dir<'static>, required: bool) -> Result<Vec<PipelineText>> {
         let mut files = match &self.location {
             ProjectLocation::Folder(dir) => {
-                let folder = dir.join("pipelines");
+                let folder = dir.join(folder_name);
+                if !required && !folder.exists() {
+                    return Ok(Vec::new());
+                }
                 let entries = std::fs::read_dir(&folder).map_err(|e| Error::io(folder.display(), e))?;
                 let mut files = Vec::new();
                 for entry in entries {
@@ -68,16 +82,16 @@ impl Project {
                 }
                 files
             }
-            ProjectLocation::BuiltIn => BUILT_IN_PIPELINES
+            ProjectLocation::BuiltIn => built_in
                 .files()
                 .filter(|f| f.path().extension().is_some_and(|ext| ext == "toml"))
                 .map(|f| {
-                    let shown = format!("pipelines/{}", f.path().display());
+                    let shown = format!("{folder_name}/{}", f.path().display());
                     pipeline_text(f.path(), shown, f.contents_utf8().unwrap_or_default().to_string())
                 })
                 .collect(),
         };
-        files.sort_by(|a, b| a.job.cmp(&b.job));
+        files.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(files)
     }
 
@@ -123,11 +137,15 @@ impl Project {
 }
 
 fn pipeline_text(path: &Path, shown: String, text: String) -> PipelineText {
-    let job = path
+    let name = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    PipelineText { job, path: shown, text }
+    PipelineText {
+        name,
+        path: shown,
+        text,
+    }
 }
 
 fn display_path(root: &Path, path: &Path) -> String {

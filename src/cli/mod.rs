@@ -191,6 +191,10 @@ pub enum Command {
     /// Run SQL against the lake: an interactive shell, or `-e`/`-f` for scripts.
     Sql(SqlArgs),
 
+    /// Serve the project's dashboards (dashboards/*.toml) over the lake's tables in a browser:
+    /// charts, KPIs, top-N and tables, refreshing themselves. Read-only.
+    Serve(ServeArgs),
+
     /// Write the sample QuickChat data set (MongoDB exports and a MySQL users export), or
     /// event files for a streaming pipeline (--stream).
     Generate(GenerateArgs),
@@ -401,6 +405,15 @@ pub struct SqlArgs {
     /// Result format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
+}
+
+/// Arguments of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Listen here (another interface than loopback only when asked) [default: 127.0.0.1:8501,
+    /// or the next free port].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// Arguments of `generate`.

@@ -51,7 +51,8 @@ pub async fn run(settings: &Settings, args: DemoArgs, progress: &Progress) -> Re
         "Try next:\n  quickchat-etl sql --lake {lake}            # explore bronze.*, silver.*, gold.*, meta.*\n  \
          quickchat-etl run gold-all --date {last} --lake {lake}   # rerun one day (idempotent)\n  \
          quickchat-etl list                               # every job, its sources and sink\n  \
-         quickchat-etl run clickstream-analytics --from-generator --duration 30s --lake {lake}   # streaming, no broker",
+         quickchat-etl run clickstream-analytics --from-generator --duration 30s --lake {lake}   # streaming, no broker\n  \
+         quickchat-etl serve --lake {lake}          # dashboards over these tables: http://127.0.0.1:8501/",
         lake = settings.vars.get("DATA_LAKE_PATH").unwrap_or("./lake"),
         last = args.data.start_date + chrono::Days::new(u64::from(args.data.days.saturating_sub(1))),
     );

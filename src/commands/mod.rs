@@ -10,6 +10,7 @@ pub mod maintain;
 pub mod produce;
 pub mod run;
 pub mod run_stream;
+pub mod serve;
 pub mod sql;
 pub mod validate;
 
@@ -34,6 +35,7 @@ pub async fn run(cli: Cli, progress: Progress) -> Result<()> {
         Command::List(args) => list::run(&settings, args).await,
         Command::Validate => validate::run(&settings).await,
         Command::Sql(args) => sql::run(&settings, args).await,
+        Command::Serve(args) => serve::run(&settings, args).await,
         Command::Generate(args) => generate::run(&settings, args).await,
         Command::Produce(args) => produce::run(&settings, args).await,
         Command::Checkpoints(args) => checkpoints::run(&settings, args).await,

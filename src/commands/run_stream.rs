@@ -89,7 +89,7 @@ pub async fn run(settings: &Settings, pipeline: &StreamPipeline, args: RunArgs) 
             }
             // An address asked for on the command line must work; the default one is a
             // convenience that a stream does not stop for.
-            Err(e) if stream.ui.is_some() => return Err(e),
+            Err(e) if stream.ui.is_some() => return Err(Error::Usage(format!("{e} (with --ui ADDR, or --no-ui)"))),
             Err(e) => {
                 tracing::warn!(pipeline = %pipeline.name, error = %e, "running without the live UI");
                 None

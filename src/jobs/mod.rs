@@ -61,7 +61,7 @@ impl Registry {
             }
         }
         let mut registry = Registry { jobs, streams };
-        let all_files: Vec<String> = files.iter().map(|f| f.job.clone()).collect();
+        let all_files: Vec<String> = files.iter().map(|f| f.name.clone()).collect();
         problems.extend(registry.check_references(&all_files));
         // A job depending on a job that did not load cannot be planned either (transitively).
         loop {
@@ -203,13 +203,13 @@ pub fn load_pipeline_file(project: &Project, vars: &Vars, file: &PipelineText) -
         let def: StreamPipelineFile = value
             .try_into()
             .map_err(|e: toml::de::Error| vec![problem(e.to_string())])?;
-        let stream = StreamPipeline::resolve(&file.job, &file.path, def, project)?;
+        let stream = StreamPipeline::resolve(&file.name, &file.path, def, project)?;
         return Ok(Loaded::Stream(Box::new(stream)));
     }
     let def: PipelineFile = value
         .try_into()
         .map_err(|e: toml::de::Error| vec![problem(e.to_string())])?;
-    Job::resolve(&file.job, &file.path, def, project).map(|job| Loaded::Job(Box::new(job)))
+    Job::resolve(&file.name, &file.path, def, project).map(|job| Loaded::Job(Box::new(job)))
 }
 
 #[cfg(test)]

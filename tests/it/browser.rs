@@ -8,7 +8,8 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::live_ui::{get, spawn_run, ui_address};
-use crate::support::{describe, repo_root};
+use crate::outage_support::{Running, wait_until};
+use crate::support::{binary, describe, repo_root};
 
 /// Where the tests leave their screenshots.
 fn screenshots() -> PathBuf {
@@ -19,15 +20,24 @@ fn screenshots() -> PathBuf {
 
 /// Runs `node web/tests/<script> <args>` and returns the JSON line it prints last.
 async fn browse(script: &str, args: Vec<String>) -> Value {
-    let path = repo_root().join("web/tests").join(script);
-    let output = tokio::task::spawn_blocking(move || Command::new("node").arg(path).args(args).output())
-        .await
-        .unwrap()
-        .expect("node (Node.js) on the PATH");
-    assert!(output.status.success(), "{script}: {}", describe(&output));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("{script} printed {stdout:?}: {e}"))
+    browsing(script, args).await.unwrap()
+}
+
+/// `node web/tests/<script> <args>` started: its JSON line when it ends.
+fn browsing(script: &str, args: Vec<String>) -> tokio::task::JoinHandle<Value> {
+    let script = script.to_string();
+    tokio::task::spawn_blocking(move || {
+        let path = repo_root().join("web/tests").join(&script);
+        let output = Command::new("node")
+            .arg(path)
+            .args(args)
+            .output()
+            .expect("node (Node.js) on the PATH");
+        assert!(output.status.success(), "{script}: {}", describe(&output));
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let line = stdout.lines().last().unwrap_or_default();
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("{script} printed {stdout:?}: {e}"))
+    })
 }
 
 fn status(address: &str, token: &str) -> Value {
@@ -119,6 +129,174 @@ async fn the_live_page_draws_its_charts_shows_the_runs_figures_and_refreshes_its
         "a screenshot at {shot:?}"
     );
     run.kill();
+}
+
+/// The shipped dashboards and their charts, as the files say.
+fn shipped_dashboards() -> Vec<(String, toml::Table)> {
+    let mut all: Vec<(String, toml::Table)> = std::fs::read_dir(repo_root().join("dashboards"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+        .map(|path| {
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&path).unwrap().parse().unwrap())
+        })
+        .collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    all
+}
+
+/// The first row of `sql` run through `quickchat-etl sql -e --format json` over `lake`.
+fn first_row(dir: &std::path::Path, lake: &str, sql: &str) -> serde_json::Map<String, Value> {
+    let output = binary(dir, &["--lake", lake, "sql", "--format", "json", "-e", sql]);
+    assert!(output.status.success(), "{sql}: {}", describe(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.lines().next().unwrap_or("{}")).unwrap()
+}
+
+/// A JSON value as the page's data attributes write it.
+fn as_shown(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Whether what the page shows is `expected`: the same text, or the same number (JavaScript
+/// writes 20.0 as 20).
+fn same_shown(shown: &Value, expected: &str) -> bool {
+    let shown = shown.as_str().unwrap_or_default();
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
+    shown == expected || matches!((shown.parse::<f64>(), expected.parse::<f64>()), (Ok(a), Ok(b)) if close(a, b))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_shipped_dashboard_draws_over_the_demo_lake_shows_what_sql_says_and_refreshes() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let lake = lake.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let output = binary(dir.path(), &[&["--lake", lake][..], args].concat());
+        assert!(output.status.success(), "{args:?}: {}", describe(&output));
+        output
+    };
+    let demo = run(&["demo"]);
+    assert!(
+        String::from_utf8_lossy(&demo.stdout).contains("quickchat-etl serve"),
+        "demo ends with the serve command: {}",
+        describe(&demo)
+    );
+    for pipeline in ["clickstream-analytics", "chat-analytics", "interaction-analytics"] {
+        run(&["run", pipeline, "--from-generator", "--duration", "4s", "--no-ui"]);
+    }
+
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_quickchat-etl"));
+    serve
+        .args(["--lake", lake, "serve", "--listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .env_remove("QUICKCHAT_PROJECT")
+        .env_remove("QUICKCHAT_UI_TOKEN");
+    let mut server = Running::spawn(serve);
+    let line = server
+        .wait_for_line("the dashboards' address", |l| l.contains("dashboards at http://"))
+        .await;
+    let base = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap();
+    let address = base.trim_start_matches("http://").trim_end_matches('/').to_string();
+    let base = format!("http://{address}");
+    // Unknown dashboards and charts are 404s naming what there is; a bad range is a 400.
+    let (code, body) = get(&address, "/api/dashboards/nothing", None);
+    assert!(code == 404 && body.contains("clickstream"), "{code} {body}");
+    let (code, body) = get(&address, "/api/dashboards/chat/nothing", None);
+    assert!(code == 404 && body.contains("latency"), "{code} {body}");
+    let (code, body) = get(&address, "/api/dashboards/chat/latency?from=yesterday", None);
+    assert!(code == 400 && body.contains("from=\"yesterday\""), "{code} {body}");
+
+    let shipped = shipped_dashboards();
+    let names: Vec<String> = shipped.iter().map(|(name, _)| name.clone()).collect();
+    let shots = screenshots();
+    let watching = shots.join("watching");
+    let _ = std::fs::remove_file(&watching);
+    let mut args = vec![
+        base.clone(),
+        shots.to_str().unwrap().to_string(),
+        "clickstream".into(),
+        "views".into(),
+    ];
+    args.extend(names.iter().cloned());
+    let browser = browsing("dashboards.mjs", args);
+    // Once the page watches the views KPI, the stream goes on: auto-refresh must show it.
+    wait_until("the page watching clickstream", || watching.exists()).await;
+    // (The generator's run ended its input: a fresh start gives new events, in new windows.)
+    run(&["checkpoints", "clickstream-analytics", "--reset"]);
+    run(&[
+        "run",
+        "clickstream-analytics",
+        "--from-generator",
+        "--duration",
+        "3s",
+        "--no-ui",
+    ]);
+    let seen = browser.await.unwrap();
+
+    assert_eq!(seen["problems"], serde_json::json!([]), "{seen}");
+    assert_eq!(seen["listed"], serde_json::json!(names), "the list page: {seen}");
+    for (name, file) in &shipped {
+        let charts = &seen["dashboards"][name];
+        for chart in file["chart"].as_array().unwrap() {
+            let chart_name = chart["name"].as_str().unwrap();
+            let shown = &charts[chart_name];
+            assert_eq!(shown["state"], "drawn", "{name}/{chart_name}: {shown}");
+            assert!(
+                shown["rows"].as_u64().unwrap() > 0,
+                "{name}/{chart_name} has rows: {shown}"
+            );
+            let kind = chart["kind"].as_str().unwrap();
+            if ["line", "area", "bar"].contains(&kind) {
+                assert!(
+                    shown["canvas"].as_u64().unwrap() > 0,
+                    "{name}/{chart_name} drawn: {shown}"
+                );
+            }
+            // What a KPI or a top-N list shows is what the same SQL gives (the queries that
+            // do not depend on the time range).
+            let sql = chart["sql"].as_str().unwrap();
+            if sql.contains('$') || name == "clickstream" {
+                continue;
+            }
+            match kind {
+                "kpi" => {
+                    let row = first_row(dir.path(), lake, sql);
+                    let expected = as_shown(&row[chart["value"].as_str().unwrap()]);
+                    assert!(
+                        same_shown(&shown["kpi"], &expected),
+                        "{name}/{chart_name} shows {} where SQL gives {expected}: {sql}",
+                        shown["kpi"]
+                    );
+                }
+                "top" => {
+                    let row = first_row(dir.path(), lake, &format!("{sql} LIMIT 1"));
+                    let label = as_shown(&row[chart["label"].as_str().unwrap()]);
+                    let value = as_shown(&row[chart["value"].as_str().unwrap()]);
+                    let first = &shown["top"][0];
+                    assert!(
+                        same_shown(&first[0], &label) && same_shown(&first[1], &value),
+                        "{name}/{chart_name} shows {first} first where SQL gives {label} {value}: {sql}"
+                    );
+                    assert!(shown["top"].as_array().unwrap().len() <= 5, "?top=5: {shown}");
+                }
+                _ => {}
+            }
+        }
+        assert!(shots.join(format!("dashboard-{name}.jpg")).exists());
+    }
+    let watched = &seen["watched"];
+    let views = |key: &str| watched[key].as_str().unwrap().parse::<f64>().unwrap();
+    assert!(
+        views("later") > views("first"),
+        "auto-refresh showed the new views: {watched}"
+    );
+    assert_eq!(watched["notReloaded"], true);
+    server.kill();
 }
 
 #[test]

@@ -145,7 +145,7 @@ fn validate_passes_on_the_project_and_reports_every_problem_of_a_broken_one_with
     let ok = binary(&repo_root(), &["validate"]);
     assert!(ok.status.success(), "{}", describe(&ok));
     assert!(
-        stdout(&ok).contains("11 jobs and 3 streaming pipelines valid"),
+        stdout(&ok).contains("11 jobs, 3 streaming pipelines and 5 dashboards valid"),
         "{}",
         describe(&ok)
     );
@@ -177,6 +177,8 @@ fn validate_passes_on_the_project_and_reports_every_problem_of_a_broken_one_with
         "engagement_score BETWEEN 0 AND 100",
         "no_such_score > 0",
     );
+    edit("dashboards/clickstream.toml", "y = [\"percent\"]", "y = [\"rate\"]");
+    edit("dashboards/chat.toml", "kind = \"line\"", "kind = \"pie\"");
 
     let project_arg = project.path().to_str().unwrap();
     let broken = binary(&repo_root(), &["--project", project_arg, "validate"]);
@@ -199,6 +201,13 @@ fn validate_passes_on_the_project_and_reports_every_problem_of_a_broken_one_with
         text.contains("pipelines/gold-user-engagement.toml") && text.contains("no_such_score"),
         "{text}"
     );
+    assert!(
+        text.contains("dashboards/clickstream.toml")
+            && text.contains("chart `conversion`")
+            && text.contains("no column rate"),
+        "{text}"
+    );
+    assert!(text.contains("dashboards/chat.toml") && text.contains("pie"), "{text}");
 }
 
 #[test]

@@ -377,10 +377,10 @@ pub fn describe(output: &Output) -> String {
     )
 }
 
-/// A copy of the project's pipelines/ and sql/ in a temporary folder, to break on purpose.
+/// A copy of the project's pipelines/, sql/, proto/ and dashboards/ in a temporary folder, to break on purpose.
 pub fn project_copy() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for folder in ["pipelines", "sql", "proto"] {
+    for folder in ["pipelines", "sql", "proto", "dashboards"] {
         copy_dir(&repo_root().join(folder), &dir.path().join(folder));
     }
     dir
