@@ -287,7 +287,7 @@ async fn every_shipped_dashboard_draws_over_the_demo_lake_shows_what_sql_says_an
                 _ => {}
             }
         }
-        assert!(shots.join(format!("dashboard-{name}.jpg")).exists());
+        assert!(shots.join(format!("dashboard-{name}.png")).exists());
     }
     let watched = &seen["watched"];
     let views = |key: &str| watched[key].as_str().unwrap().parse::<f64>().unwrap();

@@ -44,7 +44,7 @@ try {
     await page.goto(`${base}/dashboards/${name}?top=5`);
     await page.waitForFunction(allDrawn, null, { timeout: PATIENCE_MS });
     dashboards[name] = await readCharts(page);
-    await page.screenshot({ path: `${dir}/dashboard-${name}.jpg`, fullPage: true, type: "jpeg", quality: 80 });
+    await page.screenshot({ path: `${dir}/dashboard-${name}.png`, fullPage: true });
   }
 
   await page.goto(`${base}/dashboards/${watch}?refresh=5`);
