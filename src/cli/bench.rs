@@ -24,6 +24,9 @@ pub enum BenchPart {
     /// The batch medallion on a generated data set under `--memory-limit`: time and peak
     /// memory per job.
     Batch,
+    /// The same files through the pipeline with the live UI off, then on and polled every
+    /// 500 ms: what serving the UI costs.
+    Ui,
 }
 
 /// Tables of `bench --only commits`: an append and an update sink.

@@ -398,3 +398,41 @@ fn the_shipped_prometheus_config_alert_rules_and_grafana_queries_pass_promtool()
         );
     }
 }
+
+#[test]
+fn an_address_that_cannot_be_served_exits_2_and_no_ui_serves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let run = |ui: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_quickchat-etl"))
+            .args(["--lake", lake.to_str().unwrap()])
+            .args(["run", "clickstream-analytics", "--from-generator", "--duration", "2s"])
+            .args(ui)
+            .current_dir(dir.path())
+            .env_remove("MYSQL_URL")
+            .env_remove("QUICKCHAT_PROJECT")
+            .env_remove("QUICKCHAT_UI_TOKEN")
+            .env("QUICKCHAT_LOG", "info")
+            .output()
+            .unwrap()
+    };
+    // 192.0.2.1 (TEST-NET-1) is no address of this machine: asked for, it is an error.
+    let refused = run(&["--ui", "192.0.2.1:4040"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(
+        refused.status.code(),
+        crate::support::exit(quickchat_etl::ExitCode::Usage),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("cannot serve on 192.0.2.1:4040") && stderr.contains("--no-ui"),
+        "{stderr}"
+    );
+    let without = run(&["--no-ui"]);
+    let stderr = String::from_utf8_lossy(&without.stderr);
+    assert!(without.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("streaming") && !stderr.contains("live UI"),
+        "no UI: {stderr}"
+    );
+}

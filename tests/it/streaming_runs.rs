@@ -242,6 +242,14 @@ async fn bench_measures_every_part_and_reads_every_event() {
         events("batch: full pipeline, 30 users x 3 days") > 100,
         "messages read: {out}"
     );
+    assert_eq!(events("ui: off"), 20_000, "{out}");
+    assert_eq!(events("ui: on, polled"), 20_000, "{out}");
+    let served: u64 = out
+        .lines()
+        .find_map(|l| l.strip_suffix(" requests served")?.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("the UI's requests counted: {out}"));
+    assert!(served > 0, "the UI was polled while the stream ran: {out}");
+    assert!(out.contains("ui: the UI on and polled runs at"), "{out}");
     let p99_ms: u64 = row("kafka: freshness, update mode")[4].parse().unwrap();
     assert!(p99_ms > 0, "freshness measured: {out}");
 }

@@ -7,6 +7,7 @@
 mod batch;
 mod commits;
 mod soak;
+mod ui;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -86,6 +87,9 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> Result<()> {
         if wants(BenchPart::Batch) {
             batch::batch(settings, &work, &args, &mut rows).await?;
         }
+        if wants(BenchPart::Ui) {
+            ui::ui(&pipeline, &work, args.events, &mut rows).await?;
+        }
         if wants(BenchPart::Commits) {
             commits::commits(&pipeline, &work, &args, &mut rows).await?;
         }
@@ -145,12 +149,7 @@ async fn run_engine(
 /// From files: the compute path alone, then with the Delta sinks.
 async fn files(pipeline: &StreamPipeline, work: &std::path::Path, events: u64, rows: &mut Vec<Row>) -> Result<()> {
     println!("files: generating {events} events ...");
-    let input_dir = work.join("input");
-    std::fs::create_dir_all(&input_dir).map_err(|e| Error::io(input_dir.display().to_string(), e))?;
-    for file in stream_files(pipeline, events, EVENTS_PER_SECOND, 1_704_067_200_000, 42)? {
-        let path = input_dir.join(format!("{}.jsonl", file.topic));
-        std::fs::write(&path, file.contents).map_err(|e| Error::io(path.display().to_string(), e))?;
-    }
+    let input_dir = write_event_files(pipeline, work, events)?;
     // The same without the conversions join, the costliest output on dense data (each click
     // matches many purchases of the same user and product in the next 10 minutes).
     let mut without_join = pipeline.clone();
@@ -182,6 +181,17 @@ async fn files(pipeline: &StreamPipeline, work: &std::path::Path, events: u64, r
         rows.push(row(phase, &report, note));
     }
     Ok(())
+}
+
+/// `events` generated events for `pipeline`, as files in `<work>/input` (written once).
+fn write_event_files(pipeline: &StreamPipeline, work: &std::path::Path, events: u64) -> Result<std::path::PathBuf> {
+    let input_dir = work.join("input");
+    std::fs::create_dir_all(&input_dir).map_err(|e| Error::io(input_dir.display().to_string(), e))?;
+    for file in stream_files(pipeline, events, EVENTS_PER_SECOND, 1_704_067_200_000, 42)? {
+        let path = input_dir.join(format!("{}.jsonl", file.topic));
+        std::fs::write(&path, file.contents).map_err(|e| Error::io(path.display().to_string(), e))?;
+    }
+    Ok(input_dir)
 }
 
 /// The pipeline reading fresh topics named after `tag`.
