@@ -27,12 +27,12 @@ static POLICY: OnceLock<RetryPolicy> = OnceLock::new();
 
 /// Sets how long the process keeps retrying; the first call wins (commands call it at start).
 pub fn configure(give_up_after: Duration) {
-    let _ = POLICY.set(RetryPolicy::BROKER.giving_up_after(give_up_after));
+    let _ = POLICY.set(RetryPolicy::DEFAULT.giving_up_after(give_up_after));
 }
 
-/// The process's retry policy: [`RetryPolicy::BROKER`] with the configured bound.
+/// The process's retry policy: [`RetryPolicy::DEFAULT`] with the configured bound.
 pub fn policy() -> RetryPolicy {
-    *POLICY.get_or_init(|| RetryPolicy::BROKER)
+    *POLICY.get_or_init(|| RetryPolicy::DEFAULT)
 }
 
 /// What the process retries, as `quickchat_retries_total` names it in its `operation` label.
@@ -82,8 +82,9 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Servers away: 100 ms doubling to 5 s, for [`DEFAULT_RETRY_FOR`].
-    pub const BROKER: RetryPolicy = RetryPolicy {
+    /// Every server away (Kafka, MySQL, S3) and a full disk: 100 ms doubling to 5 s, for
+    /// [`DEFAULT_RETRY_FOR`].
+    pub const DEFAULT: RetryPolicy = RetryPolicy {
         first_wait: Duration::from_millis(100),
         max_wait: Duration::from_secs(5),
         give_up_after: DEFAULT_RETRY_FOR,

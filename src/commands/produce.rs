@@ -61,7 +61,7 @@ pub async fn run(settings: &Settings, args: ProduceArgs) -> Result<()> {
         .seed
         .unwrap_or_else(|| chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default() as u64);
 
-    let retry = RetryPolicy::BROKER.giving_up_after(GIVE_UP_AFTER);
+    let retry = RetryPolicy::DEFAULT.giving_up_after(GIVE_UP_AFTER);
     (|| ensure_topic(&brokers, &topic, args.partitions))
         .retry(retry.backoff())
         .sleep(tokio::time::sleep)

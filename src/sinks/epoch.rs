@@ -166,8 +166,8 @@ impl<'a> SinkWriter<'a> {
     /// a full disk), per the process's retry policy. Each try is idempotent: a write of an
     /// epoch the target already holds writes nothing, so a try whose commit landed though its
     /// answer was lost is not written twice. Between tries the writer forgets what it knew of
-    /// its targets (the epochs they hold, its MySQL connection) and asks them again. The Kafka
-    /// sink retries deliveries itself.
+    /// its targets (the epochs they hold; after a MySQL failure, its connection) and asks them
+    /// again. The Kafka sink retries deliveries itself.
     async fn retrying(&mut self, epoch: u64, write: Write<'_>) -> Result<SinkMetrics> {
         if let Write::Output {
             sink: SinkDef::Kafka(_),
@@ -183,7 +183,13 @@ impl<'a> SinkWriter<'a> {
                 Err(e) => e,
             };
             self.written.clear();
-            self.mysql = None;
+            if let Write::Output {
+                sink: SinkDef::Mysql(_),
+                ..
+            } = write
+            {
+                self.mysql = None;
+            }
             if let Some(given_up) = retries.wait_after(&write.describe(epoch), failed).await {
                 return Err(given_up);
             }

@@ -449,8 +449,8 @@ impl<'a> Engine<'a> {
 
         let stage = Instant::now();
         self.evict(&input)?;
-        self.check_state_bound()?;
         self.report.timed("evict", stage);
+        self.check_state_bound()?;
         self.commit(&range, started, oldest_record_ms).await
     }
 
@@ -491,8 +491,8 @@ impl<'a> Engine<'a> {
         self.run_queries(&input, true).await?;
         let stage = Instant::now();
         self.evict(&input)?;
-        self.check_state_bound()?;
         self.report.timed("evict", stage);
+        self.check_state_bound()?;
         self.commit(&range, started, None).await
     }
 
