@@ -317,3 +317,85 @@ fn the_embedded_chart_library_is_the_one_the_lock_file_pins() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_chart_answers_its_error_while_the_others_draw_and_dashboards_only_read() {
+    let project = crate::support::project_copy();
+    let dashboards = project.path().join("dashboards");
+    std::fs::write(
+        dashboards.join("broken.toml"),
+        r#"title = "Broken on purpose"
+[[chart]]
+name = "fine"
+title = "Fine"
+kind = "kpi"
+sql = "SELECT 41 + 1 AS n"
+value = "n"
+[[chart]]
+name = "missing"
+title = "A table that is not there"
+kind = "table"
+sql = "SELECT * FROM gold.nothing_here"
+[[chart]]
+name = "writes"
+title = "A write"
+kind = "table"
+sql = "CREATE TABLE gold.written AS SELECT 1 AS n"
+"#,
+    )
+    .unwrap();
+    std::fs::write(dashboards.join("unreadable.toml"), "title = 1\n").unwrap();
+    let lake = tempfile::tempdir().unwrap();
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_quickchat-etl"));
+    serve
+        .args(["--project", project.path().to_str().unwrap()])
+        .args([
+            "--lake",
+            lake.path().to_str().unwrap(),
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env_remove("QUICKCHAT_UI_TOKEN");
+    let mut server = Running::spawn(serve);
+    let line = server
+        .wait_for_line("the dashboards' address", |l| l.contains("dashboards at http://"))
+        .await;
+    let address = line
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    // The file that does not parse is left out, named in the log; the others are served.
+    assert!(
+        server.stderr().contains("dashboards/unreadable.toml"),
+        "{}",
+        server.stderr()
+    );
+    let (code, list) = get(&address, "/api/dashboards", None);
+    assert_eq!(code, 200, "{list}");
+    assert!(
+        list.contains("\"broken\"") && !list.contains("\"unreadable\""),
+        "{list}"
+    );
+
+    let (code, body) = get(&address, "/api/dashboards/broken/fine", None);
+    assert_eq!(
+        (code, body.as_str()),
+        (200, r#"{"columns":["n"],"rows":[[42]],"truncated":false}"#)
+    );
+    let (code, body) = get(&address, "/api/dashboards/broken/missing", None);
+    assert!(
+        code == 422 && body.contains("dashboards/broken.toml") && body.contains("nothing_here"),
+        "{code} {body}"
+    );
+    let (code, body) = get(&address, "/api/dashboards/broken/writes", None);
+    assert!(code == 422 && body.contains("only reads"), "{code} {body}");
+    assert!(!lake.path().join("gold/written").exists(), "nothing written");
+    // The server is still there.
+    assert_eq!(get(&address, "/api/dashboards/broken/fine", None).0, 200);
+    server.kill();
+}
