@@ -436,3 +436,38 @@ fn an_address_that_cannot_be_served_exits_2_and_no_ui_serves_nothing() {
         "no UI: {stderr}"
     );
 }
+
+#[test]
+fn a_configured_address_with_every_next_port_taken_runs_the_stream_without_the_ui() {
+    // The configured address and the 20 ports after it, all held here.
+    let held: Vec<std::net::TcpListener> = loop {
+        let first = free_port();
+        let listeners: Vec<_> = (first..=first + 20)
+            .map_while(|port| std::net::TcpListener::bind(("127.0.0.1", port)).ok())
+            .collect();
+        if listeners.len() == 21 {
+            break listeners;
+        }
+    };
+    let first = held[0].local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("quickchat.toml");
+    std::fs::write(&config, format!("[ui]\nlisten = \"127.0.0.1:{first}\"\n")).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_quickchat-etl"))
+        .args(["--config", config.to_str().unwrap()])
+        .args(["--lake", dir.path().join("lake").to_str().unwrap()])
+        .args(["run", "clickstream-analytics", "--from-generator", "--duration", "2s"])
+        .current_dir(dir.path())
+        .env_remove("MYSQL_URL")
+        .env_remove("QUICKCHAT_PROJECT")
+        .env("QUICKCHAT_LOG", "info")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the stream goes on: {stderr}");
+    assert!(
+        stderr.contains("running without the live UI") && stderr.contains(&format!("ports {first} to {}", first + 20)),
+        "{stderr}"
+    );
+    drop(held);
+}
