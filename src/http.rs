@@ -99,11 +99,6 @@ impl Server {
         });
         Ok(Self { address, task })
     }
-
-    /// Serves until the process is stopped (Ctrl-C, SIGTERM).
-    pub async fn wait(self) {
-        crate::commands::run::shutdown_signal().await;
-    }
 }
 
 async fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener> {

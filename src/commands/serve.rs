@@ -30,6 +30,7 @@ pub async fn run(settings: &Settings, args: ServeArgs) -> Result<()> {
     let server = start(listen, dashboards, lake).await?;
     tracing::info!(lake = %root, dashboards = %names.join(", "), url = %format!("http://{}/", server.address), "serving dashboards");
     eprintln!("dashboards at http://{}/ over {root} (Ctrl-C to stop)", server.address);
-    server.wait().await;
+    super::run::shutdown_signal().await;
+    drop(server);
     Ok(())
 }

@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use super::telemetry::{RECENT_EPOCHS, Telemetry};
 use crate::error::Result;
-use crate::http::{Asset, CHART_LIBRARY, Server};
+use crate::http::{Asset, CHART_LIBRARY, Server, text};
 
 /// Where the UI listens unless `--ui` or `[ui] listen` say (Spark's UI port).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4040";
@@ -75,11 +75,10 @@ async fn latest_rows(State(telemetry): State<Arc<Telemetry>>, Path(output): Path
         Some(rows) => Json(rows).into_response(),
         None => {
             let known: Vec<String> = latest.outputs().into_iter().map(|(_, output)| output).collect();
-            (
+            text(
                 StatusCode::NOT_FOUND,
-                format!("no output {output:?} in this run (its outputs: {})\n", known.join(", ")),
+                format!("no output {output:?} in this run (its outputs: {})", known.join(", ")),
             )
-                .into_response()
         }
     }
 }
@@ -94,11 +93,11 @@ async fn progress(State(telemetry): State<Arc<Telemetry>>, Query(query): Query<P
     Json(telemetry.recent(query.last.unwrap_or(RECENT_EPOCHS)))
 }
 
-async fn not_found(request: Request) -> impl IntoResponse {
-    (
+async fn not_found(request: Request) -> Response {
+    text(
         StatusCode::NOT_FOUND,
         format!(
-            "no {} here: the UI serves /, /metrics, /api/status, /api/progress and /api/latest/<output>\n",
+            "no {} here: the UI serves /, /metrics, /api/status, /api/progress and /api/latest/<output>",
             request.uri().path()
         ),
     )

@@ -336,12 +336,11 @@ impl Telemetry {
             .into_iter()
             .map(|name| {
                 let watched = self.watched.iter().find(|w| w.name == name);
-                let mut outputs = watched.map(|w| w.outputs.clone()).unwrap_or_default();
-                for (pipeline, output) in self.latest.outputs() {
-                    if pipeline == name && !outputs.contains(&output) {
-                        outputs.push(output);
-                    }
-                }
+                // In the pipeline file's order when told at start, else as they wrote.
+                let outputs = watched.map(|w| w.outputs.clone()).unwrap_or_else(|| {
+                    let written = self.latest.outputs().into_iter();
+                    written.filter(|(p, _)| p == name).map(|(_, o)| o).collect()
+                });
                 let Some(last) = recent.iter().rev().find(|p| p.pipeline == name) else {
                     return serde_json::json!({"name": name, "status": "starting", "outputs": outputs});
                 };
