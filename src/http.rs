@@ -26,9 +26,10 @@ const TOKEN_COOKIE: &str = "quickchat_ui_token";
 /// A web file built into the binary: the path it is served at, its content type, its text.
 pub type Asset = (&'static str, &'static str, &'static str);
 
-/// The chart library both pages draw with: uPlot, copied from the npm package
-/// `web/package-lock.json` pins (`scripts/vendor-web.sh`).
-pub const CHART_LIBRARY: [Asset; 2] = [
+/// What both pages load: the chart library they draw with — uPlot, copied from the npm
+/// package `web/package-lock.json` pins (`scripts/vendor-web.sh`) — and `web/common/api.js`,
+/// their one way of fetching the server's JSON.
+pub const SHARED_ASSETS: [Asset; 3] = [
     (
         "/ui/uPlot.iife.min.js",
         "text/javascript; charset=utf-8",
@@ -38,6 +39,11 @@ pub const CHART_LIBRARY: [Asset; 2] = [
         "/ui/uPlot.min.css",
         "text/css; charset=utf-8",
         include_str!("../web/vendor/uplot/uPlot.min.css"),
+    ),
+    (
+        "/ui/api.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../web/common/api.js"),
     ),
 ];
 

@@ -402,6 +402,11 @@ pub struct SqlArgs {
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: Vec<PathBuf>,
 
+    /// Also query a running pipeline's state: the open windows, sessions, running groups and
+    /// join buffers its live UI serves (e.g. http://127.0.0.1:4040), as `live.<table>`.
+    #[arg(long, value_name = "URL")]
+    pub attach: Option<String>,
+
     /// Result format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,

@@ -82,7 +82,8 @@ pub struct StreamRunArgs {
     #[arg(long, value_name = "N")]
     pub max_epochs: Option<u64>,
 
-    /// Serve the live UI (the page at /, /metrics, /api/...) here [default: `[ui] listen`, else 127.0.0.1:4040 or the next free port].
+    /// Serve the live UI here while the run lasts (a stream: the page at /, /metrics, /api/...; batch
+    /// jobs: /metrics and /api/status) [default: `[ui] listen`, else 127.0.0.1:4040 or the next free port].
     #[arg(long, value_name = "ADDR", conflicts_with = "no_ui")]
     pub ui: Option<std::net::SocketAddr>,
 

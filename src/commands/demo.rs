@@ -30,6 +30,7 @@ pub async fn run(settings: &Settings, args: DemoArgs, progress: &Progress) -> Re
         registry: &registry,
         mysql_url: None,
         progress,
+        observer: None,
     };
     let reports = super::run::until_interrupted(run_jobs(cx, &jobs, DateRange::All)).await?;
     if let Some(error) = reports.into_iter().find_map(|r| r.outcome.err()) {

@@ -1,17 +1,22 @@
 //! `quickchat-etl run <job|group>`: run jobs in dependency order for a date or range, or show
 //! what would run with `--dry-run`.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+
 use crate::catalog::Lake;
-use crate::cli::RunArgs;
+use crate::cli::{RunArgs, StreamRunArgs};
 use crate::config::Settings;
 use crate::config::job::Job;
 use crate::config::pipeline::SourceDef;
 use crate::error::{Error, Result};
+use crate::http::Server;
 use crate::jobs::Registry;
 use crate::jobs::graph::plan_target;
 use crate::jobs::planner::plan_all;
 use crate::jobs::runner::{JobReport, RunContext, run_jobs};
-use crate::observe::job_metrics::JobMetrics;
+use crate::observe::batch_run::{self, BatchRun};
+use crate::observe::job_metrics::{JobFigures, JobMetrics};
 use crate::progress::Progress;
 use crate::query::DateRange;
 use crate::sinks::Replace;
@@ -49,16 +54,55 @@ pub async fn run(settings: &Settings, args: RunArgs, progress: &Progress) -> Res
     }
     let lake = Lake::new(settings.lake.clone());
     tracing::info!(target = %args.target, jobs = jobs.len(), dates = %range, lake = %lake.root(), "run started");
+    let batch = Arc::new(BatchRun::new(
+        &args.target,
+        jobs.iter().map(|j| j.name.clone()).collect(),
+    ));
+    // Kept until the run ends: dropping the server stops it.
+    let _ui = start_ui(&args.stream, settings, &args.target, |listen| {
+        batch_run::serve(listen, batch.clone())
+    })
+    .await?;
     let cx = RunContext {
         lake: &lake,
         registry: &registry,
         mysql_url: settings.mysql_url.as_deref(),
         progress,
+        observer: Some(&batch),
     };
     let reports = until_interrupted(run_jobs(cx, &jobs, range)).await?;
     print_summary(&reports);
     report_metrics(&args, settings, &reports).await;
     first_failure(reports)
+}
+
+/// Starts the run's UI with `start` on `--ui`, else `[ui] listen` (none with `--no-ui`); the
+/// returned server stops when dropped. An address asked for on the command line must work; the
+/// configured (or default) one is a convenience that a run does not stop for.
+pub async fn start_ui<F, Served>(
+    stream: &StreamRunArgs,
+    settings: &Settings,
+    run: &str,
+    start: F,
+) -> Result<Option<Server>>
+where
+    F: FnOnce(SocketAddr) -> Served,
+    Served: std::future::Future<Output = Result<Server>>,
+{
+    if stream.no_ui {
+        return Ok(None);
+    }
+    match start(stream.ui.unwrap_or(settings.ui_listen)).await {
+        Ok(ui) => {
+            tracing::info!(run, url = %format!("http://{}/", ui.address), "live UI");
+            Ok(Some(ui))
+        }
+        Err(e) if stream.ui.is_some() => Err(Error::Usage(format!("{e} (with --ui ADDR, or --no-ui)"))),
+        Err(e) => {
+            tracing::warn!(run, error = %e, "running without the live UI");
+            Ok(None)
+        }
+    }
 }
 
 /// Pushes the run's metrics to the Pushgateway and writes them to the metrics file, where
@@ -68,7 +112,8 @@ async fn report_metrics(args: &RunArgs, settings: &Settings, reports: &[JobRepor
     if gateway.is_none() && args.metrics_file.is_none() {
         return;
     }
-    let metrics = JobMetrics::of(&args.target, reports);
+    let figures: Vec<JobFigures> = reports.iter().map(JobFigures::from).collect();
+    let metrics = JobMetrics::of(&args.target, &figures);
     if let Some(gateway) = gateway {
         match metrics.push(gateway).await {
             Ok(()) => tracing::info!(gateway = %gateway, "metrics pushed"),

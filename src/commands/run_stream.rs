@@ -75,27 +75,16 @@ pub async fn run(settings: &Settings, pipeline: &StreamPipeline, args: RunArgs) 
     let mut engine = Engine::open(pipeline, &lake, input, sink_settings).await?;
     tracing::info!(pipeline = %pipeline.name, input = kind, lake = %lake.root(),
         checkpoint = %engine.checkpoint_location(), "streaming");
+    let outputs = pipeline.outputs.iter().map(|o| o.name.clone()).collect();
+    let telemetry = Arc::new(Telemetry::new().watching(&pipeline.name, outputs, pipeline.interval));
     // Kept until the run ends: dropping the server stops it.
-    let _ui = if stream.no_ui {
-        None
-    } else {
-        let outputs = pipeline.outputs.iter().map(|o| o.name.clone()).collect();
-        let telemetry = Arc::new(Telemetry::new().watching(&pipeline.name, outputs, pipeline.interval));
-        match server::start(stream.ui.unwrap_or(settings.ui_listen), telemetry.clone()).await {
-            Ok(ui) => {
-                engine.observed_by(telemetry);
-                tracing::info!(pipeline = %pipeline.name, url = %format!("http://{}/", ui.address), "live UI");
-                Some(ui)
-            }
-            // An address asked for on the command line must work; the default one is a
-            // convenience that a stream does not stop for.
-            Err(e) if stream.ui.is_some() => return Err(Error::Usage(format!("{e} (with --ui ADDR, or --no-ui)"))),
-            Err(e) => {
-                tracing::warn!(pipeline = %pipeline.name, error = %e, "running without the live UI");
-                None
-            }
-        }
-    };
+    let ui = super::run::start_ui(&stream, settings, &pipeline.name, |listen| {
+        server::start(listen, telemetry.clone())
+    })
+    .await?;
+    if ui.is_some() {
+        engine.observed_by(telemetry);
+    }
     let options = RunOptions {
         until_caught_up: stream.until_caught_up,
         stop,

@@ -1,5 +1,5 @@
 //! `quickchat-etl sql`: the interactive shell, or `-e`/`-f` (or SQL piped on standard input)
-//! for scripts.
+//! for scripts; `--attach URL` adds a running pipeline's state as `live.<table>`.
 
 use std::io::{IsTerminal, Read};
 
@@ -7,6 +7,7 @@ use crate::catalog::Lake;
 use crate::cli::SqlArgs;
 use crate::config::Settings;
 use crate::error::{Error, Result};
+use crate::repl::attach::{LIVE_SCHEMA, attach};
 use crate::repl::exec::{execute_text, lake_session};
 use crate::repl::run_interactive;
 
@@ -14,6 +15,18 @@ use crate::repl::run_interactive;
 pub async fn run(settings: &Settings, args: SqlArgs) -> Result<()> {
     let lake = Lake::new(settings.lake.clone());
     let ctx = lake_session(&lake).await?;
+    if let Some(url) = &args.attach {
+        let tables = attach(&ctx, url).await?;
+        let names: Vec<String> = tables.iter().map(|t| format!("{LIVE_SCHEMA}.{t}")).collect();
+        eprintln!(
+            "attached {url}: {}",
+            if names.is_empty() {
+                "no state tables (the pipeline keeps no state)".to_string()
+            } else {
+                names.join(", ")
+            }
+        );
+    }
     let mut out = std::io::stdout().lock();
     if args.execute.is_empty() && args.file.is_empty() {
         if std::io::stdin().is_terminal() {

@@ -13,6 +13,7 @@ use datafusion::prelude::{DataFrame, SessionContext};
 use serde_json::{Value, json};
 
 use super::file::{ChartDef, ChartKind};
+use crate::sinks::rows::rows_as_json_values;
 
 /// Rows a line, bar or table chart gets at most (the answer says when there were more).
 pub const MAX_ROWS: usize = 10_000;
@@ -112,18 +113,10 @@ fn rows_of(batches: &[RecordBatch]) -> Result<(Vec<String>, Vec<Value>), String>
         return Ok((Vec::new(), Vec::new()));
     };
     let columns: Vec<String> = first.schema_ref().fields().iter().map(|f| f.name().clone()).collect();
-    let mut writer = arrow::json::WriterBuilder::new()
-        .with_explicit_nulls(true)
-        .build::<_, arrow::json::writer::JsonArray>(Vec::new());
-    for batch in batches {
-        writer.write(batch).map_err(|e| e.to_string())?;
-    }
-    writer.finish().map_err(|e| e.to_string())?;
-    let objects: Vec<serde_json::Map<String, Value>> =
-        serde_json::from_slice(&writer.into_inner()).map_err(|e| e.to_string())?;
+    let objects = rows_as_json_values(batches).map_err(|e| e.to_string())?;
     let rows = objects
         .into_iter()
-        .map(|mut row| Value::Array(columns.iter().map(|c| row.remove(c).unwrap_or(Value::Null)).collect()))
+        .map(|mut row| Value::Array(columns.iter().map(|c| row[c.as_str()].take()).collect()))
         .collect();
     Ok((columns, rows))
 }

@@ -23,7 +23,7 @@ use super::charts::{self, ChartParams};
 use super::file::Dashboard;
 use crate::catalog::Lake;
 use crate::error::Result;
-use crate::http::{Asset, CHART_LIBRARY, Server, text};
+use crate::http::{Asset, SHARED_ASSETS, Server, text};
 use crate::repl::exec::lake_session;
 
 /// Where `serve` listens unless `--listen` says (Streamlit's port: this replaces it).
@@ -98,7 +98,7 @@ pub async fn start(listen: SocketAddr, dashboards: Vec<Dashboard>, lake: Lake) -
         .route("/api/dashboards/{name}/{chart}", get(chart))
         .fallback(not_found)
         .with_state(served);
-    Server::start(listen, app, &[PAGE.as_slice(), CHART_LIBRARY.as_slice()].concat()).await
+    Server::start(listen, app, &[PAGE.as_slice(), SHARED_ASSETS.as_slice()].concat()).await
 }
 
 async fn list(State(served): State<Arc<Served>>) -> impl IntoResponse {

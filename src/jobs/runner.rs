@@ -24,6 +24,7 @@ use crate::error::{Error, Result, RuleViolation};
 use crate::jobs::Registry;
 use crate::meta::quarantine::{self, Entry};
 use crate::meta::run_log::{self, RunRecord, RunStatus};
+use crate::observe::batch_run::BatchRun;
 use crate::progress::Progress;
 use crate::query::expectations::{ExpectationsNode, LogicalRule, QUALITY_FAILURE_MARKER, QualityReport};
 use crate::query::source_table::{SourceRead, source_table};
@@ -44,6 +45,8 @@ pub struct RunContext<'a> {
     pub mysql_url: Option<&'a str>,
     /// Where progress is shown.
     pub progress: &'a Progress,
+    /// Told of each job as it starts and ends (the run's UI), if anything is.
+    pub observer: Option<&'a BatchRun>,
 }
 
 /// How one job run ended, with its figures.
@@ -91,12 +94,17 @@ pub async fn run_jobs(cx: RunContext<'_>, jobs: &[&Job], range: DateRange) -> Ve
             .depends_on
             .iter()
             .find(|dep| reports.iter().any(|r| &r.job == *dep && r.outcome.is_err()));
-        if let Some(upstream) = failed_upstream {
-            tracing::warn!(job = %job.name, upstream = %upstream, "skipped: an upstream job failed");
-            reports.push(JobReport::skipped(job, upstream));
-            continue;
+        let report = match failed_upstream {
+            Some(upstream) => {
+                tracing::warn!(job = %job.name, upstream = %upstream, "skipped: an upstream job failed");
+                JobReport::skipped(job, upstream)
+            }
+            None => run_job(cx, job, RunParams::new(range)).await,
+        };
+        if let Some(observer) = cx.observer {
+            observer.job_finished(&report);
         }
-        reports.push(run_job(cx, job, RunParams::new(range)).await);
+        reports.push(report);
     }
     reports
 }
@@ -126,6 +134,9 @@ pub async fn run_job(cx: RunContext<'_>, job: &Job, params: RunParams) -> JobRep
     tracing::info!(job = %job.name, run_id = %params.run_id, dates = %params.range, sink = %job.sink_display(), "job started");
     let report = Arc::new(QualityReport::default());
     let progress = cx.progress.job(&job.name, report.rows_out.clone());
+    if let Some(observer) = cx.observer {
+        observer.job_started(&job.name, report.rows_out.clone());
+    }
     let ctx = new_session();
     let mut state = JobState::default();
     let outcome = execute(cx, &ctx, job, &params, &report, &mut state).await;

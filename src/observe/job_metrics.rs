@@ -27,9 +27,64 @@ pub struct JobMetrics {
     content_type: String,
 }
 
+/// One job's figures, as the metrics give them.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JobFigures {
+    /// The job.
+    pub job: String,
+    /// How it ended: `ok`, `failed`, `dq-failed`, `skipped`.
+    pub status: &'static str,
+    /// Rows read from its sources.
+    pub rows_read: u64,
+    /// Rows written to its sink.
+    pub rows_written: u64,
+    /// Source records quarantined.
+    pub rows_quarantined: u64,
+    /// Rows its expectations kept out of the sink.
+    pub rows_dropped: u64,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+impl From<&JobReport> for JobFigures {
+    fn from(report: &JobReport) -> Self {
+        Self {
+            job: report.job.clone(),
+            status: report.status(),
+            rows_read: report.rows_read,
+            rows_written: report.sink.rows,
+            rows_quarantined: report.rows_rejected,
+            rows_dropped: report.rows_dropped,
+            seconds: report.elapsed.as_secs_f64(),
+        }
+    }
+}
+
+/// The job a run is in the middle of, for a scrape while it runs.
+#[derive(Debug, Clone)]
+pub struct RunningJob {
+    /// The job.
+    pub job: String,
+    /// Rows it has passed to its sink so far.
+    pub rows_written: u64,
+    /// Time since it started.
+    pub seconds: f64,
+}
+
 impl JobMetrics {
-    /// The figures of `reports`, the jobs a run of `target` ran (or skipped).
-    pub fn of(target: &str, reports: &[JobReport]) -> Self {
+    /// The figures of `finished`, the jobs a run of `target` ran (or skipped).
+    pub fn of(target: &str, finished: &[JobFigures]) -> Self {
+        Self::build(target, finished, None)
+    }
+
+    /// The figures of a run still going: the jobs `finished`, the one `running` (its rows so
+    /// far, in `quickchat_job_rows_written`, and `quickchat_job_running` 1), the jobs left
+    /// (`quickchat_run_jobs_waiting`), and the process's own figures.
+    pub fn while_running(target: &str, finished: &[JobFigures], running: Option<&RunningJob>, waiting: usize) -> Self {
+        Self::build(target, finished, Some((running, waiting)))
+    }
+
+    fn build(target: &str, finished: &[JobFigures], live: Option<(Option<&RunningJob>, usize)>) -> Self {
         let registry = Registry::new();
         let gauge = |name: &str, help: &str, labels: &[&str]| {
             let gauge = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
@@ -57,23 +112,44 @@ impl JobMetrics {
             "1 if the job succeeded, else 0; status says how it ended (ok, failed, dq-failed, skipped)",
             &["job_name", "status"],
         );
-        let finished = gauge(
+        let finished_at = gauge(
             "quickchat_job_last_run_timestamp_seconds",
             "When the job's run ended, as a Unix time",
             job,
         );
         let now = chrono::Utc::now().timestamp_micros() as f64 / 1e6;
-        for report in reports {
-            let name = [report.job.as_str()];
-            rows_read.with_label_values(&name).set(report.rows_read as f64);
-            rows_written.with_label_values(&name).set(report.sink.rows as f64);
-            quarantined.with_label_values(&name).set(report.rows_rejected as f64);
-            dropped.with_label_values(&name).set(report.rows_dropped as f64);
-            duration.with_label_values(&name).set(report.elapsed.as_secs_f64());
+        for figures in finished {
+            let name = [figures.job.as_str()];
+            rows_read.with_label_values(&name).set(figures.rows_read as f64);
+            rows_written.with_label_values(&name).set(figures.rows_written as f64);
+            quarantined
+                .with_label_values(&name)
+                .set(figures.rows_quarantined as f64);
+            dropped.with_label_values(&name).set(figures.rows_dropped as f64);
+            duration.with_label_values(&name).set(figures.seconds);
             success
-                .with_label_values(&[report.job.as_str(), report.status()])
-                .set(if report.outcome.is_ok() { 1.0 } else { 0.0 });
-            finished.with_label_values(&name).set(now);
+                .with_label_values(&[figures.job.as_str(), figures.status])
+                .set(if figures.status == "ok" { 1.0 } else { 0.0 });
+            finished_at.with_label_values(&name).set(now);
+        }
+        if let Some((running, waiting)) = live {
+            let running_gauge = gauge("quickchat_job_running", "1 while the job runs", job);
+            if let Some(running) = running {
+                let name = [running.job.as_str()];
+                running_gauge.with_label_values(&name).set(1.0);
+                rows_written.with_label_values(&name).set(running.rows_written as f64);
+                duration.with_label_values(&name).set(running.seconds);
+            }
+            gauge(
+                "quickchat_run_jobs_waiting",
+                "Jobs of the run not started yet",
+                &["target"],
+            )
+            .with_label_values(&[target])
+            .set(waiting as f64);
+            registry
+                .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+                .expect("the process collector registered once");
         }
         let encoder = prometheus::TextEncoder::new();
         let text = encoder
@@ -89,6 +165,11 @@ impl JobMetrics {
     /// The exposition text.
     pub fn text(&self) -> &str {
         &self.text
+    }
+
+    /// Its content type.
+    pub fn content_type(&self) -> &str {
+        &self.content_type
     }
 
     /// Replaces this target's group on the Pushgateway at `gateway` (HTTP PUT).

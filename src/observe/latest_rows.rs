@@ -9,6 +9,8 @@ use arrow::array::RecordBatch;
 use arrow::compute::concat_batches;
 use serde_json::{Value, json};
 
+use crate::sinks::rows::rows_as_json_values;
+
 /// Rows kept per output and kind.
 pub const LATEST_ROWS: usize = 20;
 
@@ -105,11 +107,8 @@ fn table(batch: Option<&RecordBatch>) -> Value {
         return json!({"columns": [], "rows": []});
     };
     let columns: Vec<&str> = batch.schema_ref().fields().iter().map(|f| f.name().as_str()).collect();
-    let mut writer = arrow::json::WriterBuilder::new()
-        .with_explicit_nulls(true)
-        .build::<_, arrow::json::writer::JsonArray>(Vec::new());
-    let rows = match writer.write(batch).and_then(|()| writer.finish()) {
-        Ok(()) => serde_json::from_slice(&writer.into_inner()).unwrap_or(Value::Null),
+    let rows = match rows_as_json_values(std::slice::from_ref(batch)) {
+        Ok(rows) => Value::Array(rows),
         Err(e) => json!([{ "error": e.to_string() }]),
     };
     json!({"columns": columns, "rows": rows})

@@ -224,9 +224,23 @@ impl RecentProgress {
         kept.push_back(progress);
     }
 
-    /// The last `n` micro-batches, oldest first.
-    pub fn last(&self, n: usize) -> Vec<EpochProgress> {
+    /// The last `n` micro-batches after batch `after` (all kept with `None`), oldest first.
+    pub fn last(&self, n: usize, after: Option<u64>) -> Vec<EpochProgress> {
         let kept = self.kept.lock().expect("progress lock");
-        kept.iter().skip(kept.len().saturating_sub(n)).cloned().collect()
+        let newer = kept.iter().filter(|p| after.is_none_or(|after| p.batch_id > after));
+        let count = newer.clone().count();
+        newer.skip(count.saturating_sub(n)).cloned().collect()
+    }
+
+    /// Each pipeline's newest micro-batch, newest first.
+    pub fn newest_per_pipeline(&self) -> Vec<EpochProgress> {
+        let kept = self.kept.lock().expect("progress lock");
+        let mut newest: Vec<EpochProgress> = Vec::new();
+        for progress in kept.iter().rev() {
+            if !newest.iter().any(|p| p.pipeline == progress.pipeline) {
+                newest.push(progress.clone());
+            }
+        }
+        newest
     }
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use prometheus::{CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use super::latest_rows::LatestRows;
+use super::live_state::LiveState;
 use super::progress::{EpochProgress, RecentProgress};
 
 /// Micro-batches `/api/progress` can return.
@@ -49,6 +50,8 @@ pub struct Telemetry {
     checkpointed: Mutex<BTreeMap<String, Instant>>,
     recent: RecentProgress,
     latest: LatestRows,
+    /// Questions about the running pipeline's state, for its engine to answer.
+    live: LiveState,
     /// The pipelines this process runs, known before their first micro-batch.
     watched: Vec<Watched>,
     started: (Instant, chrono::DateTime<chrono::Utc>),
@@ -208,6 +211,7 @@ impl Telemetry {
             checkpointed: Mutex::default(),
             recent: RecentProgress::new(RECENT_EPOCHS),
             latest: LatestRows::default(),
+            live: LiveState::default(),
             watched: Vec::new(),
             started: (Instant::now(), chrono::Utc::now()),
             registry,
@@ -237,6 +241,11 @@ impl Telemetry {
     /// What each output last wrote (the engine keeps it up to date, the live page shows it).
     pub fn latest_rows(&self) -> &LatestRows {
         &self.latest
+    }
+
+    /// Where questions about the running pipeline's state go.
+    pub fn live_state(&self) -> &LiveState {
+        &self.live
     }
 
     /// Counts a committed micro-batch and keeps its progress.
@@ -310,9 +319,9 @@ impl Telemetry {
         self.recent.push(progress);
     }
 
-    /// The last `n` micro-batches' progress, oldest first.
-    pub fn recent(&self, n: usize) -> Vec<EpochProgress> {
-        self.recent.last(n)
+    /// The last `n` micro-batches' progress after batch `after` (any with `None`), oldest first.
+    pub fn recent(&self, n: usize, after: Option<u64>) -> Vec<EpochProgress> {
+        self.recent.last(n, after)
     }
 
     /// The process and its pipelines at a glance (`/api/status`): per pipeline its status
@@ -320,14 +329,14 @@ impl Telemetry {
     /// for a while), last epoch, checkpoint age, records read, late, duplicate and quarantined
     /// since start, state held and outputs; and the retries by operation and kind of error.
     pub fn status(&self) -> serde_json::Value {
-        let recent = self.recent.last(RECENT_EPOCHS);
+        let newest = self.recent.newest_per_pipeline();
         let checkpointed = self
             .checkpointed
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone();
         let mut names: Vec<&str> = self.watched.iter().map(|w| w.name.as_str()).collect();
-        for progress in &recent {
+        for progress in newest.iter().rev() {
             if !names.contains(&progress.pipeline.as_str()) {
                 names.push(&progress.pipeline);
             }
@@ -341,7 +350,7 @@ impl Telemetry {
                     let written = self.latest.outputs().into_iter();
                     written.filter(|(p, _)| p == name).map(|(_, o)| o).collect()
                 });
-                let Some(last) = recent.iter().rev().find(|p| p.pipeline == name) else {
+                let Some(last) = newest.iter().find(|p| p.pipeline == name) else {
                     return serde_json::json!({"name": name, "status": "starting", "outputs": outputs});
                 };
                 let age = checkpointed.get(name).map(Instant::elapsed).unwrap_or_default();
@@ -503,5 +512,30 @@ mod tests {
         named.extend(alerts.into_iter().filter(|name| !name.starts_with("quickchat_job_")));
         let missing: Vec<&String> = named.iter().filter(|name| !exported.contains(*name)).collect();
         assert!(missing.is_empty(), "named but not exported: {missing:?}\n{text}");
+    }
+
+    #[test]
+    fn progress_since_a_batch_is_only_the_newer_ones_and_status_shows_each_pipelines_newest() {
+        let telemetry = Telemetry::new();
+        for (pipeline, batch_id) in [("p", 1), ("q", 1), ("p", 2), ("p", 3)] {
+            telemetry.record(EpochProgress {
+                pipeline: pipeline.into(),
+                batch_id,
+                ..progress()
+            });
+        }
+        let ids = |batches: Vec<EpochProgress>| -> Vec<(String, u64)> {
+            batches.into_iter().map(|b| (b.pipeline, b.batch_id)).collect()
+        };
+        assert_eq!(ids(telemetry.recent(100, Some(1))), [("p".into(), 2), ("p".into(), 3)]);
+        assert_eq!(ids(telemetry.recent(1, None)), [("p".into(), 3)]);
+        assert!(telemetry.recent(100, Some(3)).is_empty());
+        let status = telemetry.status();
+        let pipelines = status["pipelines"].as_array().unwrap();
+        let shown: Vec<(&str, u64)> = pipelines
+            .iter()
+            .map(|p| (p["name"].as_str().unwrap(), p["last_epoch"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(shown, [("q", 1), ("p", 3)]);
     }
 }

@@ -2,6 +2,7 @@
 //! `<layer>.<table>`, line editing with history and completion, backslash commands, timing,
 //! and Ctrl-C cancelling the running query rather than the shell.
 
+pub mod attach;
 pub mod commands;
 pub mod exec;
 pub mod helper;

@@ -34,6 +34,19 @@ pub fn rows_as_json_lines(batch: &RecordBatch) -> Result<Vec<String>, ArrowError
     rows_as_json(batch, Nulls::Explicit)
 }
 
+/// The rows of `batches` as JSON objects with explicit nulls (timestamps as ISO-8601 strings),
+/// for the web pages' tables.
+pub fn rows_as_json_values(batches: &[RecordBatch]) -> Result<Vec<serde_json::Value>, ArrowError> {
+    let mut writer = arrow::json::WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, arrow::json::writer::JsonArray>(Vec::new());
+    for batch in batches {
+        writer.write(batch)?;
+    }
+    writer.finish()?;
+    serde_json::from_slice(&writer.into_inner()).map_err(|e| ArrowError::JsonError(e.to_string()))
+}
+
 /// Each row's `key` columns as text joined with `|` (a null as `NULL`).
 pub fn key_texts(batch: &RecordBatch, key: &[String]) -> Result<Vec<String>, ArrowError> {
     let columns: Vec<ArrayRef> = key

@@ -32,6 +32,7 @@ use crate::decode::protobuf::ProtobufDecoder;
 use crate::decode::reject::Reject;
 use crate::error::{Error, Result};
 use crate::metrics::{Ended, RunReport};
+use crate::observe::live_state::StateInbox;
 use crate::observe::progress::{Committed, EpochProgress, ProgressMark, StateOperator};
 use crate::observe::telemetry::Telemetry;
 use crate::query::analysis::QueryKind;
@@ -88,6 +89,8 @@ pub struct Engine<'a> {
     pub(super) report: RunReport,
     /// Where each committed micro-batch's progress goes (the live UI), if anywhere.
     telemetry: Option<Arc<Telemetry>>,
+    /// Questions about the state (the live UI's), answered between micro-batches.
+    pub(super) state_inbox: Option<StateInbox>,
     /// The report when the last micro-batch committed, and that micro-batch's progress.
     progress: (ProgressMark, Option<EpochProgress>),
     /// Per source and partition: the end of the input when it was last read, where known.
@@ -171,6 +174,7 @@ impl<'a> Engine<'a> {
             last_snapshot: (Instant::now(), 0),
             report: RunReport::default(),
             telemetry: None,
+            state_inbox: None,
             progress: (ProgressMark::of(&RunReport::default()), None),
             latest_offsets: Positions::new(),
         };
@@ -178,8 +182,10 @@ impl<'a> Engine<'a> {
         Ok(engine)
     }
 
-    /// Reports each micro-batch committed from now on to `telemetry`.
+    /// Reports each micro-batch committed from now on to `telemetry`, and answers its questions
+    /// about the state.
     pub fn observed_by(&mut self, telemetry: Arc<Telemetry>) {
+        self.state_inbox = telemetry.live_state().take_inbox();
         self.telemetry = Some(telemetry);
     }
 
@@ -210,6 +216,7 @@ impl<'a> Engine<'a> {
                 last_progress = Instant::now();
                 progress_from = (self.report.records, self.epoch);
             }
+            self.answer_state_questions().await;
             if options.until_caught_up && self.input.caught_up(&self.positions).await? {
                 break Ended::CaughtUp;
             }

@@ -70,6 +70,11 @@ impl JoinBuffer {
         Ok(())
     }
 
+    /// The rows retained.
+    pub fn rows(&self) -> &[RecordBatch] {
+        &self.state.rows.0
+    }
+
     /// Rows held.
     pub fn size(&self) -> StateSize {
         self.state.rows.size()

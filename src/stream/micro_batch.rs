@@ -144,6 +144,13 @@ impl PlannedQuery {
     }
 }
 
+impl PlannedQuery {
+    /// The columns of the query's rows.
+    pub fn schema(&self) -> SchemaRef {
+        self.plan.schema()
+    }
+}
+
 /// Rows bound to a planned query's tables, until dropped.
 pub struct Bound<'a>(&'a PlannedQuery);
 

@@ -20,8 +20,9 @@
 //! [`ingest`] (dedup, watermarks, late records); [`micro_batch`] (what queries see) and
 //! [`outputs`] (every output's query, side by side); one file per stateful operator —
 //! [`running`], [`windowed`], [`session`], [`join_buffer`] — and [`operator`] choosing one per
-//! output; [`alerts`]; [`checkpoint`] and [`state_batches`] (how state is saved); [`faults`] (the
-//! test hook for crashes).
+//! output; [`alerts`]; [`checkpoint`] and [`state_batches`] (how state is saved);
+//! [`state_tables`] (the state as tables, for the live UI); [`faults`] (the test hook for
+//! crashes).
 
 pub mod alerts;
 pub mod checkpoint;
@@ -36,4 +37,5 @@ pub mod recovery;
 pub mod running;
 pub mod session;
 pub mod state_batches;
+pub mod state_tables;
 pub mod windowed;

@@ -137,6 +137,43 @@ impl Query {
         }
     }
 
+    /// What the operator holds, as the output's rows: every open window, session or group with
+    /// its current values, as the output would emit it if it closed now (the state is left as
+    /// it is). `None` for a stateless query.
+    pub async fn open_rows(&self, pipeline: &StreamPipeline) -> Result<Option<Vec<RecordBatch>>> {
+        let states: Vec<RecordBatch> = match &self.operator {
+            Operator::Stateless => return Ok(None),
+            Operator::Running(running) => running.state_rows().cloned().collect(),
+            Operator::Windowed(windowed) => windowed.state_rows().cloned().collect(),
+            Operator::Session(sessions) => sessions.state_rows().cloned().collect(),
+        };
+        if states.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        let sql = QuerySql {
+            pipeline,
+            output: &self.output,
+            analysis: &self.analysis,
+            planned: &self.planned,
+        };
+        let rows = sql
+            .split()?
+            .finish(states, sql.task())
+            .await
+            .map_err(|e| sql.datafusion_error(e))?;
+        Ok(Some(rows))
+    }
+
+    /// The operator's name, as progress and the live state name it.
+    pub fn operator_name(&self) -> &'static str {
+        match &self.operator {
+            Operator::Stateless => "stateless query",
+            Operator::Running(_) => "running aggregate",
+            Operator::Windowed(_) => "windowed aggregate",
+            Operator::Session(_) => "session aggregate",
+        }
+    }
+
     /// The state to save.
     pub fn state(&self) -> OperatorState {
         match &self.operator {

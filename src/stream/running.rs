@@ -65,6 +65,11 @@ impl RunningAggregate {
         self.state.groups.size()
     }
 
+    /// Every accumulator row held.
+    pub fn state_rows(&self) -> impl Iterator<Item = &arrow::array::RecordBatch> {
+        self.state.groups.0.iter()
+    }
+
     /// The state to save.
     pub fn state(&self) -> RunningState {
         self.state.clone()

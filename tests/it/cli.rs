@@ -1,11 +1,9 @@
 //! CLI tests: the real `quickchat-etl` binary, its output formats and its exit codes (which an
 //! Airflow BashOperator acts on).
 
-use std::path::Path;
-
 use quickchat_etl::ExitCode;
 
-use crate::support::{binary, describe, exit, project_copy, repo_root};
+use crate::support::{binary, describe, exit, generate_landing, project_copy, repo_root};
 
 const JOBS: [&str; 11] = [
     "bronze-calls",
@@ -29,15 +27,6 @@ fn stdout(output: &std::process::Output) -> String {
 
 fn stderr(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// Writes a small sample data set into `<dir>/lake/landing`.
-fn generate_small(dir: &Path) {
-    let out = binary(
-        dir,
-        &["generate", "--out", "lake/landing", "--users", "12", "--days", "3"],
-    );
-    assert!(out.status.success(), "{}", describe(&out));
 }
 
 #[test]
@@ -248,20 +237,7 @@ fn usage_errors_exit_2_and_say_what_is_known() {
 #[test]
 fn a_job_under_a_memory_limit_too_small_fails_naming_the_job_and_the_limit() {
     let dir = tempfile::tempdir().unwrap();
-    let landing = dir.path().join("lake/landing");
-    let generated = binary(
-        dir.path(),
-        &[
-            "generate",
-            "--out",
-            landing.to_str().unwrap(),
-            "--users",
-            "50",
-            "--days",
-            "2",
-        ],
-    );
-    assert!(generated.status.success(), "{}", describe(&generated));
+    generate_landing(dir.path(), 50, 2);
     let out = binary(
         dir.path(),
         &["--memory-limit", "64KiB", "run", "bronze-all", "--upstream"],
@@ -320,7 +296,7 @@ fn a_source_that_cannot_be_read_fails_its_job_naming_the_table_or_file() {
 #[test]
 fn a_failing_fail_expectation_exits_5_and_writes_nothing_but_the_evidence() {
     let dir = tempfile::tempdir().unwrap();
-    generate_small(dir.path());
+    generate_landing(dir.path(), 12, 3);
     let project = project_copy();
     let pipeline = project.path().join("pipelines/gold-daily-metrics.toml");
     let text = std::fs::read_to_string(&pipeline).unwrap();
@@ -397,7 +373,7 @@ fn dry_run_shows_what_would_be_replaced_and_touches_nothing() {
 #[test]
 fn json_logs_are_one_object_per_line_with_the_job_figures() {
     let dir = tempfile::tempdir().unwrap();
-    generate_small(dir.path());
+    generate_landing(dir.path(), 12, 3);
     let out = binary(dir.path(), &["--log-format", "json", "run", "bronze-all"]);
     assert!(out.status.success(), "{}", describe(&out));
     let events: Vec<serde_json::Value> = stderr(&out)

@@ -85,7 +85,7 @@ pub fn sample(text: &str, series: &str) -> f64 {
 }
 
 /// Scrapes until `series` (summed over its labels) passes `above`.
-async fn scrape_until_above(address: &str, series: &str, above: f64) -> String {
+pub async fn scrape_until_above(address: &str, series: &str, above: f64) -> String {
     let started = Instant::now();
     loop {
         let (status, text) = get(address, "/metrics", None);

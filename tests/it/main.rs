@@ -6,6 +6,7 @@ mod browser;
 mod cli;
 mod golden;
 mod job_metrics;
+mod live_state;
 mod live_ui;
 mod outage_support;
 mod outages;

@@ -3,22 +3,13 @@
 //! local lake.
 
 use mysql_async::prelude::Queryable;
-use quickchat_etl::generate::generate;
-use quickchat_etl::generate::mysql::load_users;
 use quickchat_etl::query::DateRange;
 
-use crate::support::{TestLake, assert_golden, golden_spec, registry, required_env, unique_name};
+use crate::support::{TestLake, assert_golden, golden_spec, registry, users_database};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bronze_users_reads_mariadb_exactly_like_its_csv_export() {
-    let server = required_env("QUICKCHAT_TEST_MYSQL_URL");
-    let database = unique_name("quickchat_it");
-    let mut admin = mysql_async::Conn::new(mysql_async::Opts::from_url(&server).unwrap())
-        .await
-        .unwrap();
-    admin.query_drop(format!("CREATE DATABASE {database}")).await.unwrap();
-    let url = format!("{}/{database}", server.trim_end_matches('/'));
-    load_users(&url, &generate(&golden_spec()).users).await.unwrap();
+    let (mut admin, url, database) = users_database("quickchat_it").await;
 
     let registry = registry();
     let from_mysql = TestLake::local();

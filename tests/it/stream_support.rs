@@ -116,11 +116,16 @@ impl StreamProject {
 
     /// Creates the pipeline's topics (and the alerts topic) with three partitions.
     pub async fn create_topics(&self, pipeline: &StreamPipeline) {
+        self.create_topics_with(pipeline, 3).await;
+    }
+
+    /// [`Self::create_topics`] with `partitions` partitions each.
+    pub async fn create_topics_with(&self, pipeline: &StreamPipeline, partitions: i32) {
         let brokers = brokers();
         for source in &pipeline.sources {
-            ensure_topic(&brokers, &source.topic, 3).await.unwrap();
+            ensure_topic(&brokers, &source.topic, partitions).await.unwrap();
         }
-        ensure_topic(&brokers, &self.topic("alerts"), 3).await.unwrap();
+        ensure_topic(&brokers, &self.topic("alerts"), partitions).await.unwrap();
     }
 
     /// `quickchat-etl --project <copy> --lake <lake> <args>`, with the broker and the database.
@@ -194,8 +199,13 @@ pub fn brokers() -> String {
 
 /// The pipeline's generated events, per topic, as JSON lines.
 pub fn input_files(pipeline: &StreamPipeline, events: u64, seed: u64) -> BTreeMap<String, Vec<u8>> {
+    input_files_at_rate(pipeline, events, 100.0, seed)
+}
+
+/// [`input_files`] with `rate` events per second of event time.
+pub fn input_files_at_rate(pipeline: &StreamPipeline, events: u64, rate: f64, seed: u64) -> BTreeMap<String, Vec<u8>> {
     let start = chrono::DateTime::parse_from_rfc3339(START).unwrap().timestamp_millis();
-    let files = stream_files(pipeline, events, 100.0, start, seed).unwrap();
+    let files = stream_files(pipeline, events, rate, start, seed).unwrap();
     files.into_iter().map(|file| (file.topic, file.contents)).collect()
 }
 

@@ -186,6 +186,7 @@ impl TestLake {
             registry,
             mysql_url,
             progress: &progress,
+            observer: None,
         };
         run_jobs(cx, &jobs, range).await
     }
@@ -365,6 +366,41 @@ pub fn binary(dir: &Path, args: &[&str]) -> Output {
         .env("QUICKCHAT_LOG", "info")
         .output()
         .expect("the binary runs")
+}
+
+/// `generate --users N --days D` into `dir/lake/landing`, where a run in `dir` reads it.
+pub fn generate_landing(dir: &Path, users: u32, days: u32) {
+    let landing = dir.join("lake/landing");
+    let (users, days) = (users.to_string(), days.to_string());
+    let generated = binary(
+        dir,
+        &[
+            "generate",
+            "--out",
+            landing.to_str().unwrap(),
+            "--users",
+            &users,
+            "--days",
+            &days,
+        ],
+    );
+    assert!(generated.status.success(), "{}", describe(&generated));
+}
+
+/// A MariaDB database of the test's own holding the golden data set's `users` table: an admin
+/// connection, the database's URL, and its name (to drop).
+pub async fn users_database(prefix: &str) -> (mysql_async::Conn, String, String) {
+    use mysql_async::prelude::Queryable;
+    let server = required_env("QUICKCHAT_TEST_MYSQL_URL");
+    let database = unique_name(prefix);
+    let mut admin = mysql_async::Conn::new(mysql_async::Opts::from_url(&server).unwrap())
+        .await
+        .unwrap();
+    admin.query_drop(format!("CREATE DATABASE {database}")).await.unwrap();
+    let url = format!("{}/{database}", server.trim_end_matches('/'));
+    let users = quickchat_etl::generate::generate(&golden_spec()).users;
+    quickchat_etl::generate::mysql::load_users(&url, &users).await.unwrap();
+    (admin, url, database)
 }
 
 /// Standard output and error of a finished command, for assertion messages.

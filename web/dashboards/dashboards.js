@@ -6,19 +6,10 @@
 "use strict";
 
 const params = new URLSearchParams(location.search);
-const TOKEN = params.get("token");
 const state = (window.quickchatDashboard = { name: null, refreshes: 0, errors: 0 });
 const plots = {};
 
-async function getJson(path) {
-  const headers = TOKEN ? { Authorization: `Bearer ${TOKEN}` } : {};
-  const response = await fetch(path, { headers, cache: "no-store" });
-  const body = await response.text();
-  let json = null;
-  try { json = JSON.parse(body); } catch { /* a plain-text error */ }
-  if (!response.ok) throw new Error(json?.error ?? `${response.status}: ${body}`);
-  return json;
-}
+const { getJson } = window.quickchatApi;
 
 const element = (tag, props = {}, ...children) => {
   const node = Object.assign(document.createElement(tag), props);

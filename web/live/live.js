@@ -1,5 +1,6 @@
-// The live pipeline page: polls /api/status, /api/progress and /api/latest/<output> every few
-// seconds and redraws its figures, charts (uPlot) and tables in place, without reloading.
+// The live pipeline page: polls /api/status, /api/progress (the micro-batches it has not seen)
+// and /api/latest/<output> every few seconds and redraws its figures, charts (uPlot) and tables
+// in place, without reloading.
 // Everything shown comes from those endpoints; nothing is computed here but differences of
 // what they return (lag = latest offset - end offset, watermark delay = commit time - watermark).
 "use strict";
@@ -9,20 +10,15 @@ const REFRESH_SECONDS = Math.max(1, Number(params.get("refresh")) || 2);
 // How far back the charts go: the page keeps what it polled for this long (the server keeps
 // the last 100 micro-batches).
 const HISTORY_MINUTES = Math.max(1, Number(params.get("minutes")) || 10);
-const TOKEN = params.get("token");
 // Where the page was loaded from, so that it works behind a path prefix too.
 const BASE = location.pathname.replace(/[^/]*$/, "");
 
 const live = (window.quickchatLive = { refreshes: 0, lastError: null });
 const charts = {};
 const history = new Map(); // batch_id -> progress, of the pipeline shown
+let newestBatch = null; // the newest batch id in the history: only newer ones are asked for
 
-async function getJson(path) {
-  const headers = TOKEN ? { Authorization: `Bearer ${TOKEN}` } : {};
-  const response = await fetch(BASE + path, { headers, cache: "no-store" });
-  if (!response.ok) throw new Error(`${path}: ${response.status} ${await response.text()}`);
-  return response.json();
-}
+const getJson = (path) => window.quickchatApi.getJson(BASE + path);
 
 const integer = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 });
 const decimal = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1 });
@@ -163,8 +159,16 @@ async function refresh() {
   const status = await getJson("api/status");
   const pipeline = status.pipelines[0];
   if (!pipeline) throw new Error("this process runs no pipeline");
-  for (const batch of await getJson("api/progress?last=100")) {
-    if (batch.pipeline === pipeline.name) history.set(batch.batch_id, batch);
+  // A checkpoint reset starts the batch ids again: start the history again too.
+  if (newestBatch !== null && (pipeline.last_epoch ?? 0) < newestBatch) {
+    history.clear();
+    newestBatch = null;
+  }
+  const query = newestBatch === null ? "last=100" : `since=${newestBatch}`;
+  for (const batch of await getJson(`api/progress?${query}`)) {
+    if (batch.pipeline !== pipeline.name) continue;
+    history.set(batch.batch_id, batch);
+    newestBatch = Math.max(newestBatch ?? 0, batch.batch_id);
   }
   const since = Date.now() / 1000 - HISTORY_MINUTES * 60;
   for (const [id, batch] of history) if (seconds(batch.timestamp) < since) history.delete(id);

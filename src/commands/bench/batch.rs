@@ -60,6 +60,7 @@ pub(super) async fn batch(
         registry: &registry,
         mysql_url: None,
         progress: &progress,
+        observer: None,
     };
     println!(
         "{:<24} {:>9} {:>12} {:>12} {:>10} {:>11}",
