@@ -89,6 +89,9 @@ def main():
     pipelines = sorted(pathlib.Path("pipelines").glob("*.toml"))
     write(corpus, "pipeline_file", (p.read_bytes() for p in pipelines))
 
+    dashboards = sorted(pathlib.Path("dashboards").glob("*.toml"))
+    write(corpus, "dashboard_file", (p.read_bytes() for p in dashboards))
+
 
 if __name__ == "__main__":
     main()

@@ -13,7 +13,7 @@ seconds=${1:-60}
 shift || true
 cache=${QUICKCHAT_CACHE:-$HOME/.cache/quickchat-etl}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(json_records extended_json_lines csv_file protobuf_records pipeline_file)
+[ ${#targets[@]} -gt 0 ] || targets=(json_records extended_json_lines csv_file protobuf_records pipeline_file dashboard_file)
 
 scripts/install-deps.sh fuzz
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$cache/target}

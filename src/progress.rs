@@ -25,11 +25,7 @@ pub fn init(format: LogFormat, level: &str) -> Progress {
     });
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
     // Dependencies log at info about their own internals; keep them at warn unless asked.
-    let filter = if level.contains('=') {
-        filter
-    } else {
-        quiet_dependencies(filter)
-    };
+    let filter = quiet_dependencies(filter, level);
     let writer = SuspendingWriter { bars: bars.clone() };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -70,19 +66,29 @@ pub fn log_json(message: &str, value: &impl serde::Serialize) {
     let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), text.as_bytes());
 }
 
-fn quiet_dependencies(filter: EnvFilter) -> EnvFilter {
-    let quiet = ["datafusion", "object_store", "mysql_async", "hyper", "reqwest"];
-    let filter = quiet.iter().fold(filter, |f, krate| {
-        f.add_directive(format!("{krate}=warn").parse().expect("valid"))
-    });
+/// Quiets the dependencies that `asked` (the `QUICKCHAT_LOG` filter) does not name itself.
+fn quiet_dependencies(filter: EnvFilter, asked: &str) -> EnvFilter {
     // deltalake warns about its own internal metrics; its real failures come back as errors.
-    let deltalake = ["deltalake", "deltalake_core", "deltalake_aws"];
-    let filter = deltalake.iter().fold(filter, |f, krate| {
-        f.add_directive(format!("{krate}=error").parse().expect("valid"))
-    });
     // The Delta kernel logs "no table here yet" at ERROR while probing tables that a first run
     // creates; real failures come back to us as errors and are reported with context.
-    filter.add_directive("buoyant_kernel=off".parse().expect("valid directive"))
+    let quiet = [
+        ("datafusion", "warn"),
+        ("object_store", "warn"),
+        ("mysql_async", "warn"),
+        ("hyper", "warn"),
+        ("reqwest", "warn"),
+        ("deltalake", "error"),
+        ("deltalake_core", "error"),
+        ("deltalake_aws", "error"),
+        ("buoyant_kernel", "off"),
+    ];
+    let named = |krate: &str| asked.split(',').any(|d| d.trim().split('=').next() == Some(krate));
+    quiet
+        .iter()
+        .filter(|(krate, _)| !named(krate))
+        .fold(filter, |f, (krate, level)| {
+            f.add_directive(format!("{krate}={level}").parse().expect("valid directive"))
+        })
 }
 
 /// Writes log lines without tearing the progress bars.

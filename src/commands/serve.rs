@@ -7,6 +7,7 @@ use crate::config::Settings;
 use crate::dashboards::server::{DEFAULT_LISTEN, start};
 use crate::error::{Error, Result};
 use crate::project::Project;
+use crate::query::mysql_mirror::MysqlMirror;
 
 /// Serves the dashboards until Ctrl-C or SIGTERM.
 pub async fn run(settings: &Settings, args: ServeArgs) -> Result<()> {
@@ -27,8 +28,13 @@ pub async fn run(settings: &Settings, args: ServeArgs) -> Result<()> {
         .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("a valid default"));
     let names: Vec<String> = dashboards.iter().map(|d| d.name.clone()).collect();
     let root = lake.root().to_string();
-    let server = start(listen, dashboards, lake).await?;
-    tracing::info!(lake = %root, dashboards = %names.join(", "), url = %format!("http://{}/", server.address), "serving dashboards");
+    let mirror = match &settings.mysql_url {
+        Some(url) => Some(MysqlMirror::of(&super::load_registry(settings)?, url).await),
+        None => None,
+    };
+    let mirrored: Vec<String> = mirror.iter().flat_map(|m| m.names().map(ToString::to_string)).collect();
+    let server = start(listen, dashboards, lake, mirror).await?;
+    tracing::info!(lake = %root, dashboards = %names.join(", "), mysql = %mirrored.join(", "), url = %format!("http://{}/", server.address), "serving dashboards");
     eprintln!("dashboards at http://{}/ over {root} (Ctrl-C to stop)", server.address);
     super::run::shutdown_signal().await;
     drop(server);

@@ -1,5 +1,6 @@
 //! `quickchat-etl sql`: the interactive shell, or `-e`/`-f` (or SQL piped on standard input)
-//! for scripts; `--attach URL` adds a running pipeline's state as `live.<table>`.
+//! for scripts; `--attach URL` adds a running pipeline's state as `live.<table>`, and with
+//! `MYSQL_URL` set the MySQL mirror's tables are `mysql.<table>`.
 
 use std::io::{IsTerminal, Read};
 
@@ -7,6 +8,7 @@ use crate::catalog::Lake;
 use crate::cli::SqlArgs;
 use crate::config::Settings;
 use crate::error::{Error, Result};
+use crate::query::mysql_mirror::MysqlMirror;
 use crate::repl::attach::{LIVE_SCHEMA, attach};
 use crate::repl::exec::{execute_text, lake_session};
 use crate::repl::run_interactive;
@@ -15,6 +17,12 @@ use crate::repl::run_interactive;
 pub async fn run(settings: &Settings, args: SqlArgs) -> Result<()> {
     let lake = Lake::new(settings.lake.clone());
     let ctx = lake_session(&lake).await?;
+    if let Some(url) = &settings.mysql_url {
+        match super::load_registry(settings) {
+            Ok(registry) => MysqlMirror::of(&registry, url).await.register(&ctx)?,
+            Err(e) => tracing::warn!(error = %e, "the MySQL mirror's tables are not registered"),
+        }
+    }
     if let Some(url) = &args.attach {
         let tables = attach(&ctx, url).await?;
         let names: Vec<String> = tables.iter().map(|t| format!("{LIVE_SCHEMA}.{t}")).collect();

@@ -55,6 +55,7 @@ pub async fn run(settings: &Settings) -> Result<()> {
                         tables.insert(table, crate::stream::alerts::alert_schema());
                     }
                 }
+                tables.extend(crate::query::mysql_mirror::mirrored_by(&queries));
                 for query in &queries {
                     for sink in &query.output.sinks {
                         if let SinkDef::Delta(delta) = sink

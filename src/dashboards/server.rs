@@ -2,8 +2,9 @@
 //! the chart library), `/api/dashboards` (the list), `/api/dashboards/<name>` (a dashboard's
 //! charts and defaults) and `/api/dashboards/<name>/<chart>?from=&to=&top=` (a chart's rows).
 //! Read-only: chart queries run under options that refuse DDL, DML and statements. The lake's
-//! tables are registered again when the session is older than [`SESSION_TTL`], so new commits
-//! (and new tables) show on the next refresh.
+//! tables (and, with `MYSQL_URL`, the MySQL mirror's as `mysql.<table>`) are registered again
+//! when the session is older than [`SESSION_TTL`], so new commits (and new tables) show on the
+//! next refresh.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use super::file::Dashboard;
 use crate::catalog::Lake;
 use crate::error::Result;
 use crate::http::{Asset, SHARED_ASSETS, Server, text};
+use crate::query::mysql_mirror::MysqlMirror;
 use crate::repl::exec::lake_session;
 
 /// Where `serve` listens unless `--listen` says (Streamlit's port: this replaces it).
@@ -54,6 +56,7 @@ const PAGE: [Asset; 3] = [
 struct Served {
     dashboards: Vec<Dashboard>,
     lake: Lake,
+    mirror: Option<MysqlMirror>,
     session: Mutex<Option<(Instant, SessionContext)>>,
 }
 
@@ -67,6 +70,9 @@ impl Served {
             return Ok(ctx.clone());
         }
         let ctx = lake_session(&self.lake).await?;
+        if let Some(mirror) = &self.mirror {
+            mirror.register(&ctx)?;
+        }
         *session = Some((Instant::now(), ctx.clone()));
         Ok(ctx)
     }
@@ -80,11 +86,18 @@ impl Served {
     }
 }
 
-/// Serves `dashboards` over `lake` on `listen` (or the next free port).
-pub async fn start(listen: SocketAddr, dashboards: Vec<Dashboard>, lake: Lake) -> Result<Server> {
+/// Serves `dashboards` over `lake` (and the MySQL `mirror`, if any) on `listen` (or the next
+/// free port).
+pub async fn start(
+    listen: SocketAddr,
+    dashboards: Vec<Dashboard>,
+    lake: Lake,
+    mirror: Option<MysqlMirror>,
+) -> Result<Server> {
     let served = Arc::new(Served {
         dashboards,
         lake,
+        mirror,
         session: Mutex::new(None),
     });
     let index = PAGE[0];

@@ -3,7 +3,7 @@
 //! failed and what to do, and the extensions both modes plan with — expectations, fixed-length
 //! intervals as durations, the counting join — and those of streaming queries: the window table
 //! functions, the analysis of what a streaming query is, join bounds, and incremental
-//! aggregation.
+//! aggregation; the MySQL mirror as tables.
 
 pub mod aggregate;
 pub mod analysis;
@@ -13,6 +13,7 @@ pub mod expectations;
 pub mod intervals;
 pub mod join_bounds;
 pub mod memory;
+pub mod mysql_mirror;
 pub mod source_table;
 pub mod window;
 

@@ -21,6 +21,26 @@ fn rows(csv: &str) -> BTreeSet<String> {
     csv.lines().skip(1).map(str::to_string).collect()
 }
 
+/// The value `serve` answers for a KPI chart of `sql`, from a dashboard file added to the
+/// project.
+async fn served_kpi(project: &StreamProject, lake: &TestLake, sql: &str) -> f64 {
+    let file = format!(
+        "title = \"Mirror\"\n[[chart]]\nname = \"kpi\"\ntitle = \"KPI\"\nkind = \"kpi\"\nsql = {sql:?}\nvalue = \"views\"\n"
+    );
+    std::fs::write(project.path().join("dashboards/mirror.toml"), file).unwrap();
+    let mut serve = Running::spawn(project.command(lake, &["serve", "--listen", "127.0.0.1:0"]));
+    let line = serve
+        .wait_for_line("the dashboards' address", |l| l.contains("dashboards at http://"))
+        .await;
+    let base = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap();
+    let address = base.trim_start_matches("http://").trim_end_matches('/');
+    let (code, body) = get(address, "/api/dashboards/mirror/kpi", None);
+    serve.kill();
+    assert_eq!(code, 200, "{body}");
+    let answer = json(&body);
+    answer["rows"][0][0].as_f64().unwrap_or_else(|| panic!("{answer}"))
+}
+
 fn json(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
@@ -92,6 +112,20 @@ async fn a_running_pipelines_open_windows_and_sessions_are_tables_holding_the_ro
     let buffered = attached("SELECT count(DISTINCT transaction_id) AS n FROM live.transactions_join_buffer");
     let buffered: u64 = buffered.lines().nth(1).and_then(|n| n.parse().ok()).expect(&buffered);
     assert!(buffered > 0, "transactions wait in the join buffer for later clicks");
+
+    // The MySQL mirror (update mode) holds every window: the closed ones, and the open ones'
+    // current values; `sql` and `serve` read it as mysql.page_views.
+    let mirrored = rows(&in_lake(&format!("SELECT {PAGE_VIEWS} FROM mysql.page_views")));
+    let every_window: BTreeSet<String> = open_views.union(&closed_before).cloned().collect();
+    assert_eq!(mirrored, every_window);
+    let views_in_mirror: u64 = mirrored
+        .iter()
+        .map(|row| row.split(',').nth(4).unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(
+        served_kpi(&project, &lake, "SELECT sum(view_count) AS views FROM mysql.page_views").await,
+        views_in_mirror as f64
+    );
 
     // A later event closes every window and session: into the rows the state showed.
     let sentinel_events = produce_files(&pipeline, &sentinels(&pipeline)).await;

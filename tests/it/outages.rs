@@ -127,7 +127,7 @@ async fn mysql_stopped_mid_run_is_waited_for_then_gives_up_past_the_bound_and_re
     );
     command
         .env("MYSQL_URL", &url)
-        .env("QUICKCHAT_LOG", "warn,quickchat_etl::commands::run_stream=info");
+        .env("QUICKCHAT_LOG", "warn,quickchat_etl::commands=info");
     let mut run = Running::spawn(command);
     let ui = ui_address(&mut run).await;
     wait_until("three epochs", || commits(&lake.root_arg, PIPELINE, "files") >= 3).await;
