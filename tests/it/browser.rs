@@ -96,6 +96,22 @@ async fn the_live_page_draws_its_charts_shows_the_runs_figures_and_refreshes_its
         later["points"]["rates"].as_u64() > first["points"]["rates"].as_u64(),
         "the charts grew with the stream: {seen}"
     );
+    // The state tables, as /api/state lists them.
+    let (code, body) = get(&address, "/api/state", Some(token));
+    assert_eq!(code, 200, "{body}");
+    let listed: Value = serde_json::from_str(&body).unwrap();
+    let state = |tables: &Value| -> Vec<(String, String)> {
+        let pairs = tables.as_array().unwrap().iter().map(|t| {
+            let field = |a: &str, b: &str| t[a].as_str().or(t[b].as_str()).unwrap().to_string();
+            (field("table", "name"), field("operator", "operator"))
+        });
+        pairs.collect()
+    };
+    assert_eq!(state(&later["state"]), state(&listed["tables"]), "{later}");
+    assert!(
+        state(&later["state"]).contains(&("sessions".into(), "session aggregate".into())),
+        "{later}"
+    );
     // One box per output, with the columns the API gives for its rows.
     let outputs: Vec<&str> = later["outputs"]
         .as_array()

@@ -1,6 +1,6 @@
-// The live pipeline page: polls /api/status, /api/progress (the micro-batches it has not seen)
-// and /api/latest/<output> every few seconds and redraws its figures, charts (uPlot) and tables
-// in place, without reloading.
+// The live pipeline page: polls /api/status, /api/progress (the micro-batches it has not seen),
+// /api/state and /api/latest/<output> every few seconds and redraws its figures, charts
+// (uPlot) and tables in place, without reloading.
 // Everything shown comes from those endpoints; nothing is computed here but differences of
 // what they return (lag = latest offset - end offset, watermark delay = commit time - watermark).
 "use strict";
@@ -129,7 +129,7 @@ function renderTable(title, table) {
   return wrapper;
 }
 
-function renderOutputs(latest) {
+function renderOutputs(latest, stateful) {
   const section = document.getElementById("outputs");
   const parts = [Object.assign(document.createElement("h2"), { textContent: "Outputs: latest rows" })];
   for (const output of latest) {
@@ -137,7 +137,8 @@ function renderOutputs(latest) {
     box.className = "output";
     box.dataset.output = output.output;
     box.append(Object.assign(document.createElement("h2"), { textContent: `${output.output} · micro-batch ${output.batch_id}` }));
-    if (JSON.stringify(output.changed) === JSON.stringify(output.emitted)) {
+    const stateless = stateful ? !stateful.has(output.output) : JSON.stringify(output.changed) === JSON.stringify(output.emitted);
+    if (stateless) {
       // A stateless output: what changed is what it emitted.
       box.append(renderTable("last rows written", output.emitted));
     } else {
@@ -147,6 +148,25 @@ function renderOutputs(latest) {
     parts.push(box);
   }
   section.replaceChildren(...parts);
+}
+
+function renderState(listed) {
+  const body = document.querySelector("#state tbody");
+  const rows = (listed?.tables ?? []).map((table) => {
+    const tr = document.createElement("tr");
+    tr.dataset.table = table.name;
+    const link = Object.assign(document.createElement("a"), {
+      href: `api/state/${encodeURIComponent(table.name)}`,
+      textContent: table.name,
+    });
+    tr.insertCell().append(link);
+    tr.insertCell().textContent = table.operator;
+    tr.insertCell().textContent = integer.format(table.state_rows);
+    tr.insertCell().textContent = bytes(table.state_bytes);
+    return tr;
+  });
+  body.replaceChildren(...rows);
+  document.getElementById("attach-url").textContent = location.origin + BASE.replace(/\/$/, "");
 }
 
 function showStatus(text) {
@@ -176,6 +196,8 @@ async function refresh() {
   const latest = await Promise.all(
     pipeline.outputs.map((output) => getJson(`api/latest/${encodeURIComponent(output)}`).catch(() => null)),
   );
+  // Answered by the engine between micro-batches; a busy or ended run leaves the last list.
+  const state = await getJson("api/state").catch(() => undefined);
 
   document.getElementById("pipeline").textContent = pipeline.name;
   document.title = `${pipeline.name} · quickchat-etl`;
@@ -211,7 +233,10 @@ async function refresh() {
     duplicate: sum(p.sources.map((s) => s.duplicate_rows)),
     quarantined: sum(p.sources.map((s) => s.quarantined_rows)),
   })));
-  renderOutputs(latest.filter(Boolean));
+  if (state !== undefined) renderState(state);
+  // Outputs with state have open rows and final rows; the others only the rows they wrote.
+  const stateful = state ? new Set(state.tables.map((t) => t.name)) : null;
+  renderOutputs(latest.filter(Boolean), stateful);
 }
 
 async function loop() {

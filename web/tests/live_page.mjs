@@ -11,7 +11,10 @@ try {
   const { page, problems } = await watchedPage(browser);
   await page.goto(url);
   await page.waitForFunction(
-    () => document.querySelectorAll(".chart .uplot canvas").length >= 5 && document.querySelectorAll(".output table").length > 0,
+    () =>
+      document.querySelectorAll(".chart .uplot canvas").length >= 5 &&
+      document.querySelectorAll(".output table").length > 0 &&
+      document.querySelectorAll("#state tbody tr").length > 0,
     null,
     { timeout: PATIENCE_MS },
   );
@@ -26,6 +29,10 @@ try {
         output: o.dataset.output,
         columns: [...(o.querySelector("table")?.querySelectorAll("th") ?? [])].map((th) => th.textContent),
         rows: o.querySelectorAll("tbody tr").length,
+      })),
+      state: [...document.querySelectorAll("#state tbody tr")].map((tr) => ({
+        table: tr.dataset.table,
+        operator: tr.cells[1].textContent,
       })),
       refreshes: window.quickchatLive.refreshes,
       lastError: window.quickchatLive.lastError,
