@@ -43,6 +43,12 @@ pub enum Operator {
     Session(SessionAggregate),
 }
 
+/// The operators' names, as progress, the live state and errors give them.
+const STATELESS: &str = "stateless query";
+const RUNNING: &str = "running aggregate";
+const WINDOWED: &str = "windowed aggregate";
+const SESSION: &str = "session aggregate";
+
 /// What an output's operator saves in a snapshot.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum OperatorState {
@@ -57,13 +63,13 @@ pub enum OperatorState {
 }
 
 impl OperatorState {
-    /// What kind of operator saved it, for messages.
+    /// What kind of operator saved it, as [`Query::operator_name`] names it.
     pub fn kind(&self) -> &'static str {
         match self {
-            OperatorState::Stateless => "a stateless query",
-            OperatorState::Running(_) => "a running aggregate",
-            OperatorState::Windowed(_) => "a windowed aggregate",
-            OperatorState::Session(_) => "a session aggregate",
+            OperatorState::Stateless => STATELESS,
+            OperatorState::Running(_) => RUNNING,
+            OperatorState::Windowed(_) => WINDOWED,
+            OperatorState::Session(_) => SESSION,
         }
     }
 }
@@ -167,10 +173,10 @@ impl Query {
     /// The operator's name, as progress and the live state name it.
     pub fn operator_name(&self) -> &'static str {
         match &self.operator {
-            Operator::Stateless => "stateless query",
-            Operator::Running(_) => "running aggregate",
-            Operator::Windowed(_) => "windowed aggregate",
-            Operator::Session(_) => "session aggregate",
+            Operator::Stateless => STATELESS,
+            Operator::Running(_) => RUNNING,
+            Operator::Windowed(_) => WINDOWED,
+            Operator::Session(_) => SESSION,
         }
     }
 
@@ -190,7 +196,7 @@ impl Query {
         let name = self.output.name.clone();
         let expected = self.analysis.state_schema.clone();
         let saved_kind = state.kind();
-        let current_kind = self.state().kind();
+        let current_kind = self.operator_name();
         let rows: Vec<RecordBatch> = match (&mut self.operator, state) {
             (Operator::Stateless, OperatorState::Stateless) => Vec::new(),
             (Operator::Running(running), OperatorState::Running(state)) => {
@@ -207,7 +213,7 @@ impl Query {
             }
             (_, _) => {
                 return Err(misfit(format!(
-                    "the state of output `{name}` was saved by {saved_kind}, but its query now is {current_kind}"
+                    "the state of output `{name}` was saved by a {saved_kind}, but its query now is a {current_kind}"
                 )));
             }
         };
