@@ -12,14 +12,14 @@ use crate::outage_support::{Running, wait_until};
 use crate::support::{binary, describe, repo_root};
 
 /// Where the tests leave their screenshots.
-fn screenshots() -> PathBuf {
+pub fn screenshots() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
 /// Runs `node web/tests/<script> <args>` and returns the JSON line it prints last.
-async fn browse(script: &str, args: Vec<String>) -> Value {
+pub async fn browse(script: &str, args: Vec<String>) -> Value {
     browsing(script, args).await.unwrap()
 }
 

@@ -337,6 +337,24 @@ async fn kafka_lag_drops_to_zero_once_caught_up_and_the_json_progress_line_is_th
     );
     assert_eq!(behind(progress.last().unwrap()), 0, "{body}");
 
+    // In a browser, the live page draws that lag: above 0 while behind, 0 at the last batch.
+    let shot = crate::browser::screenshots().join("live-page-kafka.png");
+    let page = format!("http://{address}/");
+    let seen = crate::browser::browse(
+        "live_page.mjs",
+        vec![page, shot.to_str().unwrap().into(), "once".into()],
+    )
+    .await;
+    assert_eq!(seen["problems"], serde_json::json!([]), "{seen}");
+    let lag = |what: &str| seen["first"][what]["lag"].as_f64().unwrap_or(-1.0);
+    assert!(seen["first"]["points"]["lag"].as_u64() > Some(1), "{seen}");
+    assert!(
+        lag("max") > 0.0 && lag("last") == 0.0,
+        "lag drawn {} at most, {} last: {seen}",
+        lag("max"),
+        lag("last")
+    );
+
     // The progress log line carries the same object as the API.
     let line = run
         .wait_for_line("a JSON progress line", |l| l.contains("\"message\":\"progress\""))

@@ -92,6 +92,10 @@ function draw(name, times, series) {
     return;
   }
   figure.querySelector(".empty")?.remove();
+  // What the chart shows, for the browser tests: its highest point, and its last points' sum.
+  const values = (column) => column.filter((v) => v != null);
+  figure.dataset.max = String(Math.max(...series.columns.flatMap(values)));
+  figure.dataset.last = String(sum(series.columns.map((column) => column[column.length - 1] ?? 0)));
   const data = [times, ...series.columns];
   if (chart && chart.key === key) {
     chart.plot.setData(data);

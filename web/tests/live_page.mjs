@@ -1,10 +1,11 @@
 // Loads a running pipeline's live page, waits for its charts to draw, reads its figures, waits
 // until auto-refresh shows a later micro-batch (without a reload), saves a screenshot, and
-// prints what it saw as one JSON line for the Rust test to check.
-//   node web/tests/live_page.mjs <page URL> <screenshot path>
+// prints what it saw as one JSON line for the Rust test to check. With `once`, it reads the
+// page as first drawn and does not wait for a later micro-batch (a run that is caught up).
+//   node web/tests/live_page.mjs <page URL> <screenshot path> [once]
 import { openBrowser, watchedPage } from "./browser.mjs";
 
-const [url, screenshot] = process.argv.slice(2);
+const [url, screenshot, mode] = process.argv.slice(2);
 const PATIENCE_MS = 60_000;
 const browser = await openBrowser();
 try {
@@ -24,6 +25,8 @@ try {
       status: document.getElementById("status").textContent,
       pipeline: document.getElementById("pipeline").textContent,
       points: Object.fromEntries([...document.querySelectorAll("[data-chart]")].map((c) => [c.dataset.chart, Number(c.dataset.points)])),
+      max: Object.fromEntries([...document.querySelectorAll("[data-chart]")].map((c) => [c.dataset.chart, Number(c.dataset.max)])),
+      last: Object.fromEntries([...document.querySelectorAll("[data-chart]")].map((c) => [c.dataset.chart, Number(c.dataset.last)])),
       drawn: [...document.querySelectorAll("[data-chart]")].filter((c) => c.querySelector(".uplot canvas")).map((c) => c.dataset.chart),
       outputs: [...document.querySelectorAll(".output")].map((o) => ({
         output: o.dataset.output,
@@ -38,16 +41,21 @@ try {
       lastError: window.quickchatLive.lastError,
     }));
   const first = await read();
-  await page.evaluate(() => (window.notReloaded = true));
-  await page.waitForFunction(
-    (epoch) => Number(document.querySelector('[data-kpi="last_epoch"]').dataset.value) > epoch + 2,
-    Number(first.kpis.last_epoch),
-    { timeout: PATIENCE_MS },
-  );
-  const later = await read();
-  const notReloaded = await page.evaluate(() => window.notReloaded === true);
-  await page.screenshot({ path: screenshot, fullPage: true });
-  console.log(JSON.stringify({ first, later, notReloaded, problems }));
+  if (mode === "once") {
+    await page.screenshot({ path: screenshot, fullPage: true });
+    console.log(JSON.stringify({ first, problems }));
+  } else {
+    await page.evaluate(() => (window.notReloaded = true));
+    await page.waitForFunction(
+      (epoch) => Number(document.querySelector('[data-kpi="last_epoch"]').dataset.value) > epoch + 2,
+      Number(first.kpis.last_epoch),
+      { timeout: PATIENCE_MS },
+    );
+    const later = await read();
+    const notReloaded = await page.evaluate(() => window.notReloaded === true);
+    await page.screenshot({ path: screenshot, fullPage: true });
+    console.log(JSON.stringify({ first, later, notReloaded, problems }));
+  }
 } finally {
   await browser.close();
 }
