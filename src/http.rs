@@ -4,6 +4,8 @@
 //! files (`web/`, built into the binary), and plain-text errors.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::extract::Request;
@@ -71,6 +73,15 @@ pub struct Server {
     /// The address it listens on.
     pub address: SocketAddr,
     task: tokio::task::JoinHandle<()>,
+    /// Requests answered so far (what `bench` reports a browser made).
+    requests: Arc<AtomicU64>,
+}
+
+impl Server {
+    /// Requests answered so far, any path, any status.
+    pub fn requests_served(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
 }
 
 impl Drop for Server {
@@ -92,9 +103,12 @@ impl Server {
             )
         });
         let token = std::env::var(TOKEN_VARIABLE).ok().filter(|t| !t.is_empty());
+        let requests = Arc::new(AtomicU64::new(0));
+        let counted = requests.clone();
         let app = app.layer(middleware::from_fn(
             move |headers: HeaderMap, request: Request, next: Next| {
                 let token = token.clone();
+                counted.fetch_add(1, Ordering::Relaxed);
                 async move { require_token(token.as_deref(), &headers, request, next).await }
             },
         ));
@@ -103,7 +117,11 @@ impl Server {
                 tracing::warn!(error = %e, "the HTTP server stopped");
             }
         });
-        Ok(Self { address, task })
+        Ok(Self {
+            address,
+            task,
+            requests,
+        })
     }
 }
 

@@ -1,9 +1,11 @@
 //! `bench --only ui`: what serving the live UI costs a stream. The same event files go through
-//! the pipeline with its Delta sinks with the UI off, then on with a client fetching every
-//! endpoint the live page reads (`/`, `/api/status`, `/api/progress`, `/api/latest/<output>`,
-//! and `/metrics` as a Prometheus scrape would) every 500 ms, four times as often as the page
-//! does — twice each, alternating, so that neither side gets the warmer machine. Micro-batches
-//! of [`RECORDS_PER_MICRO_BATCH`] records, so that each run commits many of them while polled.
+//! the pipeline with its Delta sinks with the UI off, then on and watched: a headless Chromium
+//! (when one is on the machine: `chromium`, or `QUICKCHAT_CHROMIUM`) showing the live page,
+//! refreshing every second (twice the page's default), and a client fetching every endpoint the
+//! page reads (`/`, `/api/status`, `/api/progress`, `/api/state`, `/api/latest/<output>`, and
+//! `/metrics` as a Prometheus scrape would) every 500 ms — twice each, alternating, so that
+//! neither side gets the warmer machine. Micro-batches of [`RECORDS_PER_MICRO_BATCH`] records,
+//! so that each run commits many of them while watched.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,32 +50,41 @@ pub(super) async fn ui(
             let ui = server::start("127.0.0.1:0".parse().expect("an address"), telemetry.clone()).await?;
             engine.observed_by(telemetry);
             let poller = tokio::spawn(poll(ui.address, outputs, requests.clone()));
-            serving = Some((ui, poller));
+            let browser = Browser::open(&format!("http://{}/?refresh=1", ui.address), work);
+            serving = Some((ui, poller, browser));
         }
         reset_peak_rss();
         let report = engine.run(&RunOptions::default()).await?;
-        if let Some((_ui, poller)) = serving {
+        let mut browser_requests = None;
+        if let Some((ui, poller, browser)) = serving {
             poller.abort();
+            browser_requests = browser.map(|browser| {
+                drop(browser);
+                ui.requests_served().saturating_sub(requests.load(Ordering::Relaxed))
+            });
         }
         let rate = report.records as f64 / report.elapsed.as_secs_f64();
         rates[usize::from(ui_on)].push(rate);
         let phase = if ui_on { "ui: on, polled" } else { "ui: off" };
         let served = requests.load(Ordering::Relaxed);
+        let browser = match browser_requests {
+            Some(n) => format!(" + {n} from Chromium showing the live page"),
+            None => " (no Chromium on this machine: the client only)".to_string(),
+        };
+        let note = if ui_on {
+            format!(
+                "{served} requests, every endpoint each {} ms{browser}",
+                POLL_EVERY.as_millis()
+            )
+        } else {
+            "same files, no UI".to_string()
+        };
         println!(
             "{phase}: {rate:.0} events/s, micro-batch p50 {} ms / p99 {} ms{}",
             report.epoch_times.quantile(0.5).as_millis(),
             report.epoch_times.quantile(0.99).as_millis(),
-            if ui_on {
-                format!(", {served} requests served")
-            } else {
-                String::new()
-            }
+            if ui_on { format!(", {note}") } else { String::new() }
         );
-        let note = if ui_on {
-            format!("{served} requests, every endpoint each {} ms", POLL_EVERY.as_millis())
-        } else {
-            "same files, no UI".to_string()
-        };
         rows.push(row(phase, &report, note));
     }
     let mean = |values: &[f64]| values.iter().sum::<f64>() / values.len() as f64;
@@ -92,6 +103,7 @@ async fn poll(address: std::net::SocketAddr, outputs: Vec<String>, requests: Arc
         "/".to_string(),
         "/api/status".to_string(),
         "/api/progress?last=100".to_string(),
+        "/api/state".to_string(),
         "/metrics".to_string(),
     ];
     paths.extend(outputs.iter().map(|o| format!("/api/latest/{o}")));
@@ -105,5 +117,50 @@ async fn poll(address: std::net::SocketAddr, outputs: Vec<String>, requests: Arc
             }
         }
         tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+/// A headless Chromium showing a page until dropped.
+struct Browser(std::process::Child);
+
+impl Browser {
+    /// Opens `url` in the machine's Chromium; `None` (said by the caller) when there is none.
+    fn open(url: &str, work: &std::path::Path) -> Option<Self> {
+        let program = std::env::var("QUICKCHAT_CHROMIUM").unwrap_or_else(|_| "chromium".into());
+        // An empty profile of its own each time.
+        let profile = work.join(format!("chromium-profile-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&profile).ok()?;
+        let child = std::process::Command::new(program)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(url)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        Some(Self(child))
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // SIGTERM: Chromium then ends its renderer and GPU processes too (a SIGKILL would leave
+        // them to the init process).
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            // SAFETY: kill(2) on our own child's pid, which `wait` below has not reaped yet.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
