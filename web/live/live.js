@@ -17,6 +17,7 @@ const live = (window.quickchatLive = { refreshes: 0, lastError: null });
 const charts = {};
 const history = new Map(); // batch_id -> progress, of the pipeline shown
 let newestBatch = null; // the newest batch id in the history: only newer ones are asked for
+let drawnBatch; // the newest batch id when the charts and tables were last drawn
 
 const getJson = (path) => window.quickchatApi.getJson(BASE + path);
 
@@ -197,11 +198,15 @@ async function refresh() {
   const since = Date.now() / 1000 - HISTORY_MINUTES * 60;
   for (const [id, batch] of history) if (seconds(batch.timestamp) < since) history.delete(id);
   const progress = [...history.values()].sort((a, b) => a.batch_id - b.batch_id);
-  const latest = await Promise.all(
-    pipeline.outputs.map((output) => getJson(`api/latest/${encodeURIComponent(output)}`).catch(() => null)),
-  );
+  // The outputs' rows and the state change only with a micro-batch: asked for again then.
+  const changed = newestBatch !== drawnBatch;
+  const latest = changed
+    ? await Promise.all(
+        pipeline.outputs.map((output) => getJson(`api/latest/${encodeURIComponent(output)}`).catch(() => null)),
+      )
+    : null;
   // Answered by the engine between micro-batches; a busy or ended run leaves the last list.
-  const state = await getJson("api/state").catch(() => undefined);
+  const state = changed ? await getJson("api/state").catch(() => undefined) : undefined;
 
   document.getElementById("pipeline").textContent = pipeline.name;
   document.title = `${pipeline.name} · quickchat-etl`;
@@ -226,6 +231,8 @@ async function refresh() {
   const lastDelay = last ? Object.values(watermarkDelayBySource(last)) : [];
   setKpi("watermark_delay", lastDelay.length ? Math.max(...lastDelay) : null, decimal.format);
 
+  if (!changed) return;
+  drawnBatch = newestBatch;
   const times = progress.map((p) => seconds(p.timestamp));
   draw("rates", times, keyedSeries(progress, (p) => ({ input: p.input_rows_per_second, processed: p.processed_rows_per_second })));
   draw("duration", times, keyedSeries(progress, (p) => ({ total: p.duration_ms.total })));
