@@ -107,7 +107,7 @@ impl BatchRun {
             .collect();
         json!({
             "target": self.target,
-            "status": if running.is_some() || finished.len() < self.planned.len() { "running" } else { "finished" },
+            "status": if finished.len() < self.planned.len() { "running" } else { "finished" },
             "started": self.started.1.to_rfc3339(),
             "uptime_seconds": self.started.0.elapsed().as_secs_f64(),
             "version": env!("CARGO_PKG_VERSION"),

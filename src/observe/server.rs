@@ -1,9 +1,9 @@
 //! The live UI's HTTP server, started by `run` beside a streaming pipeline: `/` (the live page,
 //! from `web/live/`, embedded at build time with its chart library), `/metrics` (Prometheus),
-//! `/api/status`, `/api/progress` (the last micro-batches), `/api/latest/<output>` (what an
-//! output last wrote) and `/api/state[/<table>]` (what the operators hold: JSON, or with
-//! `?format=arrow` an Arrow IPC stream) as JSON. Read-only; bound to loopback unless told otherwise; with
-//! `QUICKCHAT_UI_TOKEN` set, every request needs the token: `Authorization: Bearer <token>`,
+//! `/api/status`, `/api/progress` (the last micro-batches) and `/api/latest/<output>` (what an
+//! output last wrote) as JSON, and `/api/state[/<table>]` (what the operators hold: JSON, or
+//! with `?format=arrow` an Arrow IPC stream). Read-only; bound to loopback unless told
+//! otherwise; with `QUICKCHAT_UI_TOKEN` set, every request needs the token: `Authorization: Bearer <token>`,
 //! or `?token=<token>` once in a browser, which then keeps it in a cookie (as Jupyter does).
 
 use std::net::SocketAddr;
@@ -123,7 +123,7 @@ async fn state_table(
     Path(name): Path<String>,
     Query(query): Query<StateQuery>,
 ) -> Response {
-    let table = match telemetry.live_state().ask(Question::Table(name.clone())).await {
+    let (epoch, table) = match telemetry.live_state().ask(Question::Table(name.clone())).await {
         Ok((epoch, Answer::Table(Some(table)))) => (epoch, table),
         Ok((_, Answer::Table(None))) => {
             return text(
@@ -134,7 +134,6 @@ async fn state_table(
         Ok((_, answer)) => return unexpected(answer),
         Err(unanswered) => return text(StatusCode::SERVICE_UNAVAILABLE, unanswered.to_string()),
     };
-    let (epoch, table) = table;
     let rows = limited(&table.rows, query.limit);
     if query.format.as_deref() == Some("arrow") {
         return match arrow_stream(&table.schema, &rows) {

@@ -579,7 +579,7 @@ impl<'a> Engine<'a> {
 
 /// The kinds of stateful operator, as progress and errors name them.
 const OUTPUT: &str = "output";
-const JOIN_BUFFER: &str = "join buffer";
+pub(super) const JOIN_BUFFER: &str = "join buffer";
 
 /// A source's late records of an epoch.
 struct Late {

@@ -2,7 +2,7 @@
 //! between two micro-batches, each stateful output's open windows, sessions or groups, finished
 //! into the output's rows, and each joined source's buffered rows, as tables.
 
-use super::engine::Engine;
+use super::engine::{Engine, JOIN_BUFFER};
 use super::operator::Operator;
 use crate::observe::live_state::{Answer, Question, StateTable, StateTableSummary};
 
@@ -41,7 +41,7 @@ impl Engine<'_> {
         let buffers = self
             .join_buffers
             .iter()
-            .map(|(source, buffer)| summary(format!("{source}{JOIN_BUFFER_SUFFIX}"), "join buffer", buffer.size()));
+            .map(|(source, buffer)| summary(format!("{source}{JOIN_BUFFER_SUFFIX}"), JOIN_BUFFER, buffer.size()));
         outputs.chain(buffers).collect()
     }
 
@@ -61,7 +61,7 @@ impl Engine<'_> {
             .strip_suffix(JOIN_BUFFER_SUFFIX)
             .and_then(|source| Some((self.pipeline.source(source)?, self.join_buffers.get(source)?)));
         Ok(buffered.map(|(source, buffer)| StateTable {
-            summary: summary(name.to_string(), "join buffer", buffer.size()),
+            summary: summary(name.to_string(), JOIN_BUFFER, buffer.size()),
             schema: source.schema.clone(),
             rows: buffer.rows().to_vec(),
         }))
