@@ -10,7 +10,11 @@
 //! twice. An update table keyed by a time column is clustered by it instead of bin-packed
 //! (`delta::clustering`), around the oldest window its merges since the last upkeep updated,
 //! so that a merge rewrites the open windows only. A failed upkeep is logged and tried again
-//! after the next `compact_every` commits: the rows are written either way.
+//! after the next `compact_every` commits: the rows are written either way. An append table
+//! whose upkeep beside the stream failed is kept up at its next commit, between two commits:
+//! a stream committing many times a second can take every version the upkeep beside it tries
+//! (deltalake's 15 retries), and its small files would then pile up for as long as it keeps
+//! that pace.
 
 use std::collections::HashMap;
 
@@ -59,22 +63,18 @@ impl Upkeep {
                 .or_insert_with(|| (column.to_string(), oldest));
             seen.1 = seen.1.min(oldest);
         }
+        let beside_failed = self.collect_finished(&key, table).await;
         let commits = self.commits.entry(key.clone()).or_default();
         *commits += 1;
-        if def.compact_every == 0 || *commits < def.compact_every {
+        if def.compact_every == 0 || (*commits < def.compact_every && !beside_failed) {
             return;
         }
-        if let Some(running) = self.running.get(&key)
-            && !running.is_finished()
-        {
+        if self.running.contains_key(&key) {
             return;
         }
         *commits = 0;
-        if let Some(done) = self.running.remove(&key) {
-            log_upkeep(table, done.await);
-        }
         let (job, output) = (owner.0.to_string(), owner.1.to_string());
-        if mode == WriteMode::Update {
+        if mode == WriteMode::Update || beside_failed {
             let sink = DeltaSink::new(lake, table.clone())
                 .with_open_tables(open_tables)
                 .with_commit_metadata("quickchat.job", &job)
@@ -99,6 +99,17 @@ impl Upkeep {
         self.running.insert(key, task);
     }
 
+    /// Logs how the upkeep beside the stream of `table` ended, if it did; true when it failed.
+    async fn collect_finished(&mut self, key: &str, table: &TableName) -> bool {
+        if !self.running.get(key).is_some_and(JoinHandle::is_finished) {
+            return false;
+        }
+        let done = self.running.remove(key).expect("finished above").await;
+        let failed = !matches!(done, Ok(Ok(_)));
+        log_upkeep(table, done);
+        failed
+    }
+
     /// Waits for the upkeep running beside the stream.
     pub async fn settle(&mut self) {
         for (key, task) in self.running.drain() {
@@ -119,5 +130,97 @@ fn log_upkeep(table: &TableName, done: std::result::Result<Result<SinkMetrics>, 
         ),
         Ok(Err(e)) => tracing::warn!(table = %table, error = %e, "upkeep failed; trying again later"),
         Err(e) => tracing::warn!(table = %table, error = %e, "upkeep task ended abnormally"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+    use crate::error::Error;
+    use crate::query::new_session;
+
+    fn append_table(table: &str) -> DeltaSinkDef {
+        DeltaSinkDef {
+            table: table.into(),
+            partition_by: vec![],
+            mode: Some(WriteMode::Append),
+            key: vec![],
+            compact_every: 100,
+            zorder_by: vec![],
+            table_properties: Default::default(),
+        }
+    }
+
+    /// Appends `files` commits of one small file each.
+    async fn append_files(lake: &Lake, table: &TableName, files: i64) {
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+        for id in 0..files {
+            let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![id; 10]))]).unwrap();
+            DeltaSink::new(lake, table.clone())
+                .write_batches(&new_session(), schema.clone(), vec![batch])
+                .await
+                .unwrap();
+        }
+    }
+
+    /// An upkeep beside the stream of `table` that has already failed.
+    async fn failed_beside(upkeep: &mut Upkeep, table: &TableName) {
+        let task = tokio::spawn(async {
+            Err(Error::Sink {
+                table: "bronze.events".into(),
+                message: "lost the race for every version".into(),
+                retryable: true,
+                cause: None,
+            })
+        });
+        while !task.is_finished() {
+            tokio::task::yield_now().await;
+        }
+        upkeep.running.insert(table.to_string(), task);
+    }
+
+    async fn files_after_one_commit(upkeep: &mut Upkeep, lake: &Lake, table: &TableName) -> u64 {
+        let def = append_table(&table.to_string());
+        let open_tables = OpenTables::default();
+        upkeep
+            .after_commit(
+                lake,
+                &open_tables,
+                &new_session(),
+                ("p", "o"),
+                table,
+                &def,
+                WriteMode::Append,
+                None,
+            )
+            .await;
+        assert!(upkeep.running.is_empty(), "nothing was left running beside the stream");
+        DeltaSink::new(lake, table.clone()).stats().await.unwrap().files
+    }
+
+    #[tokio::test]
+    async fn an_append_table_whose_upkeep_beside_the_stream_failed_is_kept_up_at_its_next_commit() {
+        let (_dir, lake) = Lake::temporary();
+        let table = TableName::parse("bronze.events").unwrap();
+        append_files(&lake, &table, 8).await;
+
+        let mut upkeep = Upkeep::default();
+        assert_eq!(
+            files_after_one_commit(&mut upkeep, &lake, &table).await,
+            8,
+            "one commit of a hundred: no upkeep yet"
+        );
+        failed_beside(&mut upkeep, &table).await;
+        assert_eq!(
+            files_after_one_commit(&mut upkeep, &lake, &table).await,
+            1,
+            "compacted between two commits"
+        );
+        assert_eq!(upkeep.commits[&table.to_string()], 0, "the count starts again");
     }
 }
