@@ -4,8 +4,8 @@
 #   scripts/install-deps.sh test    the above, plus MariaDB, protoc, tmux (to drive the SQL shell),
 #                                   Prometheus and promtool (the live UI's metrics), Chromium, Node.js and
 #                                   the web UI's npm packages (browser tests), Java 17 and Maven, the Apache Kafka broker (its jars from Maven
-#                                   Central), the moto S3 server (Python) and Apache Airflow in a
-#                                   virtual environment of its own (for the DAG test)
+#                                   Central), the MinIO S3 server (built with `go install`, pinned) and
+#                                   Apache Airflow in a virtual environment of its own (for the DAG test)
 #   scripts/install-deps.sh fuzz    the build set, plus Rust nightly and cargo-fuzz (for scripts/fuzz.sh)
 # Downloads are cached under ~/.cache/quickchat-etl/, so a second run installs nothing.
 set -euo pipefail
@@ -21,6 +21,7 @@ if [ "$what" = test ]; then
   command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
   command -v java >/dev/null 2>&1 || packages+=(openjdk-17-jre-headless)
   command -v mvn >/dev/null 2>&1 || packages+=(maven)
+  command -v go >/dev/null 2>&1 || packages+=(golang-go)
 fi
 missing=()
 for package in "${packages[@]}"; do
@@ -35,10 +36,15 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 if [ "$what" = test ]; then
-  if ! command -v moto_server >/dev/null 2>&1; then
-    echo "installing the moto S3 server (pip)" >&2
-    python3 -m pip install --quiet 'moto[server]' 2>/dev/null \
-      || python3 -m pip install --quiet --break-system-packages 'moto[server]'
+  # MinIO's module proxy versions are commits (its RELEASE.* tags are not Go versions): this
+  # one is the proxy's latest of 2026-02-12. One build, ~6 minutes; the binary is cached.
+  minio_version=v0.0.0-20260212201848-7aac2a2c5b7c
+  minio="$cache/bin/minio"
+  if [ ! -x "$minio" ] || [ "$(cat "$cache/bin/minio.version" 2>/dev/null)" != "$minio_version" ]; then
+    echo "installing MinIO $minio_version (go install, into $cache/bin; a few minutes, once)" >&2
+    mkdir -p "$cache/bin"
+    GOBIN="$cache/bin" GOFLAGS=-mod=mod go install "github.com/minio/minio@$minio_version" >&2
+    echo "$minio_version" >"$cache/bin/minio.version"
   fi
   kafka_version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' scripts/kafka/pom.xml)
   kafka_libs="$cache/kafka-$kafka_version/libs"

@@ -11,7 +11,11 @@
 #   user is created through its unix socket when we are root), else the local mariadbd is
 #   started on a data folder of its own. The tests connect as quickchat/quickchat.
 #   QUICKCHAT_TEST_MYSQL_URL set beforehand overrides all of this.
-# - S3: moto's server on ${QUICKCHAT_S3_PORT:-5999}, with the test bucket.
+# - S3 on ${QUICKCHAT_S3_PORT:-5999}: a server already listening there is used (with
+#   QUICKCHAT_TEST_S3_ACCESS_KEY_ID / QUICKCHAT_TEST_S3_SECRET_ACCESS_KEY, if not ours), else
+#   MinIO (single drive, on a data folder of its own) is started; the test bucket is created
+#   either way (${QUICKCHAT_S3_BUCKET:-quickchat-it}; a SigV4-signed PUT: MinIO refuses unsigned
+#   requests).
 # - Kafka on ${QUICKCHAT_KAFKA_PORT:-9092}: a broker already listening there is used, else
 #   Apache Kafka (KRaft, one node) is started; the topics of the shipped streaming pipelines are
 #   created either way.
@@ -24,7 +28,9 @@ s3_port=${QUICKCHAT_S3_PORT:-5999}
 kafka_port=${QUICKCHAT_KAFKA_PORT:-9092}
 kafka_controller_port=$((kafka_port + 1))
 topics=(clickstream transactions chat-stream interactions alerts)
-bucket=quickchat-it
+bucket=${QUICKCHAT_S3_BUCKET:-quickchat-it}
+s3_access_key=${QUICKCHAT_TEST_S3_ACCESS_KEY_ID:-quickchat}
+s3_secret_key=${QUICKCHAT_TEST_S3_SECRET_ACCESS_KEY:-quickchat-secret}
 mysql_user=quickchat
 mysql_password=quickchat
 mkdir -p "$state"
@@ -95,20 +101,20 @@ start_mariadb() {
 
 start_s3() {
   if ! listening "$s3_port"; then
-    echo "starting moto_server on 127.0.0.1:$s3_port" >&2
-    nohup moto_server -H 127.0.0.1 -p "$s3_port" >"$state/moto.log" 2>&1 &
-    echo $! >"$state/moto.pid"
-    wait_for_port "$s3_port" "the moto S3 server" "$state/moto.log" "$state/moto.pid"
+    local server="$cache/bin/minio"
+    if [ ! -x "$server" ]; then
+      echo "no S3 server on 127.0.0.1:$s3_port and no MinIO in $server: run scripts/install-deps.sh test" >&2
+      return 1
+    fi
+    echo "starting MinIO on 127.0.0.1:$s3_port" >&2
+    mkdir -p "$state/minio-data"
+    MINIO_ROOT_USER="$s3_access_key" MINIO_ROOT_PASSWORD="$s3_secret_key" MINIO_BROWSER=off \
+      MINIO_UPDATE=off nohup "$server" server "$state/minio-data" --quiet --address "127.0.0.1:$s3_port" \
+      >"$state/minio.log" 2>&1 &
+    echo $! >"$state/minio.pid"
+    wait_for_port "$s3_port" MinIO "$state/minio.log" "$state/minio.pid"
   fi
-  python3 - "$s3_port" "$bucket" <<'PY'
-import sys, urllib.request, urllib.error
-port, bucket = sys.argv[1], sys.argv[2]
-try:
-    urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/{bucket}", method="PUT"))
-except urllib.error.HTTPError as e:
-    if e.code != 409:  # already exists
-        raise
-PY
+  python3 scripts/s3_create_bucket.py "http://127.0.0.1:$s3_port" "$bucket" "$s3_access_key" "$s3_secret_key"
 }
 
 kafka_libs() {
@@ -173,6 +179,8 @@ case "${1:-start}" in
     echo "export QUICKCHAT_TEST_MYSQL_URL=${QUICKCHAT_TEST_MYSQL_URL:-mysql://$mysql_user:$mysql_password@127.0.0.1:$mysql_port}"
     echo "export QUICKCHAT_TEST_S3_ENDPOINT=http://127.0.0.1:$s3_port"
     echo "export QUICKCHAT_TEST_S3_BUCKET=$bucket"
+    echo "export QUICKCHAT_TEST_S3_ACCESS_KEY_ID=$s3_access_key"
+    echo "export QUICKCHAT_TEST_S3_SECRET_ACCESS_KEY=$s3_secret_key"
     echo "export QUICKCHAT_TEST_KAFKA_BROKERS=127.0.0.1:$kafka_port"
     # Not a service: the Airflow that scripts/install-deps.sh installed for the DAG test.
     echo "export QUICKCHAT_TEST_AIRFLOW_PYTHON=${QUICKCHAT_TEST_AIRFLOW_PYTHON:-$cache/airflow-venv/bin/python}"

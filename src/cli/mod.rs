@@ -108,7 +108,7 @@ pub struct GlobalArgs {
     )]
     pub brokers: Option<String>,
 
-    /// S3-compatible endpoint (MinIO, moto); plain http:// endpoints are allowed automatically
+    /// S3-compatible endpoint (MinIO, Ceph, R2, ...); plain http:// endpoints are allowed automatically
     /// [default: AWS].
     #[arg(
         long,

@@ -1,7 +1,6 @@
-//! What the outage tests stop and start: a server of their own (MariaDB or Apache Kafka, started
-//! by `scripts/services.sh` in a folder of the test, on free ports), a TCP path to the S3 server
-//! that can be cut, a small tmpfs for the lake, and a run of the binary whose log lines the test
-//! watches as they come.
+//! What the outage tests stop and start: a server of their own (MariaDB, Apache Kafka or MinIO,
+//! started by `scripts/services.sh` in a folder of the test, on free ports), a small tmpfs for
+//! the lake, and a run of the binary whose log lines the test watches as they come.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -9,13 +8,16 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
-
 use crate::support::free_port;
 
 /// Longest wait for something a test waits for.
 const PATIENCE: Duration = Duration::from_secs(180);
+
+/// The bucket on an S3 server of the test's own. Not the shared server's: the process's
+/// DataFusion runtime keeps one object store per scheme and bucket (deltalake registers each
+/// table's store under `s3://<bucket>` and never replaces one), so two lakes in one bucket on
+/// two servers would read each other's.
+pub const OWN_BUCKET: &str = "quickchat-own";
 
 /// One server of the test's own, started and stopped by `scripts/services.sh`.
 pub struct OwnServer {
@@ -25,7 +27,7 @@ pub struct OwnServer {
 }
 
 impl OwnServer {
-    /// Starts `service` (`mariadb` or `kafka`) on a free port.
+    /// Starts `service` (`mariadb`, `kafka` or `s3`) on a free port.
     pub fn start_new(service: &'static str) -> Self {
         let server = Self {
             dir: tempfile::tempdir().unwrap(),
@@ -47,6 +49,8 @@ impl OwnServer {
             .env("QUICKCHAT_SERVICES_DIR", self.dir.path())
             .env("QUICKCHAT_MYSQL_PORT", self.port.to_string())
             .env("QUICKCHAT_KAFKA_PORT", self.port.to_string())
+            .env("QUICKCHAT_S3_PORT", self.port.to_string())
+            .env("QUICKCHAT_S3_BUCKET", OWN_BUCKET)
             .env_remove("QUICKCHAT_TEST_MYSQL_URL")
             .output()
             .unwrap();
@@ -77,58 +81,6 @@ impl OwnServer {
 impl Drop for OwnServer {
     fn drop(&mut self) {
         self.services(&["stop"]);
-    }
-}
-
-/// A TCP path to a server that the test cuts and restores: while cut, connecting is refused
-/// and every open connection is reset, which is what a client sees of a stopped server. (The
-/// S3 server of the tests, moto, keeps its data in memory: stopping it would lose the bucket.)
-pub struct CuttablePath {
-    pub port: u16,
-    target: String,
-    forwarding: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl CuttablePath {
-    /// A path from a free local port to `target` (`host:port`), open.
-    pub async fn open(target: &str) -> Self {
-        let path = Self {
-            port: free_port(),
-            target: target.to_string(),
-            forwarding: Mutex::new(None),
-        };
-        path.restore().await;
-        path
-    }
-
-    /// Listens again and forwards every connection.
-    pub async fn restore(&self) {
-        let listener = TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
-        let target = self.target.clone();
-        let task = tokio::spawn(async move {
-            let mut connections = tokio::task::JoinSet::new();
-            loop {
-                let Ok((mut client, _)) = listener.accept().await else {
-                    continue;
-                };
-                let target = target.clone();
-                connections.spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(&target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-            }
-        });
-        *self.forwarding.lock().unwrap() = Some(task);
-    }
-
-    /// Stops listening and resets every connection.
-    pub async fn cut(&self) {
-        let task = self.forwarding.lock().unwrap().take();
-        if let Some(task) = task {
-            task.abort();
-            let _ = task.await;
-        }
     }
 }
 

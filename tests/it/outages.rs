@@ -1,5 +1,5 @@
 //! Outages survived, through the binary, with events flowing: MariaDB stopped, the Kafka broker
-//! stopped, the S3 server unreachable, the lake's disk full, and the process killed again and
+//! stopped, the S3 server (MinIO) stopped, the lake's disk full, and the process killed again and
 //! again. Each run ends with every event exactly once in bronze, gold and MySQL: the same tables
 //! as an uninterrupted run over the same events. Outages last seconds here, not minutes: the
 //! run's behaviour (retry with backoff, resume) is the same.
@@ -12,12 +12,12 @@ use quickchat_etl::ExitCode;
 use quickchat_etl::kafka::ensure_topic;
 
 use crate::live_ui::{get, sample, ui_address};
-use crate::outage_support::{CuttablePath, OwnServer, Running, SmallDisk, commits, wait_until};
+use crate::outage_support::{OWN_BUCKET, OwnServer, Running, SmallDisk, commits, wait_until};
 use crate::stream_support::{
     StreamProject, assert_same, concat, input_files, mysql, mysql_rows_at, produce_files, produce_files_to, sentinels,
     stream_tables, write_files,
 };
-use crate::support::{TestLake, describe, exit, required_env, unique_name};
+use crate::support::{TestLake, describe, exit, required_env, s3_env, unique_name};
 
 const PIPELINE: &str = "clickstream-analytics";
 /// The pipeline's MySQL tables.
@@ -224,21 +224,17 @@ async fn the_kafka_broker_stopped_mid_run_is_waited_for_and_nothing_is_lost_or_d
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_s3_server_unreachable_mid_run_is_waited_for_and_readers_see_whole_commits() {
+async fn the_s3_server_stopped_mid_run_is_waited_for_and_readers_see_whole_commits() {
     let project = StreamProject::new(MAX_RECORDS).await;
     let input = input_dir(&project, 8_000, 23);
     let dir = input.path().to_str().unwrap();
     let expected = reference(&project, dir).await;
 
-    let endpoint = required_env("QUICKCHAT_TEST_S3_ENDPOINT");
-    let path = CuttablePath::open(endpoint.trim_start_matches("http://")).await;
-    let lake = TestLake::s3();
+    let server = OwnServer::start_new("s3");
+    let endpoint = format!("http://{}", server.address());
+    let lake = TestLake::s3_at(&endpoint, OWN_BUCKET);
     let mut command = project.command(&lake, &["run", PIPELINE, "--from-files", dir, "--retry-for", "2m"]);
-    command
-        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", path.port))
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing");
+    command.envs(s3_env(&endpoint));
     let mut run = Running::spawn(command);
     let checkpoint = quickchat_etl::stream::checkpoint::Checkpoints::new(&lake.lake, PIPELINE, "files").unwrap();
     let started = std::time::Instant::now();
@@ -250,18 +246,18 @@ async fn the_s3_server_unreachable_mid_run_is_waited_for_and_readers_see_whole_c
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    path.cut().await;
+    server.stop();
     let retry = run
         .wait_for_line("a retry while S3 is away", |l| l.contains("retrying"))
         .await;
     // The object's URL, with the bucket and the table's path.
     assert!(retry.contains(lake.root_arg.trim_start_matches("s3://")), "{retry}");
     tokio::time::sleep(OUTAGE).await;
-    path.restore().await;
+    server.start();
     run.finish_ok();
     Ended::read(&lake, &project.mysql_url)
         .await
-        .assert_same_as(&expected, "S3 unreachable mid-run");
+        .assert_same_as(&expected, "S3 stopped mid-run");
     project.drop_database().await;
 }
 

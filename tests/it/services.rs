@@ -1,5 +1,5 @@
 //! Against real services started by `scripts/test.sh`: `bronze-users` reading MariaDB, and the
-//! whole pipeline with the lake on an S3 server (moto), which must give the same tables as a
+//! whole pipeline with the lake on an S3 server (MinIO), which must give the same tables as a
 //! local lake.
 
 use mysql_async::prelude::Queryable;

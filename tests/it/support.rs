@@ -147,15 +147,20 @@ impl TestLake {
     /// A lake under a fresh prefix of the test bucket on the S3 server the test script
     /// started; fails with instructions when it did not.
     pub fn s3() -> Self {
-        let endpoint = required_env("QUICKCHAT_TEST_S3_ENDPOINT");
-        let bucket = required_env("QUICKCHAT_TEST_S3_BUCKET");
-        let options = HashMap::from([
-            ("aws_endpoint_url".to_string(), endpoint),
-            ("aws_allow_http".to_string(), "true".to_string()),
-            ("aws_region".to_string(), "us-east-1".to_string()),
-            ("aws_access_key_id".to_string(), "testing".to_string()),
-            ("aws_secret_access_key".to_string(), "testing".to_string()),
-        ]);
+        Self::s3_at(
+            &required_env("QUICKCHAT_TEST_S3_ENDPOINT"),
+            &required_env("QUICKCHAT_TEST_S3_BUCKET"),
+        )
+    }
+
+    /// A lake under a fresh prefix of `bucket` on the S3 server at `endpoint`, reached with the
+    /// test script's credentials.
+    pub fn s3_at(endpoint: &str, bucket: &str) -> Self {
+        let mut options: HashMap<String, String> = s3_env(endpoint)
+            .into_iter()
+            .map(|(name, value)| (name.to_lowercase(), value))
+            .collect();
+        options.insert("aws_allow_http".to_string(), "true".to_string());
         let root_arg = format!("s3://{bucket}/{}/lake", unique_name("it"));
         let lake = Lake::new(LakeLocation::parse(&root_arg, options).unwrap());
         Self {
@@ -231,8 +236,22 @@ impl TestLake {
 /// An environment variable the test script sets; a clear failure when it is missing.
 pub fn required_env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run the tests with scripts/test.sh, which starts MariaDB and the S3 server")
+        panic!("{name} is not set: run the tests with scripts/test.sh, which starts MariaDB, the S3 server and Kafka")
     })
+}
+
+/// The environment that points the binary at the S3 server at `endpoint` with the test
+/// script's credentials.
+pub fn s3_env(endpoint: &str) -> [(&'static str, String); 4] {
+    [
+        ("AWS_ENDPOINT_URL", endpoint.to_string()),
+        ("AWS_REGION", "us-east-1".to_string()),
+        ("AWS_ACCESS_KEY_ID", required_env("QUICKCHAT_TEST_S3_ACCESS_KEY_ID")),
+        (
+            "AWS_SECRET_ACCESS_KEY",
+            required_env("QUICKCHAT_TEST_S3_SECRET_ACCESS_KEY"),
+        ),
+    ]
 }
 
 /// Columns that differ between runs by design.
