@@ -4,7 +4,8 @@
 #   scripts/install-deps.sh test    the above, plus MariaDB, protoc, tmux (to drive the SQL shell),
 #                                   Prometheus and promtool (the live UI's metrics), Chromium, Node.js and
 #                                   the web UI's npm packages (browser tests), Java 17 and Maven, the Apache Kafka broker (its jars from Maven
-#                                   Central), the MinIO S3 server (built with `go install`, pinned) and
+#                                   Central), the MinIO S3 server and FerretDB (a MongoDB-wire server), both
+#                                   built with Go at pinned versions, and
 #                                   Apache Airflow in a virtual environment of its own (for the DAG test)
 #   scripts/install-deps.sh fuzz    the build set, plus Rust nightly and cargo-fuzz (for scripts/fuzz.sh)
 # Downloads are cached under ~/.cache/quickchat-etl/, so a second run installs nothing.
@@ -45,6 +46,23 @@ if [ "$what" = test ]; then
     mkdir -p "$cache/bin"
     GOBIN="$cache/bin" GOFLAGS=-mod=mod go install "github.com/minio/minio@$minio_version" >&2
     echo "$minio_version" >"$cache/bin/minio.version"
+  fi
+  # FerretDB (a MongoDB-wire server; SQLite backend, so no PostgreSQL). Its `go install` binary
+  # refuses to start without the version file its release build writes, so it is built from a
+  # copy of the module's source with that file added. ~2 minutes, once.
+  ferretdb_version=v1.24.2
+  ferretdb="$cache/bin/ferretdb"
+  if [ ! -x "$ferretdb" ] || [ "$(cat "$cache/bin/ferretdb.version" 2>/dev/null)" != "$ferretdb_version" ]; then
+    echo "installing FerretDB $ferretdb_version (go build, into $cache/bin; a few minutes, once)" >&2
+    source_dir=$(go mod download -json "github.com/FerretDB/FerretDB@$ferretdb_version" \
+      | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
+    rm -rf "$cache/src/ferretdb"
+    mkdir -p "$cache/src" "$cache/bin"
+    cp -r "$source_dir" "$cache/src/ferretdb"
+    chmod -R u+w "$cache/src/ferretdb"
+    echo "$ferretdb_version" >"$cache/src/ferretdb/build/version/version.txt"
+    (cd "$cache/src/ferretdb" && GOFLAGS=-mod=mod go build -o "$ferretdb" ./cmd/ferretdb) >&2
+    echo "$ferretdb_version" >"$cache/bin/ferretdb.version"
   fi
   kafka_version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' scripts/kafka/pom.xml)
   kafka_libs="$cache/kafka-$kafka_version/libs"

@@ -2,7 +2,7 @@
 # Starts (or finds already running) the services the tests talk to, and prints `export` lines
 # for their addresses:
 #   eval "$(scripts/services.sh start)"
-#   scripts/services.sh start mariadb  starts only the services named (mariadb, s3, kafka)
+#   scripts/services.sh start mariadb  starts only the services named (mariadb, s3, kafka, mongodb)
 #   scripts/services.sh stop          stops what this script started, and waits until it ended
 # QUICKCHAT_SERVICES_DIR and the port variables below give a second set of servers (the outage
 # tests start their own MariaDB and Kafka this way, to stop and restart them).
@@ -16,6 +16,8 @@
 #   MinIO (single drive, on a data folder of its own) is started; the test bucket is created
 #   either way (${QUICKCHAT_S3_BUCKET:-quickchat-it}; a SigV4-signed PUT: MinIO refuses unsigned
 #   requests).
+# - MongoDB on ${QUICKCHAT_MONGODB_PORT:-27017}: a server already listening there is used, else
+#   FerretDB (the MongoDB wire protocol on SQLite files of its own) is started.
 # - Kafka on ${QUICKCHAT_KAFKA_PORT:-9092}: a broker already listening there is used, else
 #   Apache Kafka (KRaft, one node) is started; the topics of the shipped streaming pipelines are
 #   created either way.
@@ -26,6 +28,7 @@ cache=${QUICKCHAT_CACHE:-$HOME/.cache/quickchat-etl}
 mysql_port=${QUICKCHAT_MYSQL_PORT:-3306}
 s3_port=${QUICKCHAT_S3_PORT:-5999}
 kafka_port=${QUICKCHAT_KAFKA_PORT:-9092}
+mongodb_port=${QUICKCHAT_MONGODB_PORT:-27017}
 kafka_controller_port=$((kafka_port + 1))
 topics=(clickstream transactions chat-stream interactions alerts)
 bucket=${QUICKCHAT_S3_BUCKET:-quickchat-it}
@@ -117,6 +120,22 @@ start_s3() {
   python3 scripts/s3_create_bucket.py "http://127.0.0.1:$s3_port" "$bucket" "$s3_access_key" "$s3_secret_key"
 }
 
+start_mongodb() {
+  if listening "$mongodb_port"; then return; fi
+  local server="$cache/bin/ferretdb"
+  if [ ! -x "$server" ]; then
+    echo "no MongoDB server on 127.0.0.1:$mongodb_port and no FerretDB in $server: run scripts/install-deps.sh test" >&2
+    return 1
+  fi
+  echo "starting FerretDB on 127.0.0.1:$mongodb_port" >&2
+  mkdir -p "$state/ferretdb-data"
+  nohup "$server" --handler=sqlite --sqlite-url="file:$state/ferretdb-data/" --state-dir="$state" \
+    --listen-addr="127.0.0.1:$mongodb_port" --debug-addr=- --telemetry=disable --log-level=WARN \
+    >"$state/ferretdb.log" 2>&1 &
+  echo $! >"$state/ferretdb.pid"
+  wait_for_port "$mongodb_port" FerretDB "$state/ferretdb.log" "$state/ferretdb.pid"
+}
+
 kafka_libs() {
   local version
   version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' scripts/kafka/pom.xml)
@@ -167,13 +186,14 @@ case "${1:-start}" in
   start)
     shift || true
     wanted=("$@")
-    [ ${#wanted[@]} -gt 0 ] || wanted=(mariadb s3 kafka)
+    [ ${#wanted[@]} -gt 0 ] || wanted=(mariadb s3 mongodb kafka)
     for service in "${wanted[@]}"; do
       case "$service" in
         mariadb) start_mariadb ;;
         s3) start_s3 ;;
+        mongodb) start_mongodb ;;
         kafka) start_kafka ;;
-        *) echo "unknown service $service (mariadb, s3, kafka)" >&2; exit 2 ;;
+        *) echo "unknown service $service (mariadb, s3, mongodb, kafka)" >&2; exit 2 ;;
       esac
     done
     echo "export QUICKCHAT_TEST_MYSQL_URL=${QUICKCHAT_TEST_MYSQL_URL:-mysql://$mysql_user:$mysql_password@127.0.0.1:$mysql_port}"
@@ -182,6 +202,7 @@ case "${1:-start}" in
     echo "export QUICKCHAT_TEST_S3_ACCESS_KEY_ID=$s3_access_key"
     echo "export QUICKCHAT_TEST_S3_SECRET_ACCESS_KEY=$s3_secret_key"
     echo "export QUICKCHAT_TEST_KAFKA_BROKERS=127.0.0.1:$kafka_port"
+    echo "export QUICKCHAT_TEST_MONGODB_URI=${QUICKCHAT_TEST_MONGODB_URI:-mongodb://127.0.0.1:$mongodb_port/}"
     # Not a service: the Airflow that scripts/install-deps.sh installed for the DAG test.
     echo "export QUICKCHAT_TEST_AIRFLOW_PYTHON=${QUICKCHAT_TEST_AIRFLOW_PYTHON:-$cache/airflow-venv/bin/python}"
     ;;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's test command: installs what the tests need, starts MariaDB (unless one runs),
-# an S3 server (MinIO) and Apache Kafka, then runs every test. Extra arguments go to
+# MinIO (S3), FerretDB (MongoDB) and Apache Kafka, then runs every test. Extra arguments go to
 # `cargo test` (e.g. `scripts/test.sh golden`).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -97,6 +97,51 @@ pub struct GlobalArgs {
     )]
     pub mysql_password: Option<String>,
 
+    /// MongoDB server: mongodb://host:port/ or mongodb+srv://... `bronze-messages`,
+    /// `bronze-conversations` and `bronze-calls` read its collections, `generate --load-mongodb`
+    /// loads them [default: the config file's [mongodb] uri; without one the mongoexport files
+    /// are read]
+    #[arg(
+        long,
+        global = true,
+        env = "MONGODB_URI",
+        value_name = "URI",
+        help_heading = "Servers"
+    )]
+    pub mongodb_uri: Option<String>,
+
+    /// MongoDB database the collections are in [default: the config file's [mongodb] database,
+    /// else quickchat].
+    #[arg(
+        long,
+        global = true,
+        env = "MONGODB_DATABASE",
+        value_name = "NAME",
+        help_heading = "Servers"
+    )]
+    pub mongodb_database: Option<String>,
+
+    /// MongoDB user, when the URI names none.
+    #[arg(
+        long,
+        global = true,
+        env = "MONGODB_USER",
+        value_name = "USER",
+        help_heading = "Servers"
+    )]
+    pub mongodb_user: Option<String>,
+
+    /// MongoDB password, when the URI names no user (prefer the environment variable).
+    #[arg(
+        long,
+        global = true,
+        env = "MONGODB_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD",
+        help_heading = "Servers"
+    )]
+    pub mongodb_password: Option<String>,
+
     /// Kafka bootstrap servers [default: the config file's [kafka] bootstrap_servers, then a
     /// pipeline file's [kafka] brokers].
     #[arg(
@@ -435,6 +480,12 @@ pub struct GenerateArgs {
     /// MYSQL_URL or the config file) and load the users into it.
     #[arg(long, conflicts_with = "stream")]
     pub load_mysql: bool,
+
+    /// Also replace the `messages`, `conversations` and `calls` collections of the configured
+    /// MongoDB database (--mongodb-uri, MONGODB_URI or the config file; --mongodb-database) with
+    /// the generated documents.
+    #[arg(long, conflicts_with = "stream")]
+    pub load_mongodb: bool,
 
     /// Instead of the QuickChat data set: event files for a streaming pipeline, one
     /// `<topic>.jsonl` per source, the input of `run <pipeline> --from-files DIR`.

@@ -29,6 +29,7 @@ pub async fn run(settings: &Settings, args: DemoArgs, progress: &Progress) -> Re
         lake: &lake,
         registry: &registry,
         mysql_url: None,
+        mongodb: None,
         progress,
         observer: None,
     };

@@ -1,16 +1,17 @@
 //! `quickchat-etl generate`: write the sample data set under a folder (local or S3), and
-//! load its users into MySQL when asked.
+//! load its users into MySQL and its collections into MongoDB when asked.
 
 use crate::catalog::Lake;
 use crate::cli::GenerateArgs;
 use crate::config::{LakeLocation, Settings};
 use crate::error::{Error, Result};
+use crate::generate::mongo_load::load_collection;
 use crate::generate::streams::stream_files;
-use crate::generate::{generate, mysql, write_file, write_to_url};
+use crate::generate::{generate, mysql, write_data, write_file};
 
 /// `quickchat-etl generate`: writes the files under `--out` (a folder, or an S3 URL reached
-/// with the same `AWS_*` settings as the lake), and loads the users into the configured MySQL
-/// with `--load-mysql`.
+/// with the same `AWS_*` settings as the lake), loads the users into the configured MySQL
+/// with `--load-mysql` and the collections into the configured MongoDB with `--load-mongodb`.
 pub async fn run(settings: &Settings, args: GenerateArgs) -> Result<()> {
     let spec = args.data.to_spec();
     let out = args.out.display().to_string();
@@ -39,20 +40,40 @@ pub async fn run(settings: &Settings, args: GenerateArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let counts = write_to_url(&lake, &location.root, &spec).await?;
-    println!("wrote {counts} to {out} (mongo/*.json, mysql/users.csv)");
+    let data = generate(&spec);
     if args.load_mysql {
         let url = settings
             .mysql_url
             .as_ref()
             .ok_or_else(|| Error::config("--load-mysql needs a MySQL server: pass --mysql-url or set MYSQL_URL"))?;
-        let users = generate(&spec).users;
-        mysql::load_users(url, &users).await?;
+        mysql::load_users(url, &data.users).await?;
         println!(
             "loaded {} users into MySQL table `users` at {}",
-            users.len(),
+            data.users.len(),
             crate::config::redact_url(url)
         );
     }
+    if args.load_mongodb {
+        let mongo = settings.mongodb.as_ref().ok_or_else(|| {
+            Error::config("--load-mongodb needs a MongoDB server: pass --mongodb-uri or set MONGODB_URI")
+        })?;
+        for (relative, contents) in &data.files {
+            let Some(collection) = relative.strip_prefix("mongo/").and_then(|f| f.strip_suffix(".json")) else {
+                continue;
+            };
+            let loaded = load_collection(mongo, collection, contents).await?;
+            println!(
+                "loaded {} documents into MongoDB collection {}.{collection} at {} \
+                 (left out: {} lines cut short, {} documents exported twice)",
+                loaded.documents,
+                mongo.database,
+                mongo.shown(),
+                loaded.not_documents,
+                loaded.repeated_ids
+            );
+        }
+    }
+    let counts = write_data(&lake, &location.root, data).await?;
+    println!("wrote {counts} to {out} (mongo/*.json, mysql/users.csv)");
     Ok(())
 }

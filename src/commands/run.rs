@@ -67,6 +67,7 @@ pub async fn run(settings: &Settings, args: RunArgs, progress: &Progress) -> Res
         lake: &lake,
         registry: &registry,
         mysql_url: settings.mysql_url.as_deref(),
+        mongodb: settings.mongodb.as_ref(),
         progress,
         observer: Some(&batch),
     };
@@ -214,6 +215,11 @@ async fn dry_run(settings: &Settings, registry: &Registry, jobs: &[&Job], range:
                     }
                     (None, Some(export)) => format!("{export} (CSV export; MYSQL_URL is not set)"),
                     (None, None) => format!("table {} (MYSQL_URL is not set!)", d.table),
+                },
+                SourceDef::Mongodb(d) => match (&settings.mongodb, &d.export) {
+                    (Some(mongo), _) => format!("{} collection {}.{}", mongo.shown(), mongo.database, d.collection),
+                    (None, Some(export)) => format!("{export} (mongoexport file; MONGODB_URI is not set)"),
+                    (None, None) => format!("collection {} (MONGODB_URI is not set!)", d.collection),
                 },
             };
             let shown = lake.location().resolve(&path).map(|u| u.to_string()).unwrap_or(path);

@@ -73,6 +73,19 @@ impl Job {
                 ));
                 continue;
             }
+            if let SourceDef::Mongodb(mongo) = source
+                && let Some(field) = &mongo.date_field
+            {
+                let declared = mongo
+                    .columns
+                    .get(field)
+                    .map(|t| t.split_whitespace().next().unwrap_or(""));
+                if !matches!(declared, Some("timestamp" | "date")) {
+                    problem(format!(
+                        "sources.{source_name}: date_field `{field}` must be a declared `timestamp` or `date` column"
+                    ));
+                }
+            }
             match schema_from_columns(source.columns()) {
                 Ok(schema) => sources.push(Source {
                     name: source_name.clone(),

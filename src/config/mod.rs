@@ -44,6 +44,8 @@ pub struct Settings {
     pub project: ProjectLocation,
     /// The MySQL connection URL with credentials, when configured.
     pub mysql_url: Option<String>,
+    /// The MongoDB server, when configured.
+    pub mongodb: Option<MongoSettings>,
     /// Kafka bootstrap servers (`--brokers`, `KAFKA_BOOTSTRAP_SERVERS`, the config file), when
     /// configured; a pipeline file's own `[kafka] brokers` comes after them
     /// ([`Settings::brokers_for`]).
@@ -194,6 +196,16 @@ impl Settings {
             }
             None => None,
         };
+        let mongodb = given(&args.mongodb_uri)
+            .or(file.mongodb.uri.clone())
+            .map(|uri| MongoSettings {
+                uri,
+                database: given(&args.mongodb_database)
+                    .or(file.mongodb.database.clone())
+                    .unwrap_or_else(|| DEFAULT_MONGODB_DATABASE.to_string()),
+                user: given(&args.mongodb_user).or(file.mongodb.user.clone()),
+                password: given(&args.mongodb_password).or(file.mongodb.password.clone()),
+            });
         let kafka_brokers = given(&args.brokers).or(file.kafka.bootstrap_servers.clone());
         let limit = match (args.memory_limit, &file.engine.memory_limit) {
             (Some(limit), _) => limit,
@@ -248,6 +260,7 @@ impl Settings {
                 lake,
                 project,
                 mysql_url,
+                mongodb,
                 kafka_brokers,
                 vars,
                 memory,
@@ -363,14 +376,56 @@ pub fn mysql_url_with_credentials(
     Ok(parsed.to_string())
 }
 
-/// A URL with its password replaced by `***`, for logs and error messages.
+/// A URL with its password replaced by `***`, for logs and error messages. Read by hand, not
+/// parsed: a MongoDB URI naming several hosts (`mongodb://u:p@a:27017,b:27017/`) is no URL to
+/// the `url` crate, and its password must not show either.
 pub fn redact_url(url: &str) -> String {
-    match Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        _ => url.to_string(),
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let authority_end = url[scheme_end..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| scheme_end + i);
+    let Some(at) = url[scheme_end..authority_end].rfind('@').map(|i| scheme_end + i) else {
+        return url.to_string();
+    };
+    match url[scheme_end..at].find(':').map(|i| scheme_end + i) {
+        Some(colon) => format!("{}:***{}", &url[..colon], &url[at..]),
+        None => url.to_string(),
+    }
+}
+
+/// The MongoDB server and database the `mongodb` sources read.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MongoSettings {
+    /// The connection string as given (`mongodb://` or `mongodb+srv://`).
+    pub uri: String,
+    /// The database (`MONGODB_DATABASE`, default [`DEFAULT_MONGODB_DATABASE`]).
+    pub database: String,
+    /// `MONGODB_USER`, used when the URI names no user.
+    pub user: Option<String>,
+    /// `MONGODB_PASSWORD`, with [`user`](Self::user).
+    pub password: Option<String>,
+}
+
+/// The database of the replaced jobs' `MONGODB_DATABASE` default.
+pub const DEFAULT_MONGODB_DATABASE: &str = "quickchat";
+
+impl std::fmt::Debug for MongoSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MongoSettings")
+            .field("uri", &self.shown())
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl MongoSettings {
+    /// The server, for messages: the URI without its password.
+    pub fn shown(&self) -> String {
+        redact_url(&self.uri)
     }
 }
 
@@ -391,6 +446,10 @@ mod tests {
             mysql_url: None,
             mysql_user: None,
             mysql_password: None,
+            mongodb_uri: None,
+            mongodb_database: None,
+            mongodb_user: None,
+            mongodb_password: None,
             brokers: None,
             s3_endpoint: None,
             s3_region: None,
@@ -408,6 +467,15 @@ mod tests {
         assert_eq!(kept, "mysql://me@db/x");
         assert!(mysql_url_with_credentials("postgres://db/x", None, None).is_err());
         assert_eq!(redact_url("mysql://etl:secret@db/x"), "mysql://etl:***@db/x");
+        assert_eq!(
+            redact_url("mongodb://etl:p@ss:w@a:27017,b:27017/?authSource=admin"),
+            "mongodb://etl:***@a:27017,b:27017/?authSource=admin"
+        );
+        assert_eq!(redact_url("mongodb://a:27017/x?u=1@2"), "mongodb://a:27017/x?u=1@2");
+        assert_eq!(
+            redact_url("mongodb+srv://etl@cluster0.example.net/"),
+            "mongodb+srv://etl@cluster0.example.net/"
+        );
     }
 
     #[test]

@@ -29,6 +29,7 @@ use crate::config::pipeline::SourceDef;
 use crate::config::stream_pipeline::StreamSource;
 use crate::error::{Error, Result};
 use crate::sources::files::LinesFile;
+use crate::sources::mongodb::DocumentChunk;
 use crate::sources::positions::RawRecords;
 use json::{Decoded, Dialect, JsonDecoder, decode_in_parallel};
 use protobuf::ProtobufDecoder;
@@ -41,7 +42,7 @@ pub const BATCH_ROWS: usize = 8192;
 /// batches of its schema, and the lines that do not fit into rejects naming the file and line.
 pub fn decode_lines(source: &Source, file: &LinesFile) -> (Vec<RecordBatch>, Vec<Reject>) {
     let dialect = match source.def {
-        SourceDef::MongoExport(_) => Dialect::MongoExtended,
+        SourceDef::MongoExport(_) | SourceDef::Mongodb(_) => Dialect::MongoExtended,
         _ => Dialect::Plain,
     };
     let mut decoder = JsonDecoder::new(source.schema.clone(), dialect);
@@ -51,6 +52,21 @@ pub fn decode_lines(source: &Source, file: &LinesFile) -> (Vec<RecordBatch>, Vec
     let Decoded { batches, rejected, .. } = decoder.finish(&source.name, |line| Location::Line {
         file: file.shown.clone(),
         line,
+    });
+    (batches, rejected)
+}
+
+/// Decodes a chunk of a MongoDB collection's documents (relaxed Extended JSON, as a
+/// `mongoexport` line would hold them) into batches of the source's schema, and the documents
+/// that do not fit into rejects naming the collection and the document's `_id`.
+pub fn decode_documents(source: &Source, chunk: &DocumentChunk) -> (Vec<RecordBatch>, Vec<Reject>) {
+    let mut decoder = JsonDecoder::new(source.schema.clone(), Dialect::MongoExtended);
+    for i in 0..chunk.len() {
+        decoder.push(i as u64, chunk.json(i));
+    }
+    let Decoded { batches, rejected, .. } = decoder.finish(&source.name, |i| Location::Document {
+        collection: chunk.origin.clone(),
+        id: chunk.id(i as usize).to_string(),
     });
     (batches, rejected)
 }

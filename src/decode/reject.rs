@@ -24,6 +24,13 @@ pub enum Location {
         /// The row.
         row: u64,
     },
+    /// A document of a MongoDB collection, e.g. `mongodb:quickchat.messages`, by its `_id`.
+    Document {
+        /// The collection, as `mongodb:<database>.<collection>`.
+        collection: String,
+        /// The document's `_id` (an ObjectId's hex digits, else its Extended JSON).
+        id: String,
+    },
     /// A Kafka record (or, with `--from-files`, a line of the topic's file; with the generator,
     /// an event number).
     Record {
@@ -41,6 +48,7 @@ impl fmt::Display for Location {
         match self {
             Location::Line { file, line } => write!(f, "{file}:{line}"),
             Location::Row { table, row } => write!(f, "{table}:{row}"),
+            Location::Document { collection, id } => write!(f, "{collection}:_id={id}"),
             Location::Record {
                 topic,
                 partition,

@@ -7,6 +7,7 @@
 //! missing timestamp, clock skew, messages from deleted accounts, untidy e-mail addresses.
 
 pub mod mongo_json;
+pub mod mongo_load;
 pub mod mysql;
 pub mod quickchat;
 pub mod streams;
@@ -88,7 +89,11 @@ pub fn generate(spec: &DataSetSpec) -> DataSetFiles {
 
 /// Writes the data set under a folder URL (local or S3) reached through the lake's stores.
 pub async fn write_to_url(lake: &Lake, folder: &Url, spec: &DataSetSpec) -> Result<Counts> {
-    let data = generate(spec);
+    write_data(lake, folder, generate(spec)).await
+}
+
+/// Writes generated files under a folder URL (local or S3) reached through the lake's stores.
+pub async fn write_data(lake: &Lake, folder: &Url, data: DataSetFiles) -> Result<Counts> {
     for (relative, contents) in data.files {
         write_file(lake, folder, relative, contents).await?;
     }

@@ -43,6 +43,8 @@ pub struct RunContext<'a> {
     pub registry: &'a Registry,
     /// The MySQL URL, when configured.
     pub mysql_url: Option<&'a str>,
+    /// The configured MongoDB server, if any.
+    pub mongodb: Option<&'a crate::config::MongoSettings>,
     /// Where progress is shown.
     pub progress: &'a Progress,
     /// Told of each job as it starts and ends (the run's UI), if anything is.
@@ -251,6 +253,8 @@ async fn execute(
             SourceContext {
                 lake: cx.lake,
                 mysql_url: cx.mysql_url,
+                mongodb: cx.mongodb,
+                range: params.range,
             },
         )
         .await?;

@@ -1,7 +1,8 @@
 //! A batch job's source as a table DataFusion reads while the job runs, a piece at a time:
 //! JSON-lines and Extended JSON files in chunks of whole lines ([`LineChunks`], each chunk
 //! decoded on the blocking pool), CSV files through the parser on a blocking thread
-//! ([`BlockingFileRead`]), MySQL tables row by row as the server sends them. Batches reach the
+//! ([`BlockingFileRead`]), MySQL tables row by row as the server sends them, MongoDB collections
+//! in chunks of documents ([`DocumentChunks`], decoded on the blocking pool). Batches reach the
 //! query as they are decoded, a few ahead at most, so a source of any size takes memory for a
 //! few chunks or batches, not for its files; what the query keeps (sorts, joins, aggregations)
 //! is the memory pool's to bound and spill.
@@ -24,10 +25,11 @@ use tokio::sync::mpsc::Sender;
 use crate::config::job::Source;
 use crate::decode::reject::{Location, Reject};
 use crate::decode::text_table::TextTable;
-use crate::decode::{csv, decode_lines};
+use crate::decode::{csv, decode_documents, decode_lines};
 use crate::error::{Error, Result};
 use crate::sources::BoundedInput;
 use crate::sources::files::{BlockingFileRead, FileRef, LineChunks};
+use crate::sources::mongodb::{CollectionRead, DocumentChunks};
 use crate::sources::mysql::{TableRows, read_table, row_origin};
 
 /// What reading a source gave so far.
@@ -97,6 +99,7 @@ impl PartitionStream for SourcePartition {
                 BoundedInput::Lines(files) => read_lines(&source, files, &out).await,
                 BoundedInput::Csv(files) => read_csv(&source, files, out).await,
                 BoundedInput::Mysql { table, url } => read_mysql(&source, &table, &url, out).await,
+                BoundedInput::Mongodb(read) => read_mongodb(&source, read, &out).await,
             };
             outcome.map_err(|e| {
                 let message = e.to_string();
@@ -153,6 +156,20 @@ async fn read_lines(source: &Source, files: Vec<FileRef>, out: &Batches) -> Resu
             if !out.send(batches, rejected).await {
                 return Ok(());
             }
+        }
+    }
+    Ok(())
+}
+
+async fn read_mongodb(source: &Source, read: CollectionRead, out: &Batches) -> Result<()> {
+    let mut chunks = DocumentChunks::open(source, read).await?;
+    while let Some(chunk) = chunks.next().await? {
+        let decoding = source.clone();
+        let (batches, rejected) = tokio::task::spawn_blocking(move || decode_documents(&decoding, &chunk))
+            .await
+            .map_err(|e| Error::Internal(format!("decoding source {}: {e}", source.name)))?;
+        if !out.send(batches, rejected).await {
+            return Ok(());
         }
     }
     Ok(())

@@ -4,7 +4,8 @@
 //!   while the job's query runs (`crate::query::source_table`), a piece at a time, so their
 //!   size does not matter: JSON-lines and Extended JSON files in chunks of whole lines
 //!   ([`files::LineChunks`]), CSV files through a pulling parser ([`files::BlockingFileRead`]),
-//!   MySQL tables row by row ([`mysql::read_table`]).
+//!   MySQL tables row by row ([`mysql::read_table`]), MongoDB collections through a cursor in
+//!   chunks of documents ([`mongodb::DocumentChunks`]).
 //! - **Replayable** (streaming pipelines): an [`Input`] reads micro-batches from positions
 //!   (partition → offset; a line number for files, an event number for the generator) and can
 //!   read an epoch's exact range again, which is what makes a restart replay the same
@@ -13,6 +14,7 @@
 pub mod files;
 pub mod generator;
 pub mod kafka;
+pub mod mongodb;
 pub mod mysql;
 pub mod positions;
 
@@ -20,6 +22,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::catalog::Lake;
+use crate::config::MongoSettings;
 use crate::config::job::Source;
 use crate::config::pipeline::SourceDef;
 use crate::config::stream::BatchLimit;
@@ -27,6 +30,7 @@ use crate::error::{Error, Result};
 use files::{FileInput, FileRef, list_files};
 use generator::GeneratorInput;
 use kafka::KafkaInput;
+use mongodb::CollectionRead;
 use positions::{EpochRange, InputBatch, Positions};
 
 /// What bounded sources need from the run.
@@ -36,6 +40,10 @@ pub struct SourceContext<'a> {
     pub lake: &'a Lake,
     /// The configured MySQL URL, if any.
     pub mysql_url: Option<&'a str>,
+    /// The configured MongoDB server, if any.
+    pub mongodb: Option<&'a MongoSettings>,
+    /// The run's days: a MongoDB source with a `date_field` asks the server for those only.
+    pub range: crate::query::DateRange,
 }
 
 /// Where a batch job's source is read from, found before its query runs (so a missing file
@@ -54,6 +62,8 @@ pub enum BoundedInput {
         /// The server (with credentials).
         url: String,
     },
+    /// A MongoDB collection, read through a cursor.
+    Mongodb(CollectionRead),
 }
 
 impl BoundedInput {
@@ -65,6 +75,7 @@ impl BoundedInput {
                 many => format!("{} files", many.len()),
             },
             BoundedInput::Mysql { table, url } => format!("{} table {table}", crate::config::redact_url(url)),
+            BoundedInput::Mongodb(read) => read.describe(),
         }
     }
 }
@@ -87,6 +98,24 @@ pub async fn resolve(source: &Source, cx: SourceContext<'_>) -> Result<BoundedIn
                 location: format!("mysql table {}", def.table),
                 message: "no MySQL URL configured: set MYSQL_URL (and MYSQL_USER/MYSQL_PASSWORD), \
                           or give the source a csv_export"
+                    .into(),
+                retryable: false,
+                cause: None,
+            }),
+        },
+        SourceDef::Mongodb(def) => match (cx.mongodb, &def.export) {
+            (Some(settings), _) => Ok(BoundedInput::Mongodb(CollectionRead::new(
+                settings,
+                &def.collection,
+                def.date_field.as_deref(),
+                cx.range,
+            ))),
+            (None, Some(export)) => Ok(BoundedInput::Lines(list_files(&source.name, export, cx.lake).await?)),
+            (None, None) => Err(Error::Source {
+                source_name: source.name.clone(),
+                location: format!("mongodb collection {}", def.collection),
+                message: "no MongoDB URI configured: set MONGODB_URI (and MONGODB_DATABASE), \
+                          or give the source an export"
                     .into(),
                 retryable: false,
                 cause: None,

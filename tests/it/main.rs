@@ -1,5 +1,5 @@
 //! The integration tests, in one binary (each extra test binary costs a DataFusion link).
-//! Tests that need MariaDB, the S3 server or Kafka expect `scripts/test.sh` to have started
+//! Tests that need MariaDB, the S3 server, MongoDB or Kafka expect `scripts/test.sh` to have started
 //! them and exported their addresses.
 
 mod browser;
@@ -8,6 +8,7 @@ mod golden;
 mod job_metrics;
 mod live_state;
 mod live_ui;
+mod mongodb;
 mod outage_support;
 mod outages;
 mod services;

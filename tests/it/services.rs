@@ -5,7 +5,7 @@
 use mysql_async::prelude::Queryable;
 use quickchat_etl::query::DateRange;
 
-use crate::support::{TestLake, assert_golden, golden_spec, registry, users_database};
+use crate::support::{Servers, TestLake, assert_golden, golden_spec, registry, users_database};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bronze_users_reads_mariadb_exactly_like_its_csv_export() {
@@ -14,7 +14,15 @@ async fn bronze_users_reads_mariadb_exactly_like_its_csv_export() {
     let registry = registry();
     let from_mysql = TestLake::local();
     let reports = from_mysql
-        .run(&registry, "bronze-users", DateRange::All, Some(&url))
+        .run(
+            &registry,
+            "bronze-users",
+            DateRange::All,
+            Servers {
+                mysql_url: Some(&url),
+                ..Servers::default()
+            },
+        )
         .await;
     let outcome = reports.into_iter().next().unwrap().outcome;
     admin.query_drop(format!("DROP DATABASE {database}")).await.unwrap();

@@ -182,14 +182,15 @@ impl TestLake {
         registry: &Registry,
         target: &str,
         range: DateRange,
-        mysql_url: Option<&str>,
+        servers: Servers<'_>,
     ) -> Vec<JobReport> {
         let jobs = plan_target(registry, target, false).unwrap();
         let progress = Progress::hidden();
         let cx = RunContext {
             lake: &self.lake,
             registry,
-            mysql_url,
+            mysql_url: servers.mysql_url,
+            mongodb: servers.mongodb,
             progress: &progress,
             observer: None,
         };
@@ -198,7 +199,7 @@ impl TestLake {
 
     /// Runs a job or group in-process and fails the test if any job failed.
     pub async fn run_ok(&self, registry: &Registry, target: &str, range: DateRange) {
-        for report in self.run(registry, target, range, None).await {
+        for report in self.run(registry, target, range, Servers::default()).await {
             if let Err(e) = &report.outcome {
                 panic!("job {} failed: {e}", report.job);
             }
@@ -238,6 +239,13 @@ pub fn required_env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!("{name} is not set: run the tests with scripts/test.sh, which starts MariaDB, the S3 server and Kafka")
     })
+}
+
+/// The servers an in-process run reads besides the lake (none by default: the export files).
+#[derive(Default, Clone, Copy)]
+pub struct Servers<'a> {
+    pub mysql_url: Option<&'a str>,
+    pub mongodb: Option<&'a quickchat_etl::config::MongoSettings>,
 }
 
 /// The environment that points the binary at the S3 server at `endpoint` with the test
@@ -381,6 +389,7 @@ pub fn binary(dir: &Path, args: &[&str]) -> Output {
         .current_dir(dir)
         .env_remove("DATA_LAKE_PATH")
         .env_remove("MYSQL_URL")
+        .env_remove("MONGODB_URI")
         .env_remove("QUICKCHAT_PROJECT")
         .env("QUICKCHAT_LOG", "info")
         .output()

@@ -59,6 +59,7 @@ pub(super) async fn batch(
         lake: &lake,
         registry: &registry,
         mysql_url: None,
+        mongodb: None,
         progress: &progress,
         observer: None,
     };

@@ -1,0 +1,174 @@
+//! Against the MongoDB-wire server `scripts/test.sh` starts (FerretDB): the bronze jobs read the
+//! collections `generate --load-mongodb` loaded exactly as they read the export files, for all
+//! dates and for one day (the day pushed to the server as a filter).
+
+use chrono::NaiveDate;
+use quickchat_etl::config::MongoSettings;
+use quickchat_etl::query::DateRange;
+
+use crate::support::{Servers, TestLake, binary, describe, golden_spec, registry, required_env, unique_name};
+
+const BRONZE_MONGO_JOBS: [&str; 3] = ["bronze-messages", "bronze-conversations", "bronze-calls"];
+const BRONZE_MONGO_TABLES: [&str; 3] = ["bronze.messages", "bronze.conversations", "bronze.calls"];
+
+/// The golden data set written under `dir/lake/landing` and loaded into `database`; returns
+/// the lines `generate` printed.
+fn generate_and_load(dir: &std::path::Path, uri: &str, database: &str) -> String {
+    let spec = golden_spec();
+    let landing = dir.join("lake/landing");
+    let (seed, users, days, start) = (
+        spec.seed.to_string(),
+        spec.users.to_string(),
+        spec.days.to_string(),
+        spec.start_date.to_string(),
+    );
+    let output = binary(
+        dir,
+        &[
+            "generate",
+            "--out",
+            landing.to_str().unwrap(),
+            "--seed",
+            &seed,
+            "--users",
+            &users,
+            "--days",
+            &days,
+            "--start-date",
+            &start,
+            "--load-mongodb",
+            "--mongodb-uri",
+            uri,
+            "--mongodb-database",
+            database,
+        ],
+    );
+    assert!(output.status.success(), "{}", describe(&output));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The number before `what` in generate's line about `collection`.
+fn figure(printed: &str, collection: &str, what: &str) -> usize {
+    let line = printed
+        .lines()
+        .find(|l| l.contains(&format!(".{collection} at")))
+        .unwrap_or_else(|| panic!("no line about {collection}: {printed}"));
+    let before = &line[..line.find(what).unwrap_or_else(|| panic!("no `{what}` in {line}"))];
+    before.split_whitespace().last().unwrap().parse().unwrap()
+}
+
+async fn run_all(lake: &TestLake, range: DateRange, mongodb: Option<&MongoSettings>) {
+    for job in BRONZE_MONGO_JOBS {
+        let servers = Servers {
+            mongodb,
+            ..Servers::default()
+        };
+        for report in lake.run(&registry(), job, range, servers).await {
+            if let Err(e) = &report.outcome {
+                panic!("job {} failed: {e}", report.job);
+            }
+        }
+    }
+}
+
+/// Rows of a table: the same query over both lakes (duplicates kept, sorted).
+async fn rows(lake: &TestLake, sql: &str) -> Vec<String> {
+    lake.query(sql).await.lines().skip(1).map(String::from).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bronze_jobs_read_mongodb_exactly_like_its_export_files() {
+    let uri = required_env("QUICKCHAT_TEST_MONGODB_URI");
+    let database = unique_name("quickchat_it");
+    let dir = tempfile::tempdir().unwrap();
+    let printed = generate_and_load(dir.path(), &uri, &database);
+    let settings = MongoSettings {
+        uri,
+        database: database.clone(),
+        user: None,
+        password: None,
+    };
+
+    let from_files = TestLake::at(&dir.path().join("lake"));
+    run_all(&from_files, DateRange::All, None).await;
+    let from_mongodb = TestLake::local();
+    run_all(&from_mongodb, DateRange::All, Some(&settings)).await;
+
+    for (table, collection) in BRONZE_MONGO_TABLES.iter().zip(["messages", "conversations", "calls"]) {
+        // The server holds each exported document once: the export's second copies are the
+        // only rows the files give more of.
+        let distinct = format!("SELECT DISTINCT * EXCLUDE (_ingested_at, _run_id) FROM {table}");
+        let all = format!("SELECT * EXCLUDE (_ingested_at, _run_id) FROM {table}");
+        let from_server = rows(&from_mongodb, &all).await;
+        assert!(!from_server.is_empty(), "{table} is empty");
+        assert_eq!(from_server, rows(&from_files, &distinct).await, "{table}");
+        let twice = figure(&printed, collection, "documents exported twice");
+        assert_eq!(
+            rows(&from_files, &all).await.len() - from_server.len(),
+            twice,
+            "{table}"
+        );
+    }
+
+    // The same documents set aside for the same reasons; the export's lines cut short are not
+    // in the server at all.
+    let quarantine = "SELECT source, rule, reason FROM meta.quarantine";
+    let from_server = rows(&from_mongodb, quarantine).await;
+    assert!(
+        from_server.iter().any(|r| r.contains("raw_messages")),
+        "the document with a string sender_id is quarantined: {from_server:?}"
+    );
+    let from_export: Vec<String> = rows(&from_files, quarantine).await;
+    let cut_short: usize = ["messages", "conversations", "calls"]
+        .iter()
+        .map(|c| figure(&printed, c, "lines cut short"))
+        .sum();
+    assert_eq!(
+        from_export.len() - from_server.len(),
+        cut_short,
+        "{from_export:#?}\n{from_server:#?}"
+    );
+    assert!(from_server.iter().all(|r| from_export.contains(r)), "{from_server:#?}");
+    let locations = rows(
+        &from_mongodb,
+        "SELECT location FROM meta.quarantine WHERE source = 'raw_messages'",
+    )
+    .await;
+    let prefix = format!("mongodb:{database}.messages:_id=");
+    assert!(locations.iter().all(|l| l.starts_with(&prefix)), "{locations:?}");
+
+    // One day: asked of the server, and the same rows as the files give for that day.
+    let day = NaiveDate::from_ymd_opt(2024, 3, 6).unwrap();
+    let one_day = DateRange::Days { start: day, end: day };
+    let day_from_mongodb = TestLake::local();
+    run_all(&day_from_mongodb, one_day, Some(&settings)).await;
+    for table in BRONZE_MONGO_TABLES {
+        let day_rows =
+            format!("SELECT DISTINCT * EXCLUDE (_ingested_at, _run_id) FROM {table} WHERE event_date = '{day}'");
+        let from_server = rows(&day_from_mongodb, &day_rows).await;
+        // (The conversations were all started before that day.)
+        assert!(
+            !from_server.is_empty() || table == "bronze.conversations",
+            "{table} on {day}"
+        );
+        assert_eq!(from_server, rows(&from_files, &day_rows).await, "{table} on {day}");
+    }
+    let read = day_from_mongodb
+        .run(
+            &registry(),
+            "bronze-messages",
+            one_day,
+            Servers {
+                mongodb: Some(&settings),
+                ..Servers::default()
+            },
+        )
+        .await
+        .remove(0)
+        .rows_read;
+    let all_documents = figure(&printed, "messages", "documents into");
+    assert!(
+        read > 0 && (read as usize) < all_documents / 4,
+        "a day of eight is asked of the server: {read} of {all_documents} documents read"
+    );
+}
