@@ -55,6 +55,14 @@ wait_for_port() {
   return 1
 }
 
+# Whether the server binary install-deps.sh builds is there; says what to run when not.
+installed() {
+  local binary=$1 what=$2 port=$3
+  [ -x "$binary" ] && return 0
+  echo "no $what on 127.0.0.1:$port and no $(basename "$binary") in $binary: run scripts/install-deps.sh test" >&2
+  return 1
+}
+
 mysql_as_root() {
   mariadb --protocol=socket --socket="$1" -uroot -e "$2"
 }
@@ -105,10 +113,7 @@ start_mariadb() {
 start_s3() {
   if ! listening "$s3_port"; then
     local server="$cache/bin/minio"
-    if [ ! -x "$server" ]; then
-      echo "no S3 server on 127.0.0.1:$s3_port and no MinIO in $server: run scripts/install-deps.sh test" >&2
-      return 1
-    fi
+    installed "$server" "S3 server" "$s3_port" || return 1
     echo "starting MinIO on 127.0.0.1:$s3_port" >&2
     mkdir -p "$state/minio-data"
     MINIO_ROOT_USER="$s3_access_key" MINIO_ROOT_PASSWORD="$s3_secret_key" MINIO_BROWSER=off \
@@ -123,10 +128,7 @@ start_s3() {
 start_mongodb() {
   if listening "$mongodb_port"; then return; fi
   local server="$cache/bin/ferretdb"
-  if [ ! -x "$server" ]; then
-    echo "no MongoDB server on 127.0.0.1:$mongodb_port and no FerretDB in $server: run scripts/install-deps.sh test" >&2
-    return 1
-  fi
+  installed "$server" "MongoDB server" "$mongodb_port" || return 1
   echo "starting FerretDB on 127.0.0.1:$mongodb_port" >&2
   mkdir -p "$state/ferretdb-data"
   nohup "$server" --handler=sqlite --sqlite-url="file:$state/ferretdb-data/" --state-dir="$state" \
