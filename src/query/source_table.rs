@@ -149,11 +149,7 @@ async fn read_lines(source: &Source, files: Vec<FileRef>, out: &Batches) -> Resu
     for file in files {
         let mut chunks = LineChunks::open(&source.name, file).await?;
         while let Some(chunk) = chunks.next().await? {
-            let decoding = source.clone();
-            let (batches, rejected) = tokio::task::spawn_blocking(move || decode_lines(&decoding, &chunk))
-                .await
-                .map_err(|e| Error::Internal(format!("decoding source {}: {e}", source.name)))?;
-            if !out.send(batches, rejected).await {
+            if !decode_and_send(source, chunk, decode_lines, out).await? {
                 return Ok(());
             }
         }
@@ -164,15 +160,29 @@ async fn read_lines(source: &Source, files: Vec<FileRef>, out: &Batches) -> Resu
 async fn read_mongodb(source: &Source, read: CollectionRead, out: &Batches) -> Result<()> {
     let mut chunks = DocumentChunks::open(source, read).await?;
     while let Some(chunk) = chunks.next().await? {
-        let decoding = source.clone();
-        let (batches, rejected) = tokio::task::spawn_blocking(move || decode_documents(&decoding, &chunk))
-            .await
-            .map_err(|e| Error::Internal(format!("decoding source {}: {e}", source.name)))?;
-        if !out.send(batches, rejected).await {
+        if !decode_and_send(source, chunk, decode_documents, out).await? {
             return Ok(());
         }
     }
     Ok(())
+}
+
+/// A chunk's batches and the records of it that did not decode.
+type Decoded = (Vec<RecordBatch>, Vec<Reject>);
+
+/// Decodes a chunk on the blocking pool and hands its batches to the query; false once the
+/// query stopped reading.
+async fn decode_and_send<C: Send + 'static>(
+    source: &Source,
+    chunk: C,
+    decode: fn(&Source, &C) -> Decoded,
+    out: &Batches,
+) -> Result<bool> {
+    let decoding = source.clone();
+    let (batches, rejected) = tokio::task::spawn_blocking(move || decode(&decoding, &chunk))
+        .await
+        .map_err(|e| Error::Internal(format!("decoding source {}: {e}", source.name)))?;
+    Ok(out.send(batches, rejected).await)
 }
 
 async fn read_csv(source: &Source, files: Vec<FileRef>, out: Batches) -> Result<()> {
