@@ -5,7 +5,8 @@
 #                                   Prometheus and promtool (the live UI's metrics), Chromium, Node.js and
 #                                   the web UI's npm packages (browser tests), Java 17 and Maven, the Apache Kafka broker (its jars from Maven
 #                                   Central), the MinIO S3 server and FerretDB (a MongoDB-wire server), both
-#                                   built with Go at pinned versions, and
+#                                   built with Go at pinned versions, OpenSearch (its integration-test zip
+#                                   from Maven Central), and
 #                                   Apache Airflow in a virtual environment of its own (for the DAG test)
 #   scripts/install-deps.sh fuzz    the build set, plus Rust nightly and cargo-fuzz (for scripts/fuzz.sh)
 # Downloads are cached under ~/.cache/quickchat-etl/, so a second run installs nothing.
@@ -22,6 +23,7 @@ if [ "$what" = test ]; then
   command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
   command -v java >/dev/null 2>&1 || packages+=(openjdk-17-jre-headless)
   command -v mvn >/dev/null 2>&1 || packages+=(maven)
+  command -v unzip >/dev/null 2>&1 || packages+=(unzip)
   command -v go >/dev/null 2>&1 || packages+=(golang-go)
 fi
 missing=()
@@ -71,6 +73,18 @@ if [ "$what" = test ]; then
     rm -rf "$kafka_libs"
     mvn -q -B -Dstyle.color=never -f scripts/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory="$kafka_libs" >&2
     touch "$kafka_libs/.complete"
+  fi
+  # OpenSearch (the Elasticsearch sink's test server) from its integration-test zip.
+  opensearch_version=$(sed -n 's:.*<opensearch.version>\(.*\)</opensearch.version>.*:\1:p' scripts/opensearch/pom.xml)
+  opensearch_home="$cache/opensearch-$opensearch_version"
+  if [ ! -e "$opensearch_home/.complete" ]; then
+    echo "installing OpenSearch $opensearch_version (its integration-test zip from Maven Central, into $opensearch_home)" >&2
+    rm -rf "$opensearch_home" "$cache/opensearch-zip"
+    mvn -q -B -Dstyle.color=never -f scripts/opensearch/pom.xml dependency:copy-dependencies \
+      -DoutputDirectory="$cache/opensearch-zip" >&2
+    (cd "$cache" && unzip -q "opensearch-zip/opensearch-$opensearch_version.zip")
+    rm -rf "$cache/opensearch-zip"
+    touch "$opensearch_home/.complete"
   fi
   scripts/vendor-web.sh install
   airflow_venv="$cache/airflow-venv"

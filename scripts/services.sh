@@ -2,7 +2,8 @@
 # Starts (or finds already running) the services the tests talk to, and prints `export` lines
 # for their addresses:
 #   eval "$(scripts/services.sh start)"
-#   scripts/services.sh start mariadb  starts only the services named (mariadb, s3, kafka, mongodb)
+#   scripts/services.sh start mariadb  starts only the services named (mariadb, s3, kafka, mongodb,
+#                                      elasticsearch)
 #   scripts/services.sh stop          stops what this script started, and waits until it ended
 # QUICKCHAT_SERVICES_DIR and the port variables below give a second set of servers (the outage
 # tests start their own MariaDB and Kafka this way, to stop and restart them).
@@ -18,6 +19,9 @@
 #   requests).
 # - MongoDB on ${QUICKCHAT_MONGODB_PORT:-27017}: a server already listening there is used, else
 #   FerretDB (the MongoDB wire protocol on SQLite files of its own) is started.
+# - Elasticsearch on ${QUICKCHAT_ELASTICSEARCH_PORT:-9200}: a server already answering there is used,
+#   else OpenSearch (one node, no security plugin, 512 MB heap) is started on a data folder of
+#   its own, as the user quickchat-search when we are root (OpenSearch refuses to run as root).
 # - Kafka on ${QUICKCHAT_KAFKA_PORT:-9092}: a broker already listening there is used, else
 #   Apache Kafka (KRaft, one node) is started; the topics of the shipped streaming pipelines are
 #   created either way.
@@ -29,6 +33,7 @@ mysql_port=${QUICKCHAT_MYSQL_PORT:-3306}
 s3_port=${QUICKCHAT_S3_PORT:-5999}
 kafka_port=${QUICKCHAT_KAFKA_PORT:-9092}
 mongodb_port=${QUICKCHAT_MONGODB_PORT:-27017}
+elasticsearch_port=${QUICKCHAT_ELASTICSEARCH_PORT:-9200}
 kafka_controller_port=$((kafka_port + 1))
 topics=(clickstream transactions chat-stream interactions alerts)
 bucket=${QUICKCHAT_S3_BUCKET:-quickchat-it}
@@ -138,6 +143,50 @@ start_mongodb() {
   wait_for_port "$mongodb_port" FerretDB "$state/ferretdb.log" "$state/ferretdb.pid"
 }
 
+start_elasticsearch() {
+  local version home
+  version=$(sed -n 's:.*<opensearch.version>\(.*\)</opensearch.version>.*:\1:p' scripts/opensearch/pom.xml)
+  home="$cache/opensearch-$version"
+  if ! listening "$elasticsearch_port"; then
+    if [ ! -e "$home/.complete" ]; then
+      echo "no Elasticsearch on 127.0.0.1:$elasticsearch_port and no OpenSearch in $home: run scripts/install-deps.sh test" >&2
+      return 1
+    fi
+    local run_as=() folder="$state/opensearch"
+    mkdir -p "$folder/data" "$folder/logs"
+    rm -rf "$folder/config"
+    cp -r "$home/config" "$folder/config"
+    if [ "$(id -u)" -eq 0 ]; then
+      id quickchat-search >/dev/null 2>&1 ||
+        useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin quickchat-search
+      # That user cannot enter root's home, where the cache is: it runs a copy (hard links).
+      if [ ! -e "$folder/home/.complete" ]; then
+        rm -rf "$folder/home"
+        cp -al "$home" "$folder/home" 2>/dev/null || cp -a "$home" "$folder/home"
+      fi
+      home="$folder/home"
+      # Its launcher works from its home, and the JVM writes logs/gc.log there.
+      chown -R quickchat-search "$folder/data" "$folder/logs" "$folder/config" "$home/logs"
+      run_as=(setpriv --reuid=quickchat-search --regid=nogroup --clear-groups)
+    fi
+    echo "starting OpenSearch $version on 127.0.0.1:$elasticsearch_port" >&2
+    (OPENSEARCH_PATH_CONF="$folder/config" OPENSEARCH_JAVA_OPTS="-Xms512m -Xmx512m" \
+      JAVA_HOME=${JAVA_HOME:-$(dirname "$(dirname "$(readlink -f "$(command -v java)")")")} \
+      exec nohup "${run_as[@]}" "$home/bin/opensearch" -Ediscovery.type=single-node -Enetwork.host=127.0.0.1 \
+      -Ehttp.port="$elasticsearch_port" -Etransport.port=$((elasticsearch_port + 100)) \
+      -Epath.data="$folder/data" -Epath.logs="$folder/logs" -Ecluster.routing.allocation.disk.threshold_enabled=false) \
+      >"$state/opensearch.log" 2>&1 &
+    echo $! >"$state/opensearch.pid"
+    wait_for_port "$elasticsearch_port" OpenSearch "$state/opensearch.log" "$state/opensearch.pid"
+  fi
+  # Listening is not yet serving: wait until the cluster takes writes.
+  curl -fsS -o /dev/null "http://127.0.0.1:$elasticsearch_port/_cluster/health?wait_for_status=yellow&timeout=60s" || {
+    echo "Elasticsearch on 127.0.0.1:$elasticsearch_port did not become ready; the end of $state/opensearch.log:" >&2
+    tail -20 "$state/opensearch.log" >&2 || true
+    return 1
+  }
+}
+
 kafka_libs() {
   local version
   version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' scripts/kafka/pom.xml)
@@ -188,14 +237,15 @@ case "${1:-start}" in
   start)
     shift || true
     wanted=("$@")
-    [ ${#wanted[@]} -gt 0 ] || wanted=(mariadb s3 mongodb kafka)
+    [ ${#wanted[@]} -gt 0 ] || wanted=(mariadb s3 mongodb elasticsearch kafka)
     for service in "${wanted[@]}"; do
       case "$service" in
         mariadb) start_mariadb ;;
         s3) start_s3 ;;
         mongodb) start_mongodb ;;
+        elasticsearch) start_elasticsearch ;;
         kafka) start_kafka ;;
-        *) echo "unknown service $service (mariadb, s3, mongodb, kafka)" >&2; exit 2 ;;
+        *) echo "unknown service $service (mariadb, s3, mongodb, elasticsearch, kafka)" >&2; exit 2 ;;
       esac
     done
     echo "export QUICKCHAT_TEST_MYSQL_URL=${QUICKCHAT_TEST_MYSQL_URL:-mysql://$mysql_user:$mysql_password@127.0.0.1:$mysql_port}"
@@ -205,6 +255,7 @@ case "${1:-start}" in
     echo "export QUICKCHAT_TEST_S3_SECRET_ACCESS_KEY=$s3_secret_key"
     echo "export QUICKCHAT_TEST_KAFKA_BROKERS=127.0.0.1:$kafka_port"
     echo "export QUICKCHAT_TEST_MONGODB_URI=${QUICKCHAT_TEST_MONGODB_URI:-mongodb://127.0.0.1:$mongodb_port/}"
+    echo "export QUICKCHAT_TEST_ELASTICSEARCH_URL=${QUICKCHAT_TEST_ELASTICSEARCH_URL:-http://127.0.0.1:$elasticsearch_port}"
     # Not a service: the Airflow that scripts/install-deps.sh installed for the DAG test.
     echo "export QUICKCHAT_TEST_AIRFLOW_PYTHON=${QUICKCHAT_TEST_AIRFLOW_PYTHON:-$cache/airflow-venv/bin/python}"
     ;;

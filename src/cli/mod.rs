@@ -142,6 +142,39 @@ pub struct GlobalArgs {
     )]
     pub mongodb_password: Option<String>,
 
+    /// Elasticsearch or OpenSearch server: http://host:9200 (credentials in the URL or below).
+    /// The `elasticsearch` sinks index into it [default: the config file's [elasticsearch] url;
+    /// without one, optional sinks are skipped].
+    #[arg(
+        long,
+        global = true,
+        env = "ELASTICSEARCH_URL",
+        value_name = "URL",
+        help_heading = "Servers"
+    )]
+    pub elasticsearch_url: Option<String>,
+
+    /// Elasticsearch user (HTTP basic authentication), when the URL names none.
+    #[arg(
+        long,
+        global = true,
+        env = "ELASTICSEARCH_USER",
+        value_name = "USER",
+        help_heading = "Servers"
+    )]
+    pub elasticsearch_user: Option<String>,
+
+    /// Elasticsearch password, with --elasticsearch-user (prefer the environment variable).
+    #[arg(
+        long,
+        global = true,
+        env = "ELASTICSEARCH_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true,
+        help_heading = "Servers"
+    )]
+    pub elasticsearch_password: Option<String>,
+
     /// Kafka bootstrap servers [default: the config file's [kafka] bootstrap_servers, then a
     /// pipeline file's [kafka] brokers].
     #[arg(

@@ -71,6 +71,8 @@ pub async fn run(settings: &Settings, pipeline: &StreamPipeline, args: RunArgs) 
     let sink_settings = SinkSettings {
         mysql_url: settings.mysql_url.clone(),
         brokers,
+        elasticsearch: settings.elasticsearch.clone(),
+        mongodb: settings.mongodb.clone(),
     };
     let mut engine = Engine::open(pipeline, &lake, input, sink_settings).await?;
     tracing::info!(pipeline = %pipeline.name, input = kind, lake = %lake.root(),

@@ -21,6 +21,8 @@ pub(super) struct ConfigFile {
     #[serde(default)]
     pub(super) mongodb: MongodbSection,
     #[serde(default)]
+    pub(super) elasticsearch: ElasticsearchSection,
+    #[serde(default)]
     pub(super) kafka: KafkaSection,
     #[serde(default)]
     pub(super) s3: S3Section,
@@ -48,6 +50,14 @@ pub(super) struct MysqlSection {
 pub(super) struct MongodbSection {
     pub(super) uri: Option<String>,
     pub(super) database: Option<String>,
+    pub(super) user: Option<String>,
+    pub(super) password: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ElasticsearchSection {
+    pub(super) url: Option<String>,
     pub(super) user: Option<String>,
     pub(super) password: Option<String>,
 }

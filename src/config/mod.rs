@@ -12,6 +12,7 @@ pub mod columns;
 mod file;
 pub mod job;
 pub mod pipeline;
+mod servers;
 pub mod stream;
 pub mod stream_pipeline;
 pub mod vars;
@@ -29,6 +30,7 @@ use crate::observe::server::listen_address;
 use crate::project::ProjectLocation;
 use crate::query::memory::MemorySettings;
 use file::{ConfigFile, S3Section, read_config_file};
+pub use servers::{DEFAULT_MONGODB_DATABASE, ElasticsearchSettings, MongoSettings, redact_url};
 use stream_pipeline::StreamPipeline;
 pub use vars::Vars;
 
@@ -46,6 +48,8 @@ pub struct Settings {
     pub mysql_url: Option<String>,
     /// The MongoDB server, when configured.
     pub mongodb: Option<MongoSettings>,
+    /// The Elasticsearch server, when configured.
+    pub elasticsearch: Option<ElasticsearchSettings>,
     /// Kafka bootstrap servers (`--brokers`, `KAFKA_BOOTSTRAP_SERVERS`, the config file), when
     /// configured; a pipeline file's own `[kafka] brokers` comes after them
     /// ([`Settings::brokers_for`]).
@@ -206,6 +210,13 @@ impl Settings {
                 user: given(&args.mongodb_user).or(file.mongodb.user.clone()),
                 password: given(&args.mongodb_password).or(file.mongodb.password.clone()),
             });
+        let elasticsearch = given(&args.elasticsearch_url)
+            .or(file.elasticsearch.url.clone())
+            .map(|url| ElasticsearchSettings {
+                url,
+                user: given(&args.elasticsearch_user).or(file.elasticsearch.user.clone()),
+                password: given(&args.elasticsearch_password).or(file.elasticsearch.password.clone()),
+            });
         let kafka_brokers = given(&args.brokers).or(file.kafka.bootstrap_servers.clone());
         let limit = match (args.memory_limit, &file.engine.memory_limit) {
             (Some(limit), _) => limit,
@@ -261,6 +272,7 @@ impl Settings {
                 project,
                 mysql_url,
                 mongodb,
+                elasticsearch,
                 kafka_brokers,
                 vars,
                 memory,
@@ -376,59 +388,6 @@ pub fn mysql_url_with_credentials(
     Ok(parsed.to_string())
 }
 
-/// A URL with its password replaced by `***`, for logs and error messages. Read by hand, not
-/// parsed: a MongoDB URI naming several hosts (`mongodb://u:p@a:27017,b:27017/`) is no URL to
-/// the `url` crate, and its password must not show either.
-pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return url.to_string();
-    };
-    let authority_end = url[scheme_end..]
-        .find(['/', '?', '#'])
-        .map_or(url.len(), |i| scheme_end + i);
-    let Some(at) = url[scheme_end..authority_end].rfind('@').map(|i| scheme_end + i) else {
-        return url.to_string();
-    };
-    match url[scheme_end..at].find(':').map(|i| scheme_end + i) {
-        Some(colon) => format!("{}:***{}", &url[..colon], &url[at..]),
-        None => url.to_string(),
-    }
-}
-
-/// The MongoDB server and database the `mongodb` sources read.
-#[derive(Clone, PartialEq, Eq)]
-pub struct MongoSettings {
-    /// The connection string as given (`mongodb://` or `mongodb+srv://`).
-    pub uri: String,
-    /// The database (`MONGODB_DATABASE`, default [`DEFAULT_MONGODB_DATABASE`]).
-    pub database: String,
-    /// `MONGODB_USER`, used when the URI names no user.
-    pub user: Option<String>,
-    /// `MONGODB_PASSWORD`, with [`user`](Self::user).
-    pub password: Option<String>,
-}
-
-/// The database of the replaced jobs' `MONGODB_DATABASE` default.
-pub const DEFAULT_MONGODB_DATABASE: &str = "quickchat";
-
-impl std::fmt::Debug for MongoSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MongoSettings")
-            .field("uri", &self.shown())
-            .field("database", &self.database)
-            .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| "***"))
-            .finish()
-    }
-}
-
-impl MongoSettings {
-    /// The server, for messages: the URI without its password.
-    pub fn shown(&self) -> String {
-        redact_url(&self.uri)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -450,6 +409,9 @@ mod tests {
             mongodb_database: None,
             mongodb_user: None,
             mongodb_password: None,
+            elasticsearch_url: None,
+            elasticsearch_user: None,
+            elasticsearch_password: None,
             brokers: None,
             s3_endpoint: None,
             s3_region: None,

@@ -238,6 +238,12 @@ pub enum SinkDef {
     Mysql(MysqlSinkDef),
     /// A Kafka topic, one JSON object per row. Streaming.
     Kafka(KafkaSinkDef),
+    /// An Elasticsearch or OpenSearch index, one document per row, its id made of `key`.
+    /// Streaming.
+    Elasticsearch(ElasticsearchSinkDef),
+    /// A MongoDB collection, one document per row upserted by its `_id` made of `key`.
+    /// Streaming.
+    Mongodb(MongodbSinkDef),
     /// Standard output, as a table. Streaming.
     Console(ConsoleSinkDef),
 }
@@ -344,6 +350,73 @@ pub struct KafkaSinkDef {
     pub mode: Option<WriteMode>,
 }
 
+/// Documents in one bulk request of an Elasticsearch sink, by default.
+pub const DEFAULT_BULK_MAX_DOCS: usize = 1_000;
+/// Bytes in one bulk request of an Elasticsearch sink, by default (Elasticsearch's
+/// `http.max_content_length` is 100 MB; 5 MB requests are what its guide recommends starting with).
+pub const DEFAULT_BULK_MAX_BYTES: usize = 5 * 1024 * 1024;
+
+fn default_bulk_max_docs() -> usize {
+    DEFAULT_BULK_MAX_DOCS
+}
+
+fn default_bulk_max_bytes() -> usize {
+    DEFAULT_BULK_MAX_BYTES
+}
+
+/// An Elasticsearch (or OpenSearch) index sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElasticsearchSinkDef {
+    /// The index (lowercase; created by the server on first write, with its dynamic mapping or
+    /// an index template the operator set up).
+    pub index: String,
+    /// Columns whose values, joined with `|`, make each document's `_id`: a row written again
+    /// (a replay, an update) overwrites its document. Without a key the id is the output, the
+    /// epoch and the row's place in it.
+    #[serde(default)]
+    pub key: Vec<String>,
+    /// `append` (final windows) or `update` (every change).
+    #[serde(default)]
+    pub mode: Option<WriteMode>,
+    /// A timestamp or date column: each row goes to the index `<index>-YYYY.MM.DD` of its UTC
+    /// day (daily indices, as Logstash names them); a row with no value goes to `<index>`.
+    #[serde(default)]
+    pub index_by_day: Option<String>,
+    /// Most documents in one `_bulk` request.
+    #[serde(default = "default_bulk_max_docs")]
+    pub bulk_max_docs: usize,
+    /// Most bytes in one `_bulk` request (a larger document goes alone).
+    #[serde(default = "default_bulk_max_bytes")]
+    pub bulk_max_bytes: usize,
+    /// Written only when a server is configured (`ELASTICSEARCH_URL`); skipped, with a
+    /// warning, otherwise. A sink that is not optional fails a Kafka run without a server.
+    #[serde(default)]
+    pub optional: bool,
+}
+
+/// A MongoDB collection sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MongodbSinkDef {
+    /// The collection (created by the server on first write).
+    pub collection: String,
+    /// The database [default: `MONGODB_DATABASE`].
+    #[serde(default)]
+    pub database: Option<String>,
+    /// Columns whose values, joined with `|`, make each document's `_id` (see
+    /// [`ElasticsearchSinkDef::key`]).
+    #[serde(default)]
+    pub key: Vec<String>,
+    /// `append` (final windows) or `update` (every change).
+    #[serde(default)]
+    pub mode: Option<WriteMode>,
+    /// Written only when a server is configured (`MONGODB_URI`); skipped, with a warning,
+    /// otherwise.
+    #[serde(default)]
+    pub optional: bool,
+}
+
 /// Standard output.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -361,6 +434,8 @@ impl SinkDef {
             SinkDef::Parquet(d) => d.mode,
             SinkDef::Mysql(d) => d.mode,
             SinkDef::Kafka(d) => d.mode,
+            SinkDef::Elasticsearch(d) => d.mode,
+            SinkDef::Mongodb(d) => d.mode,
             SinkDef::Console(d) => d.mode,
         }
     }
@@ -387,6 +462,8 @@ impl SinkDef {
             SinkDef::Parquet(_) => "parquet",
             SinkDef::Mysql(_) => "mysql",
             SinkDef::Kafka(_) => "kafka",
+            SinkDef::Elasticsearch(_) => "elasticsearch",
+            SinkDef::Mongodb(_) => "mongodb",
             SinkDef::Console(_) => "console",
         }
     }
@@ -398,7 +475,22 @@ impl SinkDef {
             SinkDef::Mysql(d) => format!("mysql:{}", d.table),
             SinkDef::Parquet(d) => format!("parquet:{}", d.path),
             SinkDef::Kafka(d) => format!("kafka:{}", d.topic),
+            SinkDef::Elasticsearch(d) => format!("elasticsearch:{}", d.index),
+            SinkDef::Mongodb(d) => match &d.database {
+                Some(database) => format!("mongodb:{database}.{}", d.collection),
+                None => format!("mongodb:{}", d.collection),
+            },
             SinkDef::Console(_) => "console".to_string(),
+        }
+    }
+
+    /// Whether the sink is skipped when its server is not configured (see
+    /// [`ElasticsearchSinkDef::optional`]).
+    pub fn optional(&self) -> bool {
+        match self {
+            SinkDef::Elasticsearch(d) => d.optional,
+            SinkDef::Mongodb(d) => d.optional,
+            _ => false,
         }
     }
 }

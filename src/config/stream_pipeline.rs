@@ -402,8 +402,48 @@ fn check_sink(at: &str, sink: &SinkDef, problem: &mut dyn FnMut(String)) {
                 ));
             }
         }
+        SinkDef::Elasticsearch(search) => {
+            if let Err(message) = check_index_name(&search.index) {
+                problem(format!("{at}: {message}"));
+            }
+            if search.bulk_max_docs == 0 || search.bulk_max_bytes == 0 {
+                problem(format!("{at}: bulk_max_docs and bulk_max_bytes must be at least 1"));
+            }
+        }
+        SinkDef::Mongodb(mongo) => {
+            let names = [Some(&mongo.collection), mongo.database.as_ref()];
+            if let Some(bad) = names
+                .into_iter()
+                .flatten()
+                .find(|n| n.is_empty() || n.contains(['$', '\0', '/', ' ']) || n.starts_with("system."))
+            {
+                problem(format!("{at}: `{bad}` is not a MongoDB collection or database name"));
+            }
+        }
         SinkDef::Kafka(_) | SinkDef::Console(_) => {}
     }
+}
+
+/// Elasticsearch's rules for index names: lowercase, none of `\ / * ? " < > | , # :` or
+/// spaces, not starting with `-`, `_` or `+`, at most 255 bytes (a day suffix takes 11).
+fn check_index_name(index: &str) -> std::result::Result<(), String> {
+    let bad = |why: &str| Err(format!("`{index}` is not an index name: {why}"));
+    if index.is_empty() || index == "." || index == ".." {
+        return bad("it is empty or a dot");
+    }
+    if index.len() > 244 {
+        return bad("it is longer than 244 bytes");
+    }
+    if index.starts_with(['-', '_', '+']) {
+        return bad("it starts with -, _ or +");
+    }
+    if index.chars().any(|c| c.is_uppercase()) {
+        return bad("it has uppercase letters");
+    }
+    if let Some(c) = index.chars().find(|c| "\\/*?\"<>|,#: ".contains(*c)) {
+        return bad(&format!("it has `{c}`"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

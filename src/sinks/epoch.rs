@@ -8,6 +8,9 @@
 //! - Parquet: one file per epoch with a name made of the epoch, so a replay overwrites it.
 //! - Kafka: at least once; only the epoch in flight at a crash can be sent twice (replays of
 //!   committed epochs send nothing).
+//! - Elasticsearch: documents have ids made of the sink's key, so a replay overwrites them;
+//!   documents the server refuses go to `meta.quarantine` with the epoch's rejects.
+//! - MongoDB: upserts by an `_id` made of the key, then an epoch marker (see `sinks::mongodb`).
 //! - Console: printed.
 //!
 //! Late records go to their source's late table and rejects to `meta.quarantine` the same way.
@@ -22,7 +25,9 @@ use datafusion::logical_expr::Expr;
 use datafusion::prelude::SessionContext;
 
 use super::delta::{DeltaSink, OpenTables, Upsert, existing, incoming, oldest, time_key};
+use super::elasticsearch::ElasticsearchSink;
 use super::kafka::KafkaSink;
+use super::mongodb::MongoSink;
 use super::mysql::MysqlSink;
 use super::parquet::ParquetSink;
 use super::upkeep::Upkeep;
@@ -31,9 +36,23 @@ use crate::catalog::{Lake, TableName, app_transaction_version};
 use crate::config::columns::timestamp_type;
 use crate::config::pipeline::{SinkDef, WriteMode, streaming_table_properties};
 use crate::config::stream_pipeline::{StreamPipeline, StreamSource};
+use crate::config::{ElasticsearchSettings, MongoSettings};
 use crate::decode::reject::Reject;
 use crate::error::{Error, Result};
 use crate::retry::Retries;
+
+/// Where the sinks' servers are.
+#[derive(Debug, Clone, Default)]
+pub struct SinkSettings {
+    /// MySQL URL with credentials.
+    pub mysql_url: Option<String>,
+    /// Kafka bootstrap servers.
+    pub brokers: Option<String>,
+    /// The Elasticsearch server.
+    pub elasticsearch: Option<ElasticsearchSettings>,
+    /// The MongoDB server.
+    pub mongodb: Option<MongoSettings>,
+}
 
 /// Writes the rows of one pipeline's epochs.
 pub struct SinkWriter<'a> {
@@ -48,22 +67,24 @@ pub struct SinkWriter<'a> {
     /// The Delta tables written so far, kept open between epochs.
     open_tables: OpenTables,
     ctx: SessionContext,
-    mysql_url: Option<String>,
-    brokers: Option<String>,
+    servers: SinkSettings,
     mysql: Option<MysqlSink>,
     kafka: Option<KafkaSink>,
+    elasticsearch: Option<ElasticsearchSink>,
+    mongodb: Option<MongoSink>,
+    /// Documents Elasticsearch or MongoDB refused in the epoch being written, for its rejects.
+    refused: Vec<Reject>,
 }
 
 impl<'a> SinkWriter<'a> {
     /// A writer for `pipeline` run from `input` (`kafka`, `files`, `generator`) in the
-    /// checkpoint lineage `lineage`.
+    /// checkpoint lineage `lineage`, reaching the servers of `servers`.
     pub fn new(
         lake: &'a Lake,
         pipeline: &'a StreamPipeline,
         input: &'static str,
         lineage: &str,
-        mysql_url: Option<String>,
-        brokers: Option<String>,
+        servers: SinkSettings,
     ) -> Self {
         Self {
             lake,
@@ -74,21 +95,30 @@ impl<'a> SinkWriter<'a> {
             upkeep: Upkeep::default(),
             open_tables: OpenTables::default(),
             ctx: crate::query::new_session(),
-            mysql_url,
-            brokers,
+            servers,
             mysql: None,
             kafka: None,
+            elasticsearch: None,
+            mongodb: None,
+            refused: Vec::new(),
         }
     }
 
-    /// Why a sink cannot be written with the settings given (no MySQL URL, no brokers).
+    /// Why a sink cannot be written with the settings given (no MySQL URL, no brokers, no
+    /// Elasticsearch server).
     pub fn unavailable(&self, sink: &SinkDef) -> Option<String> {
         match sink {
-            SinkDef::Mysql(_) if self.mysql_url.is_none() => {
+            SinkDef::Mysql(_) if self.servers.mysql_url.is_none() => {
                 Some("MYSQL_URL is not set (nor [mysql] url in the config file)".into())
             }
-            SinkDef::Kafka(_) if self.brokers.is_none() => {
+            SinkDef::Kafka(_) if self.servers.brokers.is_none() => {
                 Some("KAFKA_BOOTSTRAP_SERVERS is not set (nor [kafka] brokers in the pipeline file)".into())
+            }
+            SinkDef::Elasticsearch(_) if self.servers.elasticsearch.is_none() => {
+                Some("ELASTICSEARCH_URL is not set (nor [elasticsearch] url in the config file)".into())
+            }
+            SinkDef::Mongodb(_) if self.servers.mongodb.is_none() => {
+                Some("MONGODB_URI is not set (nor [mongodb] uri in the config file)".into())
             }
             _ => None,
         }
@@ -157,9 +187,15 @@ impl<'a> SinkWriter<'a> {
         self.retrying(epoch, write).await
     }
 
-    /// Appends unusable records of `epoch` to the quarantine.
+    /// Appends unusable records of `epoch` to the quarantine, with the documents a sink's
+    /// server refused in the epoch.
     pub async fn write_rejects(&mut self, epoch: u64, rejects: &[Reject]) -> Result<SinkMetrics> {
-        self.retrying(epoch, Write::Rejects(rejects)).await
+        if self.refused.is_empty() {
+            return self.retrying(epoch, Write::Rejects(rejects)).await;
+        }
+        let mut all = rejects.to_vec();
+        all.append(&mut self.refused);
+        self.retrying(epoch, Write::Rejects(&all)).await
     }
 
     /// Writes `write` of `epoch`, again while it fails in a way that may pass (a server away,
@@ -285,7 +321,7 @@ impl<'a> SinkWriter<'a> {
                 Ok(metrics)
             }
             SinkDef::Mysql(def) => {
-                let url = self.mysql_url.clone().ok_or_else(|| Error::Sink {
+                let url = self.servers.mysql_url.clone().ok_or_else(|| Error::Sink {
                     table: format!("mysql:{}", def.table),
                     message: "no MySQL URL configured: set MYSQL_URL (and MYSQL_USER/MYSQL_PASSWORD)".into(),
                     retryable: false,
@@ -317,7 +353,7 @@ impl<'a> SinkWriter<'a> {
                 if replay {
                     return Ok(SinkMetrics::default());
                 }
-                let brokers = self.brokers.clone().ok_or_else(|| Error::Sink {
+                let brokers = self.servers.brokers.clone().ok_or_else(|| Error::Sink {
                     table: format!("kafka:{}", def.topic),
                     message: "no Kafka brokers configured: set KAFKA_BOOTSTRAP_SERVERS".into(),
                     retryable: false,
@@ -331,6 +367,39 @@ impl<'a> SinkWriter<'a> {
                     .expect("connected above")
                     .send_rows(&def.topic, &def.key, &rows)
                     .await
+            }
+            SinkDef::Elasticsearch(def) => {
+                if self.elasticsearch.is_none() {
+                    let settings = self.servers.elasticsearch.as_ref().ok_or_else(|| Error::Sink {
+                        table: sink.display(),
+                        message: "no Elasticsearch server configured: set ELASTICSEARCH_URL".into(),
+                        retryable: false,
+                        cause: None,
+                    })?;
+                    self.elasticsearch = Some(ElasticsearchSink::connect(settings).await?);
+                }
+                let search = self.elasticsearch.as_ref().expect("connected above");
+                let indexed = search.index_rows(def, output, epoch, &rows).await?;
+                self.refused.extend(indexed.refused);
+                Ok(indexed.metrics)
+            }
+            SinkDef::Mongodb(def) => {
+                if self.mongodb.is_none() {
+                    let settings = self.servers.mongodb.as_ref().ok_or_else(|| Error::Sink {
+                        table: sink.display(),
+                        message: "no MongoDB server configured: set MONGODB_URI".into(),
+                        retryable: false,
+                        cause: None,
+                    })?;
+                    self.mongodb = Some(MongoSink::connect(settings).await?);
+                }
+                let mongo = self.mongodb.as_ref().expect("connected above");
+                let lineage = format!("{}/{}", self.input, self.lineage);
+                let upserted = mongo
+                    .upsert_epoch(&self.pipeline.name, &lineage, output, def, epoch, &rows)
+                    .await?;
+                self.refused.extend(upserted.refused);
+                Ok(upserted.metrics)
             }
             SinkDef::Console(_) if replay => Ok(SinkMetrics {
                 rows: rows.iter().map(|b| b.num_rows() as u64).sum(),
@@ -438,7 +507,7 @@ mod tests {
     async fn a_kept_table_sees_what_another_writer_committed_before_merging() {
         let (_dir, lake) = Lake::temporary();
         let pipeline = pipeline(&["clicks"]);
-        let mut writer = SinkWriter::new(&lake, &pipeline, "files", "lineage", None, None);
+        let mut writer = SinkWriter::new(&lake, &pipeline, "files", "lineage", SinkSettings::default());
         let sink = SinkDef::Delta(DeltaSinkDef {
             table: "gold.kept".into(),
             partition_by: Vec::new(),
@@ -516,7 +585,7 @@ mod tests {
         for (mode, key) in [(WriteMode::Append, vec![]), (WriteMode::Update, vec!["n".to_string()])] {
             let (_dir, lake) = Lake::temporary();
             let pipeline = pipeline(&["clicks"]);
-            let mut writer = SinkWriter::new(&lake, &pipeline, "files", "lineage", None, None);
+            let mut writer = SinkWriter::new(&lake, &pipeline, "files", "lineage", SinkSettings::default());
             let sink = SinkDef::Delta(DeltaSinkDef {
                 table: "gold.compacted".into(),
                 partition_by: Vec::new(),
@@ -566,7 +635,7 @@ mod tests {
     async fn a_streaming_delta_sink_creates_its_table_with_a_day_of_log_unless_told_otherwise() {
         let (_dir, lake) = Lake::temporary();
         let pipeline = pipeline(&["clicks"]);
-        let mut writer = SinkWriter::new(&lake, &pipeline, "files", "lineage", None, None);
+        let mut writer = SinkWriter::new(&lake, &pipeline, "files", "lineage", SinkSettings::default());
         let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
         let rows = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![1, 2]))]).unwrap();
         for (table, properties) in [

@@ -1,14 +1,16 @@
-//! Sinks: where rows are written — Delta tables, Parquet files, MySQL, Kafka, the console — in
-//! both modes. Each sink is a builder whose writes return [`SinkMetrics`]; every deltalake call
-//! of the project lives in [`delta`], so a deltalake API change touches one file. A batch job
-//! writes one sink in one commit, replacing what its [`Replace`] says; a streaming pipeline
-//! writes every epoch through [`epoch::SinkWriter`], which makes each write happen at most once
-//! per epoch. [`rows`] renders rows as text for the sinks and tables that need it.
+//! Sinks: where rows are written — Delta tables, Parquet files, MySQL, Kafka, Elasticsearch,
+//! MongoDB, the console — in both modes. Each sink is a builder whose writes return [`SinkMetrics`]; every
+//! deltalake call of the project lives in [`delta`], so a deltalake API change touches one file.
+//! A batch job writes one sink in one commit, replacing what its [`Replace`] says; a streaming
+//! pipeline writes every epoch through [`epoch::SinkWriter`], which makes each write happen at
+//! most once per epoch. [`rows`] renders rows as text for the sinks and tables that need it.
 
 pub mod console;
 pub mod delta;
+pub mod elasticsearch;
 pub mod epoch;
 pub mod kafka;
+pub mod mongodb;
 pub mod mysql;
 pub mod parquet;
 pub mod rows;

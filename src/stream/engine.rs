@@ -55,14 +55,7 @@ pub struct RunOptions {
     pub max_epochs: Option<u64>,
 }
 
-/// Where the sinks' servers are.
-#[derive(Debug, Clone, Default)]
-pub struct SinkSettings {
-    /// MySQL URL with credentials.
-    pub mysql_url: Option<String>,
-    /// Kafka bootstrap servers.
-    pub brokers: Option<String>,
-}
+pub use crate::sinks::epoch::SinkSettings;
 
 /// A pipeline ready to run: queries analysed, state restored.
 pub struct Engine<'a> {
@@ -129,18 +122,11 @@ impl<'a> Engine<'a> {
             }
         }
         let checkpoints = Checkpoints::new(lake, &pipeline.name, input.kind())?;
-        let sinks = SinkWriter::new(
-            lake,
-            pipeline,
-            input.kind(),
-            "",
-            settings.mysql_url.clone(),
-            settings.brokers.clone(),
-        );
+        let sinks = SinkWriter::new(lake, pipeline, input.kind(), "", settings.clone());
         let mut skipped = Vec::new();
         for (output, sink) in pipeline.sinks() {
             if let Some(reason) = sinks.unavailable(sink) {
-                if matches!(input, Input::Kafka(_)) {
+                if matches!(input, Input::Kafka(_)) && !sink.optional() {
                     return Err(Error::config_in(
                         &pipeline.pipeline_path,
                         format!("outputs.{output}: sink {} cannot be written: {reason}", sink.display()),

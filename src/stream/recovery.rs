@@ -42,14 +42,7 @@ impl Engine<'_> {
         let (lineage, generator_start_ms, snapshot_epoch) =
             (snapshot.lineage.clone(), snapshot.generator_start_ms, snapshot.epoch);
         self.apply(snapshot)?;
-        self.sinks = SinkWriter::new(
-            self.lake,
-            self.pipeline,
-            self.input.kind(),
-            &lineage,
-            settings.mysql_url,
-            settings.brokers,
-        );
+        self.sinks = SinkWriter::new(self.lake, self.pipeline, self.input.kind(), &lineage, settings);
         self.input.resume(generator_start_ms, &self.positions);
         if snapshot_epoch > 0 || last_logged > 0 {
             tracing::info!(pipeline = %self.pipeline.name, checkpoint = %self.checkpoints.location(),

@@ -1,9 +1,10 @@
 //! The integration tests, in one binary (each extra test binary costs a DataFusion link).
-//! Tests that need MariaDB, the S3 server, MongoDB or Kafka expect `scripts/test.sh` to have started
-//! them and exported their addresses.
+//! Tests that need MariaDB, the S3 server, MongoDB, Elasticsearch or Kafka expect
+//! `scripts/test.sh` to have started them and exported their addresses.
 
 mod browser;
 mod cli;
+mod elasticsearch;
 mod golden;
 mod job_metrics;
 mod live_state;

@@ -172,3 +172,109 @@ async fn the_bronze_jobs_read_mongodb_exactly_like_its_export_files() {
         "a day of eight is asked of the server: {read} of {all_documents} documents read"
     );
 }
+
+/// `(window start in seconds, id, total_interactions)` of every document of a `kpi_db`
+/// collection but the sentinel's.
+async fn window_documents(database: &mongodb::Database, collection: &str, id: &str) -> Vec<String> {
+    use futures::TryStreamExt;
+    let documents: Vec<mongodb::bson::Document> = database
+        .collection::<mongodb::bson::Document>(collection)
+        .find(mongodb::bson::doc! {id: {"$ne": "sentinel"}})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let mut rows: Vec<String> = documents
+        .iter()
+        .map(|d| {
+            format!(
+                "{}|{}|{}",
+                d.get_datetime("window_start").unwrap().timestamp_millis() / 1000,
+                d.get_str(id).unwrap(),
+                d.get_i64("total_interactions").unwrap()
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// The interaction pipeline writes its 10-minute windows to `kpi_db` as the job it replaces
+/// did; killed after an epoch's sinks and before its commit, then resumed, the collections hold
+/// exactly the Delta tables' rows (window starts as dates), each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interaction_windows_reach_mongodb_once_across_a_kill() {
+    use crate::stream_support::{StreamProject, input_files_at_rate, sentinels, write_files};
+    let uri = required_env("QUICKCHAT_TEST_MONGODB_URI");
+    let kpi_database = unique_name("kpi_db");
+    let project = StreamProject::new(2_000).await;
+    let pipeline = project.pipeline("interaction-analytics");
+    project.create_topics(&pipeline).await;
+    // Two events a second: windows close in every micro-batch, not only at the end.
+    let files = crate::stream_support::concat(input_files_at_rate(&pipeline, 20_000, 2.0, 5), &sentinels(&pipeline));
+    let input = tempfile::tempdir().unwrap();
+    write_files(input.path(), &files);
+    let lake = TestLake::local();
+    let run = |fault: Option<&str>| {
+        let mut command = project.command(
+            &lake,
+            &[
+                "run",
+                "interaction-analytics",
+                "--from-files",
+                input.path().to_str().unwrap(),
+            ],
+        );
+        command
+            .env("MONGODB_URI", &uri)
+            .env("MONGODB_KPI_DATABASE", &kpi_database);
+        if let Some(fault) = fault {
+            command.env("QUICKCHAT_FAULT", fault);
+        }
+        command.output().unwrap()
+    };
+    let killed = run(Some("after-sinks@6"));
+    assert!(
+        String::from_utf8_lossy(&killed.stderr).contains("aborting at after-sinks of epoch 6"),
+        "{}",
+        describe(&killed)
+    );
+    let resumed = run(None);
+    assert!(resumed.status.success(), "{}", describe(&resumed));
+
+    let client = mongodb::Client::with_uri_str(&uri).await.unwrap();
+    let database = client.database(&kpi_database);
+    for (collection, id) in [("user_interactions", "user_id"), ("item_interactions", "item_id")] {
+        let delta = rows(
+            &lake,
+            &format!(
+                "SELECT CAST(to_unixtime(window_start) AS BIGINT), {id}, total_interactions FROM gold.{collection} \
+                 WHERE {id} <> 'sentinel' ORDER BY 1, 2"
+            ),
+        )
+        .await;
+        let mut delta: Vec<String> = delta;
+        delta.sort();
+        let documents = window_documents(&database, collection, id).await;
+        assert!(delta.len() > 100, "{collection}: {delta:?}");
+        let missing: Vec<&String> = delta.iter().filter(|r| !documents.contains(r)).collect();
+        let extra: Vec<&String> = documents.iter().filter(|r| !delta.contains(r)).collect();
+        assert!(
+            documents == delta,
+            "kpi_db.{collection} holds gold.{collection}'s rows once: {} documents, {} rows; missing {missing:?}, \
+             more {extra:?}",
+            documents.len(),
+            delta.len()
+        );
+    }
+    let marker = database
+        .collection::<mongodb::bson::Document>("quickchat_epochs")
+        .find_one(mongodb::bson::doc! {"collection": "user_interactions"})
+        .await
+        .unwrap()
+        .expect("an epoch marker");
+    assert!(marker.get_i64("epoch").unwrap() > 6, "{marker}");
+    database.drop().await.unwrap();
+    project.drop_database().await;
+}

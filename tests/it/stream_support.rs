@@ -137,6 +137,7 @@ impl StreamProject {
             .env_remove("DATA_LAKE_PATH")
             .env_remove("QUICKCHAT_PROJECT")
             .env_remove("MONGODB_URI")
+            .env_remove("ELASTICSEARCH_URL")
             .env("KAFKA_BOOTSTRAP_SERVERS", brokers())
             .env("MYSQL_URL", &self.mysql_url)
             .env("QUICKCHAT_LOG", "warn");

@@ -510,6 +510,7 @@ async fn broker_faults_lose_and_double_nothing() {
     let settings = SinkSettings {
         mysql_url: Some(project.mysql_url.clone()),
         brokers: None,
+        ..Default::default()
     };
     async fn run(pipeline: &StreamPipeline, lake: &Lake, bootstrap: &str, settings: &SinkSettings) -> RunReport {
         let input = Input::Kafka(Box::new(

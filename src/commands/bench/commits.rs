@@ -60,7 +60,7 @@ pub async fn commits(
             "{:>9} {:>13} {:>12} {:>16} {:>8}",
             "commits", "mean ms", "p99 ms", "_delta_log files", "RSS MiB"
         );
-        let mut writer = SinkWriter::new(&lake, pipeline, "generator", "bench", None, None);
+        let mut writer = SinkWriter::new(&lake, pipeline, "generator", "bench", Default::default());
         let log_dir = lake.table_url(&crate::catalog::TableName::parse(&table).map_err(Error::Internal)?);
         let log_dir = log_dir
             .to_file_path()

@@ -316,6 +316,7 @@ fn kafka_run(topics: &StreamPipeline, brokers: &str, settings: &Settings) -> Res
     let sinks = SinkSettings {
         mysql_url: settings.mysql_url.clone(),
         brokers: None,
+        ..Default::default()
     };
     Ok((input, sinks))
 }

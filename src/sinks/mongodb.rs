@@ -1,0 +1,266 @@
+//! The MongoDB sink of streaming outputs (the `kpi_db` collections of the interaction job we
+//! replace): each row becomes a document whose `_id` is made of the sink's key, upserted with
+//! `update` commands of many statements (one round trip per [`STATEMENTS_PER_COMMAND`] rows),
+//! then the epoch is recorded in the database's `quickchat_epochs` collection.
+//!
+//! Exactly once, stated precisely: an epoch at or below the recorded one is skipped; an epoch
+//! written again after a crash before its marker replaces the same documents with the same
+//! contents (ids come from the key, or from the output, the epoch and the row's place), so a
+//! collection never holds a row twice or misses one once the run has caught up. MongoDB-wire
+//! servers without multi-document transactions (FerretDB 1, a standalone mongod) are served the
+//! same way, so the upserts and the marker are not one atomic unit: a reader can see an epoch's
+//! documents in part while it is written.
+//!
+//! Column types: timestamps become BSON dates (ISODate), integers Int64, floats Double,
+//! booleans, strings and dates (as `YYYY-MM-DD` text) as JSON gives them.
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::DataType;
+use mongodb::Client;
+use mongodb::bson::{Bson, Document, doc};
+
+use super::SinkMetrics;
+use super::rows::{Nulls, key_texts, rows_as_json};
+use crate::config::MongoSettings;
+use crate::config::pipeline::MongodbSinkDef;
+use crate::decode::reject::{Location, Reject};
+use crate::error::{Error, Result};
+use crate::mongo::{Failure, client, collection_origin, failure};
+
+/// Upserts in one `update` command (the server takes up to 100,000).
+const STATEMENTS_PER_COMMAND: usize = 1_000;
+/// The collection recording each target's last epoch.
+const EPOCHS_COLLECTION: &str = "quickchat_epochs";
+
+/// A client writing streaming outputs to one MongoDB server.
+pub struct MongoSink {
+    client: Client,
+    settings: MongoSettings,
+}
+
+/// What an epoch's upserts did.
+#[derive(Debug, Default)]
+pub struct Upserted {
+    /// Documents written.
+    pub metrics: SinkMetrics,
+    /// Documents the server refused (too large, a unique index), with its reasons.
+    pub refused: Vec<Reject>,
+}
+
+impl MongoSink {
+    /// Checks that the server answers and returns a client of it.
+    pub async fn connect(settings: &MongoSettings) -> Result<Self> {
+        let origin = settings.shown();
+        let client = client(settings).await.map_err(|f| sink_error(&origin, f))?;
+        client
+            .database(&settings.database)
+            .run_command(doc! {"ping": 1})
+            .await
+            .map_err(|e| sink_error(&origin, failure(settings, "connecting to", &e)))?;
+        Ok(Self {
+            client,
+            settings: settings.clone(),
+        })
+    }
+
+    /// Upserts `rows` of `output`'s epoch `epoch` into the sink's collection and records the
+    /// epoch for `pipeline` in `run` (the input and checkpoint lineage); does nothing when that
+    /// epoch (or a later one) is recorded already.
+    pub async fn upsert_epoch(
+        &self,
+        pipeline: &str,
+        run: &str,
+        output: &str,
+        def: &MongodbSinkDef,
+        epoch: u64,
+        rows: &[RecordBatch],
+    ) -> Result<Upserted> {
+        let started = std::time::Instant::now();
+        let database_name = def.database.as_deref().unwrap_or(&self.settings.database);
+        let origin = collection_origin(database_name, &def.collection);
+        let fail = |doing: &str, e: mongodb::error::Error| sink_error(&origin, failure(&self.settings, doing, &e));
+        let database = self.client.database(database_name);
+        let epochs = database.collection::<Document>(EPOCHS_COLLECTION);
+        let target = format!("{pipeline}/{run}/{}", def.collection);
+        let recorded = epochs
+            .find_one(doc! {"_id": &target})
+            .await
+            .map_err(|e| fail("reading the epoch marker of", e))?
+            .and_then(|marker| marker.get_i64("epoch").ok());
+        if recorded.is_some_and(|done| done >= epoch as i64) {
+            return Ok(Upserted::default());
+        }
+
+        let documents = documents(def, output, epoch, rows).map_err(|message| Error::Sink {
+            table: origin.clone(),
+            message,
+            retryable: false,
+            cause: None,
+        })?;
+        let mut upserted = Upserted::default();
+        for chunk in documents.chunks(STATEMENTS_PER_COMMAND) {
+            let updates: Vec<Document> = chunk
+                .iter()
+                .map(|document| doc! {"q": {"_id": document.get("_id").cloned().unwrap_or(Bson::Null)}, "u": document.clone(), "upsert": true})
+                .collect();
+            let answer = database
+                .run_command(doc! {"update": &def.collection, "updates": updates, "ordered": false})
+                .await
+                .map_err(|e| fail("upserting into", e))?;
+            let mut refused = vec![false; chunk.len()];
+            if let Ok(errors) = answer.get_array("writeErrors") {
+                for error in errors.iter().filter_map(Bson::as_document) {
+                    let at = error.get_i32("index").unwrap_or(-1);
+                    let Some(document) = usize::try_from(at).ok().and_then(|at| chunk.get(at)) else {
+                        continue;
+                    };
+                    refused[at as usize] = true;
+                    let reason = format!(
+                        "MongoDB refused the document: {} (code {})",
+                        error.get_str("errmsg").unwrap_or("no message"),
+                        error.get_i32("code").unwrap_or(0)
+                    );
+                    upserted.refused.push(Reject::new(
+                        output,
+                        Location::Document {
+                            collection: origin.clone(),
+                            id: document.get("_id").map(|id| id.to_string()).unwrap_or_default(),
+                        },
+                        reason,
+                        Bson::Document(document.clone())
+                            .into_relaxed_extjson()
+                            .to_string()
+                            .as_bytes(),
+                    ));
+                }
+            }
+            upserted.metrics.rows += refused.iter().filter(|r| !**r).count() as u64;
+        }
+        epochs
+            .update_one(
+                doc! {"_id": &target},
+                doc! {"$set": {"epoch": epoch as i64, "pipeline": pipeline, "collection": &def.collection}},
+            )
+            .upsert(true)
+            .await
+            .map_err(|e| fail("recording the epoch in", e))?;
+        upserted.metrics.elapsed = started.elapsed();
+        Ok(upserted)
+    }
+}
+
+/// The documents of an epoch's rows, `_id` first.
+fn documents(
+    def: &MongodbSinkDef,
+    output: &str,
+    epoch: u64,
+    rows: &[RecordBatch],
+) -> std::result::Result<Vec<Document>, String> {
+    let mut documents = Vec::new();
+    for batch in rows {
+        let ids = if def.key.is_empty() {
+            (0..batch.num_rows())
+                .map(|row| format!("{output}-{epoch}-{}", documents.len() + row))
+                .collect()
+        } else {
+            key_texts(batch, &def.key).map_err(|e| e.to_string())?
+        };
+        let timestamps: Vec<&str> = batch
+            .schema_ref()
+            .fields()
+            .iter()
+            .filter(|f| matches!(f.data_type(), DataType::Timestamp(_, _)))
+            .map(|f| f.name().as_str())
+            .collect();
+        let lines = rows_as_json(batch, Nulls::Explicit).map_err(|e| format!("rows as JSON: {e}"))?;
+        for (line, id) in lines.iter().zip(ids) {
+            let value: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+            let fields = mongodb::bson::to_document(&value).map_err(|e| e.to_string())?;
+            let mut document = doc! {"_id": id};
+            for (name, value) in fields {
+                let value = match value {
+                    Bson::String(text) if timestamps.contains(&name.as_str()) => {
+                        as_date(&text).unwrap_or(Bson::String(text))
+                    }
+                    other => other,
+                };
+                document.insert(name, value);
+            }
+            documents.push(document);
+        }
+    }
+    Ok(documents)
+}
+
+/// An ISO-8601 timestamp as Arrow's JSON writer gives it (with or without an offset) as a BSON
+/// date, in UTC.
+fn as_date(text: &str) -> Option<Bson> {
+    let millis = match chrono::DateTime::parse_from_rfc3339(text) {
+        Ok(time) => time.timestamp_millis(),
+        Err(_) => chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+            .ok()?
+            .and_utc()
+            .timestamp_millis(),
+    };
+    Some(Bson::DateTime(mongodb::bson::DateTime::from_millis(millis)))
+}
+
+fn sink_error(origin: &str, failure: Failure) -> Error {
+    Error::Sink {
+        table: origin.to_string(),
+        message: failure.message,
+        retryable: failure.retryable,
+        cause: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, StringArray, TimestampMicrosecondArray};
+    use arrow::datatypes::{Field, Schema};
+
+    use super::*;
+
+    #[test]
+    fn rows_become_documents_with_key_ids_and_bson_dates() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("user_id", DataType::Utf8, false),
+            Field::new("window_start", crate::config::columns::timestamp_type(), false),
+            Field::new("total_interactions", DataType::Int64, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec!["user_1"])),
+                Arc::new(TimestampMicrosecondArray::from(vec![1_704_067_200_000_000]).with_timezone("UTC")),
+                Arc::new(Int64Array::from(vec![Some(7)])),
+            ],
+        )
+        .unwrap();
+        let def = MongodbSinkDef {
+            collection: "user_interactions".into(),
+            database: None,
+            key: vec!["window_start".into(), "user_id".into()],
+            mode: None,
+            optional: false,
+        };
+        let written = documents(&def, "user_interactions", 3, std::slice::from_ref(&batch)).unwrap();
+        let document = &written[0];
+        assert_eq!(document.keys().next().map(String::as_str), Some("_id"));
+        assert!(document.get_str("_id").unwrap().ends_with("|user_1"), "{document}");
+        assert_eq!(
+            document.get_datetime("window_start").unwrap().timestamp_millis(),
+            1_704_067_200_000
+        );
+        assert_eq!(document.get_i64("total_interactions").unwrap(), 7);
+        let keyless = MongodbSinkDef { key: vec![], ..def };
+        assert_eq!(
+            documents(&keyless, "out", 3, &[batch]).unwrap()[0]
+                .get_str("_id")
+                .unwrap(),
+            "out-3-0"
+        );
+    }
+}
