@@ -27,6 +27,9 @@ pub enum BenchPart {
     /// The same files through the pipeline with the live UI off, then on and polled every
     /// 500 ms: what serving the UI costs.
     Ui,
+    /// `bronze-messages` reading a generated data set's messages from the MongoDB server
+    /// (`MONGODB_URI`), then from the export file: rows/s and peak memory.
+    Mongodb,
 }
 
 /// Tables of `bench --only commits`: an append and an update sink.
@@ -91,6 +94,16 @@ pub struct BenchArgs {
     /// Rows of each commit in the commits part: pages counted in the micro-batch's minute.
     #[arg(long, default_value_t = 50)]
     pub commit_rows: usize,
+
+    /// The commits part's tables keep log entries and tombstones this long instead of the
+    /// streaming default of a day (see --soak-log-retention).
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub commit_log_retention: Option<std::time::Duration>,
+
+    /// Users of the mongodb part's data set (with --batch-days; 5,600 users x 30 days is ~1 M
+    /// message documents).
+    #[arg(long, default_value_t = 2_000)]
+    pub mongodb_users: u32,
 
     /// Tables of the commits part (comma-separated) [default: both].
     #[arg(long, value_enum, value_delimiter = ',')]

@@ -11,7 +11,7 @@ use std::time::Instant;
 use arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
-use super::{Row, lake_at, peak_rss_mb, reset_peak_rss, rss_mb};
+use super::{Row, lake_at, log_retention_properties, peak_rss_mb, reset_peak_rss, rss_mb};
 use crate::cli::{BenchArgs, CommitTable};
 use crate::config::columns::timestamp_type;
 use crate::config::pipeline::{DEFAULT_COMPACT_EVERY, DeltaSinkDef, SinkDef, WriteMode};
@@ -53,9 +53,15 @@ pub async fn commits(
             key,
             compact_every: DEFAULT_COMPACT_EVERY,
             zorder_by: Vec::new(),
-            table_properties: Default::default(),
+            table_properties: log_retention_properties(args.commit_log_retention),
         });
         println!("commits: {commits} micro-batches of {pages} rows to {table} ({name} mode) ...");
+        if let Some(retention) = args.commit_log_retention {
+            println!(
+                "commits: Delta log entries and tombstones kept {}",
+                humantime::format_duration(retention)
+            );
+        }
         println!(
             "{:>9} {:>13} {:>12} {:>16} {:>8}",
             "commits", "mean ms", "p99 ms", "_delta_log files", "RSS MiB"

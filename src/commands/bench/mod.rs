@@ -6,6 +6,7 @@
 
 mod batch;
 mod commits;
+mod mongodb;
 mod soak;
 mod ui;
 
@@ -93,6 +94,9 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> Result<()> {
         if wants(BenchPart::Commits) {
             commits::commits(&pipeline, &work, &args, &mut rows).await?;
         }
+        if wants(BenchPart::Mongodb) {
+            mongodb::mongodb(settings, &work, &args, &mut rows).await?;
+        }
         Ok::<_, Error>(())
     }
     .await;
@@ -100,6 +104,19 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> Result<()> {
     result?;
     print_rows(&rows);
     Ok(())
+}
+
+/// Delta table properties keeping log entries and removed files' tombstones for `retention`
+/// (`delta.logRetentionDuration`, `delta.deletedFileRetentionDuration`); none: the defaults.
+fn log_retention_properties(retention: Option<Duration>) -> std::collections::BTreeMap<String, String> {
+    let Some(retention) = retention else {
+        return Default::default();
+    };
+    let interval = format!("interval {} seconds", retention.as_secs().max(1));
+    ["delta.logRetentionDuration", "delta.deletedFileRetentionDuration"]
+        .into_iter()
+        .map(|key| (key.to_string(), interval.clone()))
+        .collect()
 }
 
 fn lake_at(path: &std::path::Path) -> Result<Lake> {

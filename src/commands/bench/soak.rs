@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{Row, lake_at, peak_rss_mb, rss_mb};
+use super::{Row, lake_at, log_retention_properties, peak_rss_mb, rss_mb};
 use crate::cli::BenchArgs;
 use crate::config::pipeline::SinkDef;
 use crate::config::stream_pipeline::StreamPipeline;
@@ -158,17 +158,17 @@ pub(super) async fn soak(pipeline: &StreamPipeline, work: &Path, args: &BenchArg
 fn with_log_retention(pipeline: &StreamPipeline, retention: Option<Duration>) -> StreamPipeline {
     let mut pipeline = pipeline.clone();
     let Some(retention) = retention else { return pipeline };
-    let interval = format!("interval {} seconds", retention.as_secs().max(1));
     for output in &mut pipeline.outputs {
         for sink in &mut output.sinks {
             if let SinkDef::Delta(def) = sink {
-                for key in ["delta.logRetentionDuration", "delta.deletedFileRetentionDuration"] {
-                    def.table_properties.insert(key.to_string(), interval.clone());
-                }
+                def.table_properties.extend(log_retention_properties(Some(retention)));
             }
         }
     }
-    println!("soak: Delta log entries and tombstones kept {interval}");
+    println!(
+        "soak: Delta log entries and tombstones kept {}",
+        humantime::format_duration(retention)
+    );
     pipeline
 }
 
