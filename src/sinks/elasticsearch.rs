@@ -19,7 +19,7 @@ use reqwest::StatusCode;
 use url::Url;
 
 use super::SinkMetrics;
-use super::rows::{Nulls, key_texts, rows_as_json};
+use super::rows::{Nulls, document_ids, rows_as_json};
 use crate::config::ElasticsearchSettings;
 use crate::config::pipeline::ElasticsearchSinkDef;
 use crate::decode::reject::{Location, Reject};
@@ -279,13 +279,7 @@ fn documents(
     let mut documents = Vec::new();
     for batch in rows {
         let sources = rows_as_json(batch, Nulls::Explicit).map_err(|e| format!("rows as JSON: {e}"))?;
-        let ids = if def.key.is_empty() {
-            (0..batch.num_rows())
-                .map(|row| format!("{output}-{epoch}-{}", documents.len() + row))
-                .collect()
-        } else {
-            key_texts(batch, &def.key).map_err(|e| e.to_string())?
-        };
+        let ids = document_ids(batch, &def.key, output, epoch, documents.len()).map_err(|e| e.to_string())?;
         let indices = match &def.index_by_day {
             None => vec![def.index.clone(); batch.num_rows()],
             Some(column) => daily_indices(batch, column, &def.index)?,

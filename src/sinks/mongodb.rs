@@ -20,7 +20,7 @@ use mongodb::Client;
 use mongodb::bson::{Bson, Document, doc};
 
 use super::SinkMetrics;
-use super::rows::{Nulls, key_texts, rows_as_json};
+use super::rows::{Nulls, document_ids, rows_as_json};
 use crate::config::MongoSettings;
 use crate::config::pipeline::MongodbSinkDef;
 use crate::decode::reject::{Location, Reject};
@@ -158,13 +158,7 @@ fn documents(
 ) -> std::result::Result<Vec<Document>, String> {
     let mut documents = Vec::new();
     for batch in rows {
-        let ids = if def.key.is_empty() {
-            (0..batch.num_rows())
-                .map(|row| format!("{output}-{epoch}-{}", documents.len() + row))
-                .collect()
-        } else {
-            key_texts(batch, &def.key).map_err(|e| e.to_string())?
-        };
+        let ids = document_ids(batch, &def.key, output, epoch, documents.len()).map_err(|e| e.to_string())?;
         let timestamps: Vec<&str> = batch
             .schema_ref()
             .fields()

@@ -1,6 +1,6 @@
 //! Rows as text, the one way every sink and table does it: a row as a JSON object (Kafka
-//! records, alerts, quarantined rows) and a row's key columns as one string (Kafka record keys,
-//! alert keys).
+//! records, alerts, quarantined rows, documents) and a row's key columns as one string (Kafka
+//! record keys, alert keys, document ids).
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::DataType;
@@ -69,6 +69,25 @@ pub fn key_texts(batch: &RecordBatch, key: &[String]) -> Result<Vec<String>, Arr
                 .collect::<Vec<_>>()
                 .join("|")
         })
+        .collect())
+}
+
+/// The ids of a batch's rows as documents of a search index or a collection: the `key`
+/// columns' texts ([`key_texts`]), so that a row written again replaces its document; without a
+/// key, `<output>-<epoch>-<n>` with `n` counting the epoch's rows from `first`, the same again
+/// when a replay writes the same rows.
+pub fn document_ids(
+    batch: &RecordBatch,
+    key: &[String],
+    output: &str,
+    epoch: u64,
+    first: usize,
+) -> Result<Vec<String>, ArrowError> {
+    if !key.is_empty() {
+        return key_texts(batch, key);
+    }
+    Ok((0..batch.num_rows())
+        .map(|row| format!("{output}-{epoch}-{}", first + row))
         .collect())
 }
 
