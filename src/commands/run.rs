@@ -206,23 +206,28 @@ async fn dry_run(settings: &Settings, registry: &Registry, jobs: &[&Job], range:
     for (i, job) in jobs.iter().enumerate() {
         println!("\n{}. {} [{}] {}", i + 1, job.name, job.layer, job.sql_path);
         for source in &job.sources {
-            let path = match &source.def {
-                SourceDef::MongoExport(d) | SourceDef::JsonLines(d) | SourceDef::Csv(d) => d.path.clone(),
+            let file = |path: &str| {
+                lake.location()
+                    .resolve(path)
+                    .map(|u| u.to_string())
+                    .unwrap_or_else(|_| path.to_string())
+            };
+            let shown = match &source.def {
+                SourceDef::MongoExport(d) | SourceDef::JsonLines(d) | SourceDef::Csv(d) => file(&d.path),
                 SourceDef::Kafka(d) => format!("kafka topic {}", d.topic),
                 SourceDef::Mysql(d) => match (&settings.mysql_url, &d.csv_export) {
                     (Some(url), _) => {
                         format!("{} table {}", crate::config::redact_url(url), d.table)
                     }
-                    (None, Some(export)) => format!("{export} (CSV export; MYSQL_URL is not set)"),
+                    (None, Some(export)) => format!("{} (CSV export; MYSQL_URL is not set)", file(export)),
                     (None, None) => format!("table {} (MYSQL_URL is not set!)", d.table),
                 },
                 SourceDef::Mongodb(d) => match (&settings.mongodb, &d.export) {
                     (Some(mongo), _) => format!("{} collection {}.{}", mongo.shown(), mongo.database, d.collection),
-                    (None, Some(export)) => format!("{export} (mongoexport file; MONGODB_URI is not set)"),
+                    (None, Some(export)) => format!("{} (mongoexport file; MONGODB_URI is not set)", file(export)),
                     (None, None) => format!("collection {} (MONGODB_URI is not set!)", d.collection),
                 },
             };
-            let shown = lake.location().resolve(&path).map(|u| u.to_string()).unwrap_or(path);
             println!("   reads   {} <- {} {}", source.name, source.def.kind(), shown);
         }
         let plan = planned.iter().find(|p| p.job == job.name);

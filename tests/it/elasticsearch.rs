@@ -230,7 +230,7 @@ async fn interaction_totals_and_alerts_are_indexed_once_and_refused_documents_ar
 }
 
 /// Servers that are not there stop the run with exit 4, naming the address and what to check,
-/// and the passwords given never show in anything printed.
+/// and the passwords given never show in anything printed, a dry run's description included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sink_servers_away_exit_4_naming_them_without_their_passwords() {
     use crate::stream_support::{input_files, write_files};
@@ -281,5 +281,29 @@ async fn sink_servers_away_exit_4_naming_them_without_their_passwords() {
         assert!(printed.contains(check), "{variable}: {printed}");
         assert!(!printed.contains(secret), "{variable}: the password shows: {printed}");
     }
+    // A dry run names every server it would read, without the passwords.
+    let output = project
+        .command(&lake, &["run", "full-pipeline", "--dry-run"])
+        .env("MYSQL_URL", format!("mysql://etl:{secret}@127.0.0.1:1/users"))
+        .env("MONGODB_URI", format!("mongodb://etl:{secret}@127.0.0.1:1/"))
+        .env("ELASTICSEARCH_URL", format!("http://etl:{secret}@127.0.0.1:1"))
+        .env("MONGODB_PASSWORD", secret)
+        .env("ELASTICSEARCH_PASSWORD", secret)
+        .output()
+        .unwrap();
+    let printed = describe(&output);
+    assert!(output.status.success(), "{printed}");
+    assert!(
+        printed.contains("<- mongodb mongodb://etl:***@127.0.0.1:1/ collection quickchat.messages"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("<- mysql mysql://etl:***@127.0.0.1:1/users table users"),
+        "{printed}"
+    );
+    assert!(
+        !printed.contains(secret),
+        "the password shows in the dry run: {printed}"
+    );
     project.drop_database().await;
 }
