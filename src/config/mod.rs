@@ -13,6 +13,7 @@ mod file;
 pub mod job;
 pub mod pipeline;
 mod servers;
+mod sinks;
 pub mod stream;
 pub mod stream_pipeline;
 pub mod vars;

@@ -337,8 +337,9 @@ fn bulk_chunks(documents: &[Document], max_docs: usize, max_bytes: usize) -> Vec
     chunks
 }
 
+/// A URL's user or password, percent-decoded (a `+` in it is a plus, not a space).
 fn percent_decoded(text: &str) -> String {
-    url::form_urlencoded::parse(format!("x={text}").as_bytes())
+    url::form_urlencoded::parse(format!("x={}", text.replace('+', "%2B")).as_bytes())
         .next()
         .map(|(_, v)| v.into_owned())
         .unwrap_or_else(|| text.to_string())
