@@ -17,7 +17,7 @@ cache=${QUICKCHAT_CACHE:-$HOME/.cache/quickchat-etl}
 
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-packages=(build-essential cmake pkg-config libcurl4-openssl-dev libsasl2-dev)
+packages=(build-essential cmake pkg-config libcurl4-openssl-dev libsasl2-dev libssl-dev)
 if [ "$what" = test ]; then
   packages+=(protobuf-compiler python3-pip python3-venv tmux mariadb-server mariadb-client prometheus prometheus-pushgateway chromium)
   command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)

@@ -10,7 +10,8 @@
 # Every service listens on 127.0.0.1 only; run scripts/install-deps.sh test first.
 # - MariaDB on ${QUICKCHAT_MYSQL_PORT:-3306}: a server already listening there is used (the test
 #   user is created through its unix socket when we are root), else the local mariadbd is
-#   started on a data folder of its own. The tests connect as quickchat/quickchat.
+#   started on a data folder of its own, with a certificate from the test CA made here (user
+#   quickchat_tls may connect over TLS only). The tests connect as quickchat/quickchat.
 #   QUICKCHAT_TEST_MYSQL_URL set beforehand overrides all of this.
 # - S3 on ${QUICKCHAT_S3_PORT:-5999}: a server already listening there is used (with
 #   QUICKCHAT_TEST_S3_ACCESS_KEY_ID / QUICKCHAT_TEST_S3_SECRET_ACCESS_KEY, if not ours), else
@@ -18,13 +19,15 @@
 #   either way (${QUICKCHAT_S3_BUCKET:-quickchat-it}; a SigV4-signed PUT: MinIO refuses unsigned
 #   requests).
 # - MongoDB on ${QUICKCHAT_MONGODB_PORT:-27017}: a server already listening there is used, else
-#   FerretDB (the MongoDB wire protocol on SQLite files of its own) is started.
+#   FerretDB (the MongoDB wire protocol on SQLite files of its own) is started; ours also
+#   listens with TLS (the test CA's certificate) on the port + 1.
 # - Elasticsearch on ${QUICKCHAT_ELASTICSEARCH_PORT:-9200}: a server already answering there is used,
 #   else OpenSearch (one node, no security plugin, 512 MB heap) is started on a data folder of
 #   its own, as the user quickchat-search when we are root (OpenSearch refuses to run as root).
 # - Kafka on ${QUICKCHAT_KAFKA_PORT:-9092}: a broker already listening there is used, else
 #   Apache Kafka (KRaft, one node) is started; the topics of the shipped streaming pipelines are
-#   created either way.
+#   created either way. Ours also listens with SASL_SSL on the port + 2 (TLS with the test CA's
+#   certificate, user quickchat with PLAIN or SCRAM-SHA-256) for the connection-security tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 state=${QUICKCHAT_SERVICES_DIR:-${TMPDIR:-/tmp}/quickchat-etl-services}
@@ -35,12 +38,18 @@ kafka_port=${QUICKCHAT_KAFKA_PORT:-9092}
 mongodb_port=${QUICKCHAT_MONGODB_PORT:-27017}
 elasticsearch_port=${QUICKCHAT_ELASTICSEARCH_PORT:-9200}
 kafka_controller_port=$((kafka_port + 1))
+mongodb_tls_port=$((mongodb_port + 1))
+kafka_sasl_port=$((kafka_port + 2))
+kafka_sasl_user=quickchat
+kafka_sasl_password=quickchat-kafka-secret
+kafka_tls_password=quickchat-tls
 topics=(clickstream transactions chat-stream interactions alerts)
 bucket=${QUICKCHAT_S3_BUCKET:-quickchat-it}
 s3_access_key=${QUICKCHAT_TEST_S3_ACCESS_KEY_ID:-quickchat}
 s3_secret_key=${QUICKCHAT_TEST_S3_SECRET_ACCESS_KEY:-quickchat-secret}
 mysql_user=quickchat
 mysql_password=quickchat
+mysql_tls_user=quickchat_tls
 mkdir -p "$state"
 
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -80,6 +89,12 @@ create_mysql_user() {
     GRANT ALL PRIVILEGES ON *.* TO '$mysql_user'@'localhost' WITH GRANT OPTION;"
 }
 
+# A second test user that may connect over TLS only (on our own server, which has a certificate).
+create_mysql_tls_user() {
+  mysql_as_root "$1" "CREATE USER IF NOT EXISTS '$mysql_tls_user'@'127.0.0.1' IDENTIFIED BY '$mysql_password' REQUIRE SSL;
+    GRANT ALL PRIVILEGES ON *.* TO '$mysql_tls_user'@'127.0.0.1';"
+}
+
 start_mariadb() {
   if [ -n "${QUICKCHAT_TEST_MYSQL_URL:-}" ]; then return; fi
   local socket="$state/mariadb.sock"
@@ -105,14 +120,18 @@ start_mariadb() {
     mariadb-install-db --no-defaults --datadir="$data" --user="$(id -un)" \
       --auth-root-authentication-method=socket --skip-test-db >"$state/mariadb-install.log" 2>&1
   fi
+  test_tls
   echo "starting $server on 127.0.0.1:$mysql_port" >&2
   nohup "$server" --no-defaults --datadir="$data" --socket="$socket" --port="$mysql_port" \
     --bind-address=127.0.0.1 --user="$(id -un)" --pid-file="$state/mariadb.server.pid" \
     --innodb-buffer-pool-size=256M --max-connections=500 --skip-name-resolve \
+    --ssl-cert="$state/tls/server.pem" --ssl-key="$state/tls/server.key" --ssl-ca="$state/tls/ca.pem" \
     >"$state/mariadb.log" 2>&1 &
   echo $! >"$state/mariadb.pid"
   wait_for_port "$mysql_port" MariaDB "$state/mariadb.log" "$state/mariadb.pid"
   create_mysql_user "$socket"
+  create_mysql_tls_user "$socket"
+  : >"$state/mariadb.tls"
 }
 
 start_s3() {
@@ -136,11 +155,15 @@ start_mongodb() {
   installed "$server" "MongoDB server" "$mongodb_port" || return 1
   echo "starting FerretDB on 127.0.0.1:$mongodb_port" >&2
   mkdir -p "$state/ferretdb-data"
+  test_tls
   nohup "$server" --handler=sqlite --sqlite-url="file:$state/ferretdb-data/" --state-dir="$state" \
-    --listen-addr="127.0.0.1:$mongodb_port" --debug-addr=- --telemetry=disable --log-level=WARN \
+    --listen-addr="127.0.0.1:$mongodb_port" --listen-tls="127.0.0.1:$mongodb_tls_port" \
+    --listen-tls-cert-file="$state/tls/server.pem" --listen-tls-key-file="$state/tls/server.key" \
+    --debug-addr=- --telemetry=disable --log-level=WARN \
     >"$state/ferretdb.log" 2>&1 &
   echo $! >"$state/ferretdb.pid"
   wait_for_port "$mongodb_port" FerretDB "$state/ferretdb.log" "$state/ferretdb.pid"
+  wait_for_port "$mongodb_tls_port" "FerretDB (TLS)" "$state/ferretdb.log" "$state/ferretdb.pid"
 }
 
 start_elasticsearch() {
@@ -197,6 +220,27 @@ kafka_tool() {
   java -Dlog4j2.configurationFile="$PWD/scripts/kafka/log4j2.yaml" -cp "$(kafka_libs)/*" "$@"
 }
 
+# A test certificate authority and a server certificate for 127.0.0.1 signed by it, made once and
+# used by Kafka's SASL_SSL listener and MariaDB: $state/tls/ca.pem is what clients trust,
+# server.pem + server.key the servers' certificate and key, server.p12 the same for Kafka.
+test_tls() {
+  local tls="$state/tls"
+  [ -e "$tls/server.p12" ] && return 0
+  mkdir -p "$tls"
+  (
+    cd "$tls"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=quickchat-etl test CA" \
+      -keyout ca.key -out ca.pem 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout server.key -out server.csr 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile server.ext -out server.pem 2>/dev/null
+    openssl pkcs12 -export -in server.pem -inkey server.key -certfile ca.pem -name server \
+      -passout "pass:$kafka_tls_password" -out server.p12.part
+    mv server.p12.part server.p12
+  )
+}
+
 start_kafka() {
   local libs
   libs=$(kafka_libs)
@@ -206,8 +250,11 @@ start_kafka() {
       return 1
     fi
     local data="$state/kafka-data" config="$state/kafka.properties"
+    test_tls
     sed -e "s|@PORT@|$kafka_port|g" -e "s|@CONTROLLER_PORT@|$kafka_controller_port|g" -e "s|@DATA@|$data|g" \
-      scripts/kafka/server.properties >"$config"
+      -e "s|@SASL_PORT@|$kafka_sasl_port|g" -e "s|@SASL_USER@|$kafka_sasl_user|g" \
+      -e "s|@SASL_PASSWORD@|$kafka_sasl_password|g" -e "s|@TLS@|$state/tls|g" \
+      -e "s|@TLS_PASSWORD@|$kafka_tls_password|g" scripts/kafka/server.properties >"$config"
     if [ ! -e "$data/meta.properties" ]; then
       rm -rf "$data"
       kafka_tool kafka.tools.StorageTool format --config "$config" \
@@ -230,6 +277,12 @@ start_kafka() {
       creating+=($!)
     done
     for pid in "${creating[@]}"; do wait "$pid"; done
+    if listening "$kafka_sasl_port"; then
+      # The same user for SCRAM-SHA-256, stored in the cluster metadata (idempotent).
+      kafka_tool kafka.admin.ConfigCommand --bootstrap-server "127.0.0.1:$kafka_port" --alter \
+        --entity-type users --entity-name "$kafka_sasl_user" \
+        --add-config "SCRAM-SHA-256=[iterations=4096,password=$kafka_sasl_password]" >/dev/null
+    fi
   fi
 }
 
@@ -249,12 +302,24 @@ case "${1:-start}" in
       esac
     done
     echo "export QUICKCHAT_TEST_MYSQL_URL=${QUICKCHAT_TEST_MYSQL_URL:-mysql://$mysql_user:$mysql_password@127.0.0.1:$mysql_port}"
+    if [ -e "$state/mariadb.tls" ] && [ -e "$state/mariadb.pid" ] && kill -0 "$(cat "$state/mariadb.pid")" 2>/dev/null; then
+      echo "export QUICKCHAT_TEST_MYSQL_TLS_URL=mysql://$mysql_tls_user:$mysql_password@127.0.0.1:$mysql_port"
+    fi
+    [ ! -e "$state/tls/ca.pem" ] || echo "export QUICKCHAT_TEST_TLS_CA=$state/tls/ca.pem"
     echo "export QUICKCHAT_TEST_S3_ENDPOINT=http://127.0.0.1:$s3_port"
     echo "export QUICKCHAT_TEST_S3_BUCKET=$bucket"
     echo "export QUICKCHAT_TEST_S3_ACCESS_KEY_ID=$s3_access_key"
     echo "export QUICKCHAT_TEST_S3_SECRET_ACCESS_KEY=$s3_secret_key"
     echo "export QUICKCHAT_TEST_KAFKA_BROKERS=127.0.0.1:$kafka_port"
+    if [ -e "$state/tls/ca.pem" ] && listening "$kafka_sasl_port"; then
+      echo "export QUICKCHAT_TEST_KAFKA_SASL_SSL_BROKERS=127.0.0.1:$kafka_sasl_port"
+      echo "export QUICKCHAT_TEST_KAFKA_SASL_USERNAME=$kafka_sasl_user"
+      echo "export QUICKCHAT_TEST_KAFKA_SASL_PASSWORD=$kafka_sasl_password"
+    fi
     echo "export QUICKCHAT_TEST_MONGODB_URI=${QUICKCHAT_TEST_MONGODB_URI:-mongodb://127.0.0.1:$mongodb_port/}"
+    if [ -e "$state/tls/ca.pem" ] && listening "$mongodb_tls_port"; then
+      echo "export QUICKCHAT_TEST_MONGODB_TLS_URI=mongodb://127.0.0.1:$mongodb_tls_port/"
+    fi
     echo "export QUICKCHAT_TEST_ELASTICSEARCH_URL=${QUICKCHAT_TEST_ELASTICSEARCH_URL:-http://127.0.0.1:$elasticsearch_port}"
     # Not a service: the Airflow that scripts/install-deps.sh installed for the DAG test.
     echo "export QUICKCHAT_TEST_AIRFLOW_PYTHON=${QUICKCHAT_TEST_AIRFLOW_PYTHON:-$cache/airflow-venv/bin/python}"

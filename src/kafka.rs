@@ -2,6 +2,7 @@
 //! every client starts from, the error for brokers that do not answer, topic administration,
 //! and broker requests retried per the process's [`crate::retry::policy`].
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use backon::BlockingRetryable;
@@ -11,18 +12,31 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 
+use crate::config::KafkaSecurity;
 use crate::error::{Error, Result};
 
 /// How long to wait for brokers before a request counts as failed.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Client settings shared by the consumer, the producer and the admin client.
+static SECURITY: OnceLock<KafkaSecurity> = OnceLock::new();
+
+/// Sets how the process's Kafka clients authenticate and encrypt; the first call wins
+/// (commands call it at start, before any client exists).
+pub fn configure(security: KafkaSecurity) {
+    let _ = SECURITY.set(security);
+}
+
+/// Client settings shared by the consumer, the producer and the admin client: the brokers and
+/// the process's [`KafkaSecurity`].
 pub fn client_config(brokers: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", brokers)
         .set("socket.timeout.ms", "10000")
         .set("log_level", "3");
+    for (key, value) in SECURITY.get_or_init(KafkaSecurity::default).client_properties() {
+        config.set(key, value);
+    }
     config
 }
 
@@ -34,10 +48,26 @@ pub fn unreachable(brokers: &str, e: rdkafka::error::KafkaError) -> Error {
         message: format!(
             "cannot reach Kafka at {brokers} ({e}). Set KAFKA_BOOTSTRAP_SERVERS (or `brokers` under [kafka] in the \
              pipeline file), or start a broker: `scripts/services.sh start` runs Apache Kafka on 127.0.0.1:9092, \
-             `docker compose -f docker/compose.yml up -d kafka` on localhost:29092"
+             `docker compose -f docker/compose.yml up -d kafka` on localhost:29092. Brokers that need TLS or SASL \
+             take KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD and \
+             KAFKA_SSL_CA_LOCATION (now: {})",
+            security_shown()
         ),
         retryable: true,
         cause: Some(Box::new(e)),
+    }
+}
+
+/// The process's Kafka security for messages: protocol, mechanism and user, never the password.
+fn security_shown() -> String {
+    let security = SECURITY.get_or_init(KafkaSecurity::default);
+    match (&security.protocol, &security.sasl_username) {
+        (None, _) => "PLAINTEXT".to_string(),
+        (Some(protocol), None) => protocol.clone(),
+        (Some(protocol), Some(user)) => format!(
+            "{protocol} {} as {user}",
+            security.sasl_mechanism.as_deref().unwrap_or("PLAIN")
+        ),
     }
 }
 

@@ -32,6 +32,7 @@ pub mod kafka;
 pub mod meta;
 pub mod metrics;
 pub mod mongo;
+pub mod mysql;
 pub mod observe;
 pub mod output;
 pub mod progress;

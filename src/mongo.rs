@@ -52,6 +52,11 @@ pub async fn client(settings: &MongoSettings) -> Result<Client, Failure> {
 pub fn failure(settings: &MongoSettings, doing: &str, e: &mongodb::error::Error) -> Failure {
     let server = settings.shown();
     let (check, retryable) = match e.kind.as_ref() {
+        // A certificate refused shows as an I/O error inside a server-selection timeout.
+        ErrorKind::ServerSelection { .. } | ErrorKind::Io(_) if e.to_string().contains("certificate") => (
+            "does tlsCAFile=<PEM file> in MONGODB_URI name the CA that signed the server's certificate?",
+            true,
+        ),
         ErrorKind::ServerSelection { .. } | ErrorKind::Io(_) | ErrorKind::ConnectionPoolCleared { .. } => {
             ("is the server running, and MONGODB_URI right?", true)
         }

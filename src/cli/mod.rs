@@ -97,6 +97,17 @@ pub struct GlobalArgs {
     )]
     pub mysql_password: Option<String>,
 
+    /// PEM file of the certificate authorities that signed the MySQL server's TLS certificate;
+    /// setting it turns TLS on (`?require_ssl=true` in the URL does with the public roots).
+    #[arg(
+        long,
+        global = true,
+        env = "MYSQL_SSL_CA",
+        value_name = "FILE",
+        help_heading = "Servers"
+    )]
+    pub mysql_ssl_ca: Option<std::path::PathBuf>,
+
     /// MongoDB server: mongodb://host:port/ or mongodb+srv://... `bronze-messages`,
     /// `bronze-conversations` and `bronze-calls` read its collections, `generate --load-mongodb`
     /// loads them [default: the config file's [mongodb] uri; without one the mongoexport files
@@ -185,6 +196,59 @@ pub struct GlobalArgs {
         help_heading = "Servers"
     )]
     pub brokers: Option<String>,
+
+    /// Kafka security protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL [default: the config
+    /// file's [kafka] security_protocol, else PLAINTEXT].
+    #[arg(
+        long,
+        global = true,
+        env = "KAFKA_SECURITY_PROTOCOL",
+        value_name = "PROTOCOL",
+        help_heading = "Servers"
+    )]
+    pub kafka_security_protocol: Option<String>,
+
+    /// Kafka SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 [default: PLAIN with a user].
+    #[arg(
+        long,
+        global = true,
+        env = "KAFKA_SASL_MECHANISM",
+        value_name = "MECHANISM",
+        help_heading = "Servers"
+    )]
+    pub kafka_sasl_mechanism: Option<String>,
+
+    /// Kafka SASL user.
+    #[arg(
+        long,
+        global = true,
+        env = "KAFKA_SASL_USERNAME",
+        value_name = "USER",
+        help_heading = "Servers"
+    )]
+    pub kafka_sasl_username: Option<String>,
+
+    /// Kafka SASL password, with --kafka-sasl-username (prefer the environment variable).
+    #[arg(
+        long,
+        global = true,
+        env = "KAFKA_SASL_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD",
+        help_heading = "Servers"
+    )]
+    pub kafka_sasl_password: Option<String>,
+
+    /// PEM file of the certificate authorities that signed the brokers' TLS certificates
+    /// [default: the system's].
+    #[arg(
+        long,
+        global = true,
+        env = "KAFKA_SSL_CA_LOCATION",
+        value_name = "FILE",
+        help_heading = "Servers"
+    )]
+    pub kafka_ssl_ca_location: Option<std::path::PathBuf>,
 
     /// S3-compatible endpoint (MinIO, Ceph, R2, ...); plain http:// endpoints are allowed automatically
     /// [default: AWS].

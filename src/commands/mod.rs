@@ -29,6 +29,8 @@ pub async fn run(cli: Cli, progress: Progress) -> Result<()> {
     let settings = Settings::resolve(&cli.global, &env)?;
     crate::query::memory::configure(&settings.memory)?;
     crate::retry::configure(settings.retry_for);
+    crate::kafka::configure(settings.kafka_security.clone());
+    crate::mysql::configure(settings.mysql_ssl_ca.clone());
     match cli.command {
         Command::Demo(args) => demo::run(&settings, args, &progress).await,
         Command::Run(args) => run::run(&settings, args, &progress).await,

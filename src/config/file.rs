@@ -43,6 +43,7 @@ pub(super) struct MysqlSection {
     pub(super) url: Option<String>,
     pub(super) user: Option<String>,
     pub(super) password: Option<String>,
+    pub(super) ssl_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -66,6 +67,14 @@ pub(super) struct ElasticsearchSection {
 #[serde(deny_unknown_fields)]
 pub(super) struct KafkaSection {
     pub(super) bootstrap_servers: Option<String>,
+    pub(super) security_protocol: Option<String>,
+    pub(super) sasl_mechanism: Option<String>,
+    pub(super) sasl_username: Option<String>,
+    pub(super) sasl_password: Option<String>,
+    pub(super) ssl_ca_location: Option<PathBuf>,
+    /// librdkafka properties set on every client (`[kafka.properties]`).
+    #[serde(default)]
+    pub(super) properties: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -31,7 +31,7 @@ use crate::observe::server::listen_address;
 use crate::project::ProjectLocation;
 use crate::query::memory::MemorySettings;
 use file::{ConfigFile, S3Section, read_config_file};
-pub use servers::{DEFAULT_MONGODB_DATABASE, ElasticsearchSettings, MongoSettings, redact_url};
+pub use servers::{DEFAULT_MONGODB_DATABASE, ElasticsearchSettings, KafkaSecurity, MongoSettings, redact_url};
 use stream_pipeline::StreamPipeline;
 pub use vars::Vars;
 
@@ -47,6 +47,9 @@ pub struct Settings {
     pub project: ProjectLocation,
     /// The MySQL connection URL with credentials, when configured.
     pub mysql_url: Option<String>,
+    /// The authorities MySQL servers' certificates are checked against (`MYSQL_SSL_CA`); TLS
+    /// is on when set.
+    pub mysql_ssl_ca: Option<PathBuf>,
     /// The MongoDB server, when configured.
     pub mongodb: Option<MongoSettings>,
     /// The Elasticsearch server, when configured.
@@ -55,6 +58,9 @@ pub struct Settings {
     /// configured; a pipeline file's own `[kafka] brokers` comes after them
     /// ([`Settings::brokers_for`]).
     pub kafka_brokers: Option<String>,
+    /// How Kafka clients authenticate and encrypt (`KAFKA_SECURITY_PROTOCOL`, `KAFKA_SASL_*`,
+    /// `KAFKA_SSL_CA_LOCATION`, `[kafka]` of the config file).
+    pub kafka_security: KafkaSecurity,
     /// Variables for `${VAR}` expansion in pipeline files.
     pub vars: Vars,
     /// The queries' memory pool and spill folder.
@@ -201,6 +207,17 @@ impl Settings {
             }
             None => None,
         };
+        let mysql_ssl_ca = args
+            .mysql_ssl_ca
+            .clone()
+            .filter(|p| !p.as_os_str().is_empty())
+            .or(file.mysql.ssl_ca.clone());
+        if let Some(ca) = mysql_ssl_ca.as_ref().filter(|ca| !ca.is_file()) {
+            problems.push(ConfigProblem::general(format!(
+                "MYSQL_SSL_CA {} is not a file",
+                ca.display()
+            )));
+        }
         let mongodb = given(&args.mongodb_uri)
             .or(file.mongodb.uri.clone())
             .map(|uri| MongoSettings {
@@ -219,6 +236,23 @@ impl Settings {
                 password: given(&args.elasticsearch_password).or(file.elasticsearch.password.clone()),
             });
         let kafka_brokers = given(&args.brokers).or(file.kafka.bootstrap_servers.clone());
+        let kafka_security = KafkaSecurity {
+            protocol: given(&args.kafka_security_protocol).or(file.kafka.security_protocol.clone()),
+            sasl_mechanism: given(&args.kafka_sasl_mechanism).or(file.kafka.sasl_mechanism.clone()),
+            sasl_username: given(&args.kafka_sasl_username).or(file.kafka.sasl_username.clone()),
+            sasl_password: given(&args.kafka_sasl_password).or(file.kafka.sasl_password.clone()),
+            ssl_ca_location: args
+                .kafka_ssl_ca_location
+                .clone()
+                .filter(|p| !p.as_os_str().is_empty())
+                .or(file.kafka.ssl_ca_location.clone()),
+            properties: file.kafka.properties.clone(),
+        }
+        .checked()
+        .unwrap_or_else(|message| {
+            problems.push(ConfigProblem::general(message));
+            KafkaSecurity::default()
+        });
         let limit = match (args.memory_limit, &file.engine.memory_limit) {
             (Some(limit), _) => limit,
             (None, Some(text)) => parse_bytes(text).unwrap_or_else(|message| {
@@ -272,9 +306,11 @@ impl Settings {
                 lake,
                 project,
                 mysql_url,
+                mysql_ssl_ca,
                 mongodb,
                 elasticsearch,
                 kafka_brokers,
+                kafka_security,
                 vars,
                 memory,
                 retry_for,
@@ -406,6 +442,7 @@ mod tests {
             mysql_url: None,
             mysql_user: None,
             mysql_password: None,
+            mysql_ssl_ca: None,
             mongodb_uri: None,
             mongodb_database: None,
             mongodb_user: None,
@@ -414,6 +451,11 @@ mod tests {
             elasticsearch_user: None,
             elasticsearch_password: None,
             brokers: None,
+            kafka_security_protocol: None,
+            kafka_sasl_mechanism: None,
+            kafka_sasl_username: None,
+            kafka_sasl_password: None,
+            kafka_ssl_ca_location: None,
             s3_endpoint: None,
             s3_region: None,
             s3_access_key_id: None,
@@ -482,7 +524,8 @@ mod tests {
         std::fs::write(
             &file,
             "lake = \"s3://from-file/lake\"\n[mysql]\nurl = \"mysql://file-host/db\"\nuser = \"file_user\"\n\
-             [kafka]\nbootstrap_servers = \"file:9092\"\n[vars]\nLANDING_PATH = \"file-landing\"\nONLY_IN_FILE = \"x\"\n",
+             [kafka]\nbootstrap_servers = \"file:9092\"\nsecurity_protocol = \"sasl_ssl\"\nsasl_username = \"file-user\"\n\
+             sasl_password = \"file-secret\"\n[kafka.properties]\n\"ssl.endpoint.identification.algorithm\" = \"none\"\n[vars]\nLANDING_PATH = \"file-landing\"\nONLY_IN_FILE = \"x\"\n",
         )
         .unwrap();
         let mut global = args(None);
@@ -497,6 +540,19 @@ mod tests {
             Some("mysql://file_user@env-host:3306/db")
         );
         assert_eq!(settings.kafka_brokers.as_deref(), Some("file:9092"));
+        let kafka = settings.kafka_security.client_properties();
+        for expected in [
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanisms", "PLAIN"),
+            ("sasl.username", "file-user"),
+            ("sasl.password", "file-secret"),
+            ("ssl.endpoint.identification.algorithm", "none"),
+        ] {
+            assert!(
+                kafka.contains(&(expected.0.into(), expected.1.into())),
+                "{expected:?} in {kafka:?}"
+            );
+        }
         assert_eq!(settings.vars.get("LANDING_PATH"), Some("env-landing"));
         assert_eq!(settings.vars.get("ONLY_IN_FILE"), Some("x"));
 

@@ -1,6 +1,9 @@
-//! The servers a run may talk to besides the lake — MongoDB, Elasticsearch — as resolved
-//! settings whose `Debug` never shows a password, and [`redact_url`], the one way a URL with
-//! credentials is shown in logs and errors.
+//! The servers a run may talk to besides the lake — MongoDB, Elasticsearch, how Kafka clients
+//! authenticate — as resolved settings whose `Debug` never shows a password, and
+//! [`redact_url`], the one way a URL with credentials is shown in logs and errors.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 /// A URL with its password replaced by `***`, for logs and error messages. Read by hand, not
 /// parsed: a MongoDB URI naming several hosts (`mongodb://u:p@a:27017,b:27017/`) is no URL to
@@ -82,6 +85,116 @@ impl ElasticsearchSettings {
     }
 }
 
+/// How every Kafka client of the process (source, sink, `produce`, admin) authenticates and
+/// encrypts: librdkafka's `security.protocol`, `sasl.*` and `ssl.ca.location`, plus any
+/// librdkafka property of the config file's `[kafka.properties]`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct KafkaSecurity {
+    /// `PLAINTEXT` (librdkafka's default), `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`.
+    pub protocol: Option<String>,
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512` (`PLAIN` when a SASL user is given alone).
+    pub sasl_mechanism: Option<String>,
+    pub sasl_username: Option<String>,
+    pub sasl_password: Option<String>,
+    /// PEM file of the certificate authorities the brokers' certificates are checked against
+    /// (default: the system's).
+    pub ssl_ca_location: Option<PathBuf>,
+    /// Further librdkafka properties, as given (`ssl.endpoint.identification.algorithm`, ...).
+    pub properties: BTreeMap<String, String>,
+}
+
+/// The protocols librdkafka speaks to brokers.
+const KAFKA_PROTOCOLS: [&str; 4] = ["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"];
+
+/// The SASL mechanisms this build has (GSSAPI/Kerberos needs Cyrus SASL: not built in).
+const SASL_MECHANISMS: [&str; 3] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+
+impl KafkaSecurity {
+    /// Checks the combination and spells the names as librdkafka does; a problem names the
+    /// variable to change.
+    pub fn checked(mut self) -> Result<Self, String> {
+        if let Some(protocol) = &self.protocol {
+            let upper = protocol.to_ascii_uppercase();
+            if !KAFKA_PROTOCOLS.contains(&upper.as_str()) {
+                return Err(format!(
+                    "KAFKA_SECURITY_PROTOCOL `{protocol}` is not one of {}",
+                    KAFKA_PROTOCOLS.join(", ")
+                ));
+            }
+            self.protocol = Some(upper);
+        }
+        if let Some(mechanism) = &self.sasl_mechanism {
+            let upper = mechanism.to_ascii_uppercase();
+            if !SASL_MECHANISMS.contains(&upper.as_str()) {
+                return Err(format!(
+                    "KAFKA_SASL_MECHANISM `{mechanism}` is not one of {}",
+                    SASL_MECHANISMS.join(", ")
+                ));
+            }
+            self.sasl_mechanism = Some(upper);
+        }
+        let sasl = matches!(self.protocol.as_deref(), Some("SASL_PLAINTEXT" | "SASL_SSL"));
+        match (&self.sasl_username, &self.sasl_password) {
+            (Some(_), None) => return Err("KAFKA_SASL_USERNAME is set without KAFKA_SASL_PASSWORD".into()),
+            (None, Some(_)) => return Err("KAFKA_SASL_PASSWORD is set without KAFKA_SASL_USERNAME".into()),
+            (Some(_), Some(_)) if !sasl => {
+                return Err(
+                    "KAFKA_SASL_USERNAME is set but KAFKA_SECURITY_PROTOCOL is not SASL_PLAINTEXT or SASL_SSL".into(),
+                );
+            }
+            (Some(_), Some(_)) if self.sasl_mechanism.is_none() => self.sasl_mechanism = Some("PLAIN".into()),
+            _ => {}
+        }
+        if let Some(ca) = &self.ssl_ca_location
+            && !ca.is_file()
+        {
+            return Err(format!("KAFKA_SSL_CA_LOCATION {} is not a file", ca.display()));
+        }
+        Ok(self)
+    }
+
+    /// The librdkafka properties to set on every client.
+    pub fn client_properties(&self) -> Vec<(String, String)> {
+        let named = [
+            ("security.protocol", self.protocol.clone()),
+            ("sasl.mechanisms", self.sasl_mechanism.clone()),
+            ("sasl.username", self.sasl_username.clone()),
+            ("sasl.password", self.sasl_password.clone()),
+            (
+                "ssl.ca.location",
+                self.ssl_ca_location.as_ref().map(|p| p.display().to_string()),
+            ),
+        ];
+        let mut properties: Vec<(String, String)> = self.properties.clone().into_iter().collect();
+        properties.extend(named.into_iter().filter_map(|(k, v)| v.map(|v| (k.to_string(), v))));
+        properties
+    }
+}
+
+/// Whether a librdkafka property holds a secret (`sasl.password`, `ssl.key.password`,
+/// `sasl.oauthbearer.client.secret`, ...).
+fn secret_property(key: &str) -> bool {
+    key.contains("password") || key.contains("secret")
+}
+
+impl std::fmt::Debug for KafkaSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let properties: BTreeMap<&str, &str> = self
+            .properties
+            .iter()
+            .map(|(k, v)| (k.as_str(), if secret_property(k) { "***" } else { v.as_str() }))
+            .collect();
+        f.debug_struct("KafkaSecurity")
+            .field("protocol", &self.protocol)
+            .field("sasl_mechanism", &self.sasl_mechanism)
+            .field("sasl_username", &self.sasl_username)
+            .field("sasl_password", &self.sasl_password.as_ref().map(|_| "***"))
+            .field("ssl_ca_location", &self.ssl_ca_location)
+            .field("properties", &properties)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,5 +209,41 @@ mod tests {
         let shown = format!("{search:?} {}", search.shown());
         assert!(!shown.contains("s3cret") && !shown.contains("other-secret"), "{shown}");
         assert!(shown.contains("http://admin:***@127.0.0.1:9200"), "{shown}");
+    }
+
+    #[test]
+    fn kafka_security_is_checked_and_never_shows_a_password() {
+        let given = KafkaSecurity {
+            protocol: Some("sasl_ssl".into()),
+            sasl_username: Some("quickchat".into()),
+            sasl_password: Some("kafka-s3cret".into()),
+            properties: BTreeMap::from([("ssl.key.password".to_string(), "key-s3cret".to_string())]),
+            ..Default::default()
+        };
+        let checked = given.clone().checked().unwrap();
+        assert_eq!(checked.protocol.as_deref(), Some("SASL_SSL"));
+        assert_eq!(checked.sasl_mechanism.as_deref(), Some("PLAIN"));
+        let shown = format!("{checked:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            checked
+                .client_properties()
+                .contains(&("sasl.password".into(), "kafka-s3cret".into()))
+        );
+        let plaintext = KafkaSecurity {
+            protocol: None,
+            ..given.clone()
+        };
+        assert!(plaintext.checked().unwrap_err().contains("KAFKA_SECURITY_PROTOCOL"));
+        let alone = KafkaSecurity {
+            sasl_password: None,
+            ..given.clone()
+        };
+        assert!(alone.checked().unwrap_err().contains("without KAFKA_SASL_PASSWORD"));
+        let kerberos = KafkaSecurity {
+            sasl_mechanism: Some("GSSAPI".into()),
+            ..given
+        };
+        assert!(kerberos.checked().unwrap_err().contains("SCRAM-SHA-256"));
     }
 }

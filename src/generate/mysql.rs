@@ -2,7 +2,7 @@
 //! a real server. The rows are the very text of the CSV export.
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts, Value};
+use mysql_async::{Conn, Value};
 
 use super::users::{User, user_row};
 use crate::config::redact_url;
@@ -20,10 +20,10 @@ pub async fn load_users(url: &str, users: &[User]) -> Result<()> {
         retryable: true,
         cause: None,
     };
-    let opts = Opts::from_url(url).map_err(|e| error(format!("bad MySQL URL: {e}")))?;
+    let opts = crate::mysql::options(url).map_err(error)?;
     let mut conn = Conn::new(opts)
         .await
-        .map_err(|e| error(format!("cannot connect: {e}")))?;
+        .map_err(|e| error(crate::mysql::cannot_connect(&e)))?;
     for statement in statements(CREATE_USERS) {
         conn.query_drop(statement).await.map_err(|e| error(e.to_string()))?;
     }

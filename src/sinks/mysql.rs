@@ -16,7 +16,7 @@ use arrow::datatypes::{
 };
 use chrono::{Datelike, NaiveDate, Timelike};
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts, TxOpts, Value};
+use mysql_async::{Conn, TxOpts, Value};
 
 use super::SinkMetrics;
 use crate::config::redact_url;
@@ -46,17 +46,10 @@ impl MysqlSink {
     /// Connects to the database at `url` and makes sure the epoch-marker table exists.
     pub async fn connect(url: &str) -> Result<Self> {
         let shown = redact_url(url);
-        let opts = Opts::from_url(url).map_err(|e| sink_error(&shown, format!("bad MySQL URL: {e}"), false))?;
-        let mut conn = Conn::new(opts).await.map_err(|e| {
-            sink_error(
-                &shown,
-                format!(
-                    "cannot connect: {e} (is MySQL running and MYSQL_URL right? `docker compose -f docker/compose.yml \
-                     up -d mysql` starts one)"
-                ),
-                true,
-            )
-        })?;
+        let opts = crate::mysql::options(url).map_err(|message| sink_error(&shown, message, false))?;
+        let mut conn = Conn::new(opts)
+            .await
+            .map_err(|e| sink_error(&shown, crate::mysql::cannot_connect(&e), true))?;
         conn.query_drop(statement(EPOCHS_TABLE))
             .await
             .map_err(|e| mysql_error(&shown, "quickchat_epochs", e))?;

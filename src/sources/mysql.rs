@@ -5,7 +5,7 @@
 
 use futures::TryStreamExt;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts, Row, Value};
+use mysql_async::{Conn, Row, Value};
 
 use crate::config::job::Source;
 use crate::config::redact_url;
@@ -40,13 +40,10 @@ pub async fn read_table(source: &Source, table: &str, url: &str, into: &mut dyn 
     if let Some(bad) = identifiers.find(|name| !is_plain_identifier(name)) {
         return Err(source_error(format!("`{bad}` is not a plain MySQL identifier"), false));
     }
-    let opts = Opts::from_url(url).map_err(|e| source_error(format!("bad MySQL URL: {e}"), false))?;
-    let mut conn = Conn::new(opts).await.map_err(|e| {
-        source_error(
-            format!("cannot connect: {e} (is MySQL running and MYSQL_URL right? `docker compose -f docker/compose.yml up mysql` starts one)"),
-            true,
-        )
-    })?;
+    let opts = crate::mysql::options(url).map_err(|message| source_error(message, false))?;
+    let mut conn = Conn::new(opts)
+        .await
+        .map_err(|e| source_error(crate::mysql::cannot_connect(&e), true))?;
     let columns = source
         .schema
         .fields()

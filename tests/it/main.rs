@@ -4,9 +4,11 @@
 
 mod browser;
 mod cli;
+mod connection_security;
 mod elasticsearch;
 mod golden;
 mod job_metrics;
+
 mod live_state;
 mod live_ui;
 mod mongodb;

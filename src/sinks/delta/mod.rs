@@ -3,9 +3,11 @@
 //! commit, and keeps a table up (compaction, log expiry, VACUUM, checkpoints). Every deltalake
 //! call of the project lives in this folder: [`OpenTables`] holds the snapshots a long-running
 //! writer keeps between commits, `maintenance` the upkeep operations (OPTIMIZE, VACUUM, log
-//! checkpoints and expiry) and `clustering` the compaction of update tables by time.
+//! checkpoints and expiry), `clustering` the compaction of update tables by time and
+//! `local_store` the object store of tables in a local folder.
 
 mod clustering;
+pub mod local_store;
 mod maintenance;
 mod open_tables;
 
