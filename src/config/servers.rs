@@ -109,30 +109,23 @@ const KAFKA_PROTOCOLS: [&str; 4] = ["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_
 /// The SASL mechanisms this build has (GSSAPI/Kerberos needs Cyrus SASL: not built in).
 const SASL_MECHANISMS: [&str; 3] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
 
+/// `value` in upper case when it is one of `names` (in any case), else what `variable` may be.
+fn one_of(value: Option<String>, variable: &str, names: &[&str]) -> Result<Option<String>, String> {
+    let Some(value) = value else { return Ok(None) };
+    let upper = value.to_ascii_uppercase();
+    if names.contains(&upper.as_str()) {
+        Ok(Some(upper))
+    } else {
+        Err(format!("{variable} `{value}` is not one of {}", names.join(", ")))
+    }
+}
+
 impl KafkaSecurity {
     /// Checks the combination and spells the names as librdkafka does; a problem names the
     /// variable to change.
     pub fn checked(mut self) -> Result<Self, String> {
-        if let Some(protocol) = &self.protocol {
-            let upper = protocol.to_ascii_uppercase();
-            if !KAFKA_PROTOCOLS.contains(&upper.as_str()) {
-                return Err(format!(
-                    "KAFKA_SECURITY_PROTOCOL `{protocol}` is not one of {}",
-                    KAFKA_PROTOCOLS.join(", ")
-                ));
-            }
-            self.protocol = Some(upper);
-        }
-        if let Some(mechanism) = &self.sasl_mechanism {
-            let upper = mechanism.to_ascii_uppercase();
-            if !SASL_MECHANISMS.contains(&upper.as_str()) {
-                return Err(format!(
-                    "KAFKA_SASL_MECHANISM `{mechanism}` is not one of {}",
-                    SASL_MECHANISMS.join(", ")
-                ));
-            }
-            self.sasl_mechanism = Some(upper);
-        }
+        self.protocol = one_of(self.protocol.take(), "KAFKA_SECURITY_PROTOCOL", &KAFKA_PROTOCOLS)?;
+        self.sasl_mechanism = one_of(self.sasl_mechanism.take(), "KAFKA_SASL_MECHANISM", &SASL_MECHANISMS)?;
         let sasl = matches!(self.protocol.as_deref(), Some("SASL_PLAINTEXT" | "SASL_SSL"));
         match (&self.sasl_username, &self.sasl_password) {
             (Some(_), None) => return Err("KAFKA_SASL_USERNAME is set without KAFKA_SASL_PASSWORD".into()),

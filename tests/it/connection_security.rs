@@ -95,21 +95,24 @@ async fn events_cross_tls_and_sasl_once_and_a_wrong_password_is_never_printed() 
     project.drop_database().await;
 }
 
-/// `quickchat-etl --lake <lake> <args>` with `MYSQL_URL` and, when given, `MYSQL_SSL_CA`.
-fn with_mysql(lake: &TestLake, url: &str, ssl_ca: Option<&str>, args: &[&str]) -> std::process::Output {
+/// `quickchat-etl --lake <lake> <args>` with the server variables of the environment cleared and
+/// `env` set instead.
+fn on_lake(lake: &TestLake, env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_quickchat-etl"));
     command
         .args(["--lake", &lake.root_arg])
         .args(args)
-        .env_remove("DATA_LAKE_PATH")
-        .env_remove("QUICKCHAT_PROJECT")
-        .env_remove("MONGODB_URI")
-        .env_remove("MYSQL_SSL_CA")
-        .env("MYSQL_URL", url)
         .env("QUICKCHAT_LOG", "warn");
-    if let Some(ca) = ssl_ca {
-        command.env("MYSQL_SSL_CA", ca);
+    for variable in [
+        "DATA_LAKE_PATH",
+        "QUICKCHAT_PROJECT",
+        "MYSQL_URL",
+        "MYSQL_SSL_CA",
+        "MONGODB_URI",
+    ] {
+        command.env_remove(variable);
     }
+    command.envs(env.iter().copied());
     command.output().unwrap()
 }
 
@@ -124,10 +127,10 @@ async fn mysql_over_tls_loads_and_reads_the_users_and_an_unknown_certificate_is_
     let lake = TestLake::local();
     let landing = format!("{}/landing", lake.root_arg);
 
-    let generated = with_mysql(
+    let tls = [("MYSQL_URL", url.as_str()), ("MYSQL_SSL_CA", ca.as_str())];
+    let generated = on_lake(
         &lake,
-        &url,
-        Some(&ca),
+        &tls,
         &[
             "generate",
             "--out",
@@ -144,19 +147,11 @@ async fn mysql_over_tls_loads_and_reads_the_users_and_an_unknown_certificate_is_
         "users loaded over TLS: {}",
         describe(&generated)
     );
-    let read = with_mysql(&lake, &url, Some(&ca), &["run", "bronze-users"]);
+    let read = on_lake(&lake, &tls, &["run", "bronze-users"]);
     assert!(read.status.success(), "users read over TLS: {}", describe(&read));
     // The same users as the CSV export of the table gives (the one `generate` wrote beside it).
     let from_export = TestLake::local();
-    let export_run = Command::new(env!("CARGO_BIN_EXE_quickchat-etl"))
-        .args(["--lake", &from_export.root_arg, "run", "bronze-users"])
-        .env_remove("MYSQL_URL")
-        .env_remove("DATA_LAKE_PATH")
-        .env_remove("QUICKCHAT_PROJECT")
-        .env("LANDING_PATH", &landing)
-        .env("QUICKCHAT_LOG", "warn")
-        .output()
-        .unwrap();
+    let export_run = on_lake(&from_export, &[("LANDING_PATH", &landing)], &["run", "bronze-users"]);
     assert!(
         export_run.status.success(),
         "users read from the export: {}",
@@ -170,11 +165,15 @@ async fn mysql_over_tls_loads_and_reads_the_users_and_an_unknown_certificate_is_
 
     // Without TLS the server refuses the user; with TLS but without the test CA the client
     // refuses the server's certificate. Both are errors naming the server (exit 4).
-    for (what, url, ca, cause) in [
-        ("no TLS", url.clone(), None, "Access denied"),
-        ("an unknown CA", format!("{url}?require_ssl=true"), None, "MYSQL_SSL_CA"),
+    for (what, url, cause) in [
+        ("no TLS", url.clone(), "Access denied"),
+        ("an unknown CA", format!("{url}?require_ssl=true"), "MYSQL_SSL_CA"),
     ] {
-        let refused = with_mysql(&lake, &url, ca, &["run", "bronze-users", "--retry-for", "1s"]);
+        let refused = on_lake(
+            &lake,
+            &[("MYSQL_URL", &url)],
+            &["run", "bronze-users", "--retry-for", "1s"],
+        );
         assert_eq!(
             refused.status.code(),
             exit(ExitCode::JobFailed),
@@ -190,24 +189,6 @@ async fn mysql_over_tls_loads_and_reads_the_users_and_an_unknown_certificate_is_
     admin.query_drop(format!("DROP DATABASE {database}")).await.unwrap();
 }
 
-/// `quickchat-etl --lake <lake> run bronze-calls` over the landing folder `landing`, reading
-/// the database of that name at MongoDB `uri` when given.
-fn bronze_calls(lake: &TestLake, landing: &str, database: &str, uri: Option<&str>) -> std::process::Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_quickchat-etl"));
-    command
-        .args(["--lake", &lake.root_arg, "--retry-for", "1s", "run", "bronze-calls"])
-        .env_remove("DATA_LAKE_PATH")
-        .env_remove("QUICKCHAT_PROJECT")
-        .env_remove("MONGODB_URI")
-        .env("LANDING_PATH", landing)
-        .env("MONGODB_DATABASE", database)
-        .env("QUICKCHAT_LOG", "warn");
-    if let Some(uri) = uri {
-        command.env("MONGODB_URI", uri);
-    }
-    command.output().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mongodb_over_tls_reads_what_the_export_holds_and_an_unknown_certificate_is_refused() {
     let server = required_env("QUICKCHAT_TEST_MONGODB_TLS_URI");
@@ -217,9 +198,10 @@ async fn mongodb_over_tls_reads_what_the_export_holds_and_an_unknown_certificate
     let from_server = TestLake::local();
     let landing = format!("{}/landing", from_server.root_arg);
 
-    let mut generate = Command::new(env!("CARGO_BIN_EXE_quickchat-etl"));
-    generate
-        .args([
+    let generated = on_lake(
+        &from_server,
+        &[],
+        &[
             "generate",
             "--out",
             &landing,
@@ -228,17 +210,26 @@ async fn mongodb_over_tls_reads_what_the_export_holds_and_an_unknown_certificate
             "--days",
             "2",
             "--load-mongodb",
-        ])
-        .args(["--mongodb-uri", &uri, "--mongodb-database", &database])
-        .env_remove("MONGODB_URI")
-        .env("QUICKCHAT_LOG", "warn");
-    let generated = generate.output().unwrap();
+        ]
+        .into_iter()
+        .chain(["--mongodb-uri", &uri, "--mongodb-database", &database])
+        .collect::<Vec<_>>(),
+    );
     assert!(generated.status.success(), "loaded over TLS: {}", describe(&generated));
 
-    let read = bronze_calls(&from_server, &landing, &database, Some(&uri));
+    // `bronze-calls` over the landing folder, reading `database` at the server when given one.
+    let bronze_calls = |lake: &TestLake, uri: Option<&str>| {
+        let mut env = vec![
+            ("LANDING_PATH", landing.as_str()),
+            ("MONGODB_DATABASE", database.as_str()),
+        ];
+        env.extend(uri.map(|uri| ("MONGODB_URI", uri)));
+        on_lake(lake, &env, &["--retry-for", "1s", "run", "bronze-calls"])
+    };
+    let read = bronze_calls(&from_server, Some(&uri));
     assert!(read.status.success(), "read over TLS: {}", describe(&read));
     let from_export = TestLake::local();
-    let read = bronze_calls(&from_export, &landing, &database, None);
+    let read = bronze_calls(&from_export, None);
     assert!(read.status.success(), "read from the export: {}", describe(&read));
     // The export holds some documents twice; the server each once.
     let calls = "SELECT DISTINCT * FROM bronze.calls";
@@ -248,7 +239,7 @@ async fn mongodb_over_tls_reads_what_the_export_holds_and_an_unknown_certificate
 
     // Without the test CA the driver refuses the server's certificate: exit 4 naming the server.
     let unknown = format!("{server}?tls=true&serverSelectionTimeoutMS=1000");
-    let refused = bronze_calls(&TestLake::local(), &landing, &database, Some(&unknown));
+    let refused = bronze_calls(&TestLake::local(), Some(&unknown));
     assert_eq!(
         refused.status.code(),
         exit(ExitCode::JobFailed),
