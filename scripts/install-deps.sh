@@ -19,7 +19,7 @@ sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 packages=(build-essential cmake pkg-config libcurl4-openssl-dev libsasl2-dev libssl-dev)
 if [ "$what" = test ]; then
-  packages+=(protobuf-compiler python3-pip python3-venv tmux mariadb-server mariadb-client prometheus prometheus-pushgateway chromium)
+  packages+=(protobuf-compiler python3-pip python3-venv tmux socat mariadb-server mariadb-client prometheus prometheus-pushgateway chromium)
   command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
   command -v java >/dev/null 2>&1 || packages+=(openjdk-17-jre-headless)
   command -v mvn >/dev/null 2>&1 || packages+=(maven)

@@ -23,7 +23,8 @@
 #   listens with TLS (the test CA's certificate) on the port + 1.
 # - Elasticsearch on ${QUICKCHAT_ELASTICSEARCH_PORT:-9200}: a server already answering there is used,
 #   else OpenSearch (one node, no security plugin, 512 MB heap) is started on a data folder of
-#   its own, as the user quickchat-search when we are root (OpenSearch refuses to run as root).
+#   its own, as the user quickchat-search when we are root (OpenSearch refuses to run as root);
+#   socat serves it over https (the test CA's certificate) on the port + 43.
 # - Kafka on ${QUICKCHAT_KAFKA_PORT:-9092}: a broker already listening there is used, else
 #   Apache Kafka (KRaft, one node) is started; the topics of the shipped streaming pipelines are
 #   created either way. Ours also listens with SASL_SSL on the port + 2 (TLS with the test CA's
@@ -39,6 +40,7 @@ mongodb_port=${QUICKCHAT_MONGODB_PORT:-27017}
 elasticsearch_port=${QUICKCHAT_ELASTICSEARCH_PORT:-9200}
 kafka_controller_port=$((kafka_port + 1))
 mongodb_tls_port=$((mongodb_port + 1))
+elasticsearch_tls_port=$((elasticsearch_port + 43))
 kafka_sasl_port=$((kafka_port + 2))
 kafka_sasl_user=quickchat
 kafka_sasl_password=quickchat-kafka-secret
@@ -208,6 +210,15 @@ start_elasticsearch() {
     tail -20 "$state/opensearch.log" >&2 || true
     return 1
   }
+  # https in front of our OpenSearch (whose integration-test build has no security plugin):
+  # socat terminates TLS with the test CA's certificate on the port + 43 and forwards to it.
+  if [ -e "$state/opensearch.pid" ] && ! listening "$elasticsearch_tls_port" && command -v socat >/dev/null; then
+    test_tls
+    nohup socat "openssl-listen:$elasticsearch_tls_port,bind=127.0.0.1,reuseaddr,fork,verify=0,cert=$state/tls/server.pem,key=$state/tls/server.key" \
+      "tcp:127.0.0.1:$elasticsearch_port" >"$state/elasticsearch-tls.log" 2>&1 &
+    echo $! >"$state/elasticsearch-tls.pid"
+    wait_for_port "$elasticsearch_tls_port" "TLS front of OpenSearch" "$state/elasticsearch-tls.log" "$state/elasticsearch-tls.pid"
+  fi
 }
 
 kafka_libs() {
@@ -321,6 +332,9 @@ case "${1:-start}" in
       echo "export QUICKCHAT_TEST_MONGODB_TLS_URI=mongodb://127.0.0.1:$mongodb_tls_port/"
     fi
     echo "export QUICKCHAT_TEST_ELASTICSEARCH_URL=${QUICKCHAT_TEST_ELASTICSEARCH_URL:-http://127.0.0.1:$elasticsearch_port}"
+    if [ -e "$state/tls/ca.pem" ] && listening "$elasticsearch_tls_port"; then
+      echo "export QUICKCHAT_TEST_ELASTICSEARCH_HTTPS_URL=https://127.0.0.1:$elasticsearch_tls_port"
+    fi
     # Not a service: the Airflow that scripts/install-deps.sh installed for the DAG test.
     echo "export QUICKCHAT_TEST_AIRFLOW_PYTHON=${QUICKCHAT_TEST_AIRFLOW_PYTHON:-$cache/airflow-venv/bin/python}"
     ;;

@@ -186,6 +186,17 @@ pub struct GlobalArgs {
     )]
     pub elasticsearch_password: Option<String>,
 
+    /// PEM file of the certificate authorities that signed an https server's certificate
+    /// [default: the platform's roots].
+    #[arg(
+        long,
+        global = true,
+        env = "ELASTICSEARCH_SSL_CA",
+        value_name = "FILE",
+        help_heading = "Servers"
+    )]
+    pub elasticsearch_ssl_ca: Option<std::path::PathBuf>,
+
     /// Kafka bootstrap servers [default: the config file's [kafka] bootstrap_servers, then a
     /// pipeline file's [kafka] brokers].
     #[arg(

@@ -61,6 +61,7 @@ pub(super) struct ElasticsearchSection {
     pub(super) url: Option<String>,
     pub(super) user: Option<String>,
     pub(super) password: Option<String>,
+    pub(super) ssl_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

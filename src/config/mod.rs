@@ -207,17 +207,7 @@ impl Settings {
             }
             None => None,
         };
-        let mysql_ssl_ca = args
-            .mysql_ssl_ca
-            .clone()
-            .filter(|p| !p.as_os_str().is_empty())
-            .or(file.mysql.ssl_ca.clone());
-        if let Some(ca) = mysql_ssl_ca.as_ref().filter(|ca| !ca.is_file()) {
-            problems.push(ConfigProblem::general(format!(
-                "MYSQL_SSL_CA {} is not a file",
-                ca.display()
-            )));
-        }
+        let mysql_ssl_ca = certificate_file(&args.mysql_ssl_ca, &file.mysql.ssl_ca, "MYSQL_SSL_CA", &mut problems);
         let mongodb = given(&args.mongodb_uri)
             .or(file.mongodb.uri.clone())
             .map(|uri| MongoSettings {
@@ -228,12 +218,19 @@ impl Settings {
                 user: given(&args.mongodb_user).or(file.mongodb.user.clone()),
                 password: given(&args.mongodb_password).or(file.mongodb.password.clone()),
             });
+        let elasticsearch_ssl_ca = certificate_file(
+            &args.elasticsearch_ssl_ca,
+            &file.elasticsearch.ssl_ca,
+            "ELASTICSEARCH_SSL_CA",
+            &mut problems,
+        );
         let elasticsearch = given(&args.elasticsearch_url)
             .or(file.elasticsearch.url.clone())
             .map(|url| ElasticsearchSettings {
                 url,
                 user: given(&args.elasticsearch_user).or(file.elasticsearch.user.clone()),
                 password: given(&args.elasticsearch_password).or(file.elasticsearch.password.clone()),
+                ssl_ca: elasticsearch_ssl_ca,
             });
         let kafka_brokers = given(&args.brokers).or(file.kafka.bootstrap_servers.clone());
         let kafka_security = KafkaSecurity {
@@ -371,6 +368,24 @@ pub fn parse_bytes(text: &str) -> std::result::Result<u64, String> {
     Ok(bytes)
 }
 
+/// A certificate file from its flag (or `variable`) or the config file; one that is not a file
+/// is a problem naming `variable`.
+fn certificate_file(
+    flag: &Option<PathBuf>,
+    in_file: &Option<PathBuf>,
+    variable: &str,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<PathBuf> {
+    let path = flag.clone().filter(|p| !p.as_os_str().is_empty()).or(in_file.clone());
+    if let Some(path) = path.as_ref().filter(|path| !path.is_file()) {
+        problems.push(ConfigProblem::general(format!(
+            "{variable} {} is not a file",
+            path.display()
+        )));
+    }
+    path
+}
+
 /// Object-store options for S3: the `[s3]` section under the flags and `AWS_*` variables.
 fn s3_options(args: &GlobalArgs, file: &S3Section) -> HashMap<String, String> {
     let mut options = HashMap::new();
@@ -450,6 +465,7 @@ mod tests {
             elasticsearch_url: None,
             elasticsearch_user: None,
             elasticsearch_password: None,
+            elasticsearch_ssl_ca: None,
             brokers: None,
             kafka_security_protocol: None,
             kafka_sasl_mechanism: None,
@@ -521,11 +537,16 @@ mod tests {
     fn flags_override_environment_which_overrides_the_config_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("quickchat.toml");
+        let ca = dir.path().join("search-ca.pem");
+        std::fs::write(&ca, "a certificate").unwrap();
         std::fs::write(
             &file,
             "lake = \"s3://from-file/lake\"\n[mysql]\nurl = \"mysql://file-host/db\"\nuser = \"file_user\"\n\
              [kafka]\nbootstrap_servers = \"file:9092\"\nsecurity_protocol = \"sasl_ssl\"\nsasl_username = \"file-user\"\n\
-             sasl_password = \"file-secret\"\n[kafka.properties]\n\"ssl.endpoint.identification.algorithm\" = \"none\"\n[vars]\nLANDING_PATH = \"file-landing\"\nONLY_IN_FILE = \"x\"\n",
+             sasl_password = \"file-secret\"\n[kafka.properties]\n\"ssl.endpoint.identification.algorithm\" = \"none\"\n[vars]\nLANDING_PATH = \"file-landing\"\nONLY_IN_FILE = \"x\"\n\
+             [elasticsearch]\nurl = \"https://file-search:9200\"\n"
+                .to_string()
+                + &format!("ssl_ca = {:?}\n", ca.display().to_string()),
         )
         .unwrap();
         let mut global = args(None);
@@ -540,6 +561,8 @@ mod tests {
             Some("mysql://file_user@env-host:3306/db")
         );
         assert_eq!(settings.kafka_brokers.as_deref(), Some("file:9092"));
+        let search = settings.elasticsearch.as_ref().expect("the file's server");
+        assert_eq!(search.ssl_ca.as_deref(), Some(ca.as_path()));
         let kafka = settings.kafka_security.client_properties();
         for expected in [
             ("security.protocol", "SASL_SSL"),

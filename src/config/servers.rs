@@ -66,6 +66,9 @@ pub struct ElasticsearchSettings {
     pub user: Option<String>,
     /// `ELASTICSEARCH_PASSWORD`, with [`user`](Self::user).
     pub password: Option<String>,
+    /// `ELASTICSEARCH_SSL_CA`: the authorities an https server's certificate is checked
+    /// against, beside the platform's roots.
+    pub ssl_ca: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for ElasticsearchSettings {
@@ -198,6 +201,7 @@ mod tests {
             url: "http://admin:s3cret@127.0.0.1:9200".into(),
             user: None,
             password: Some("other-secret".into()),
+            ssl_ca: None,
         };
         let shown = format!("{search:?} {}", search.shown());
         assert!(!shown.contains("s3cret") && !shown.contains("other-secret"), "{shown}");

@@ -71,8 +71,25 @@ impl ElasticsearchSink {
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
         }
-        let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(60))
+        let mut client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60));
+        if let Some(ca) = &settings.ssl_ca {
+            let pem = std::fs::read(ca).map_err(|e| {
+                sink_error(
+                    &shown,
+                    format!("cannot read ELASTICSEARCH_SSL_CA {}: {e}", ca.display()),
+                    false,
+                )
+            })?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                sink_error(
+                    &shown,
+                    format!("ELASTICSEARCH_SSL_CA {} holds no PEM certificate: {e}", ca.display()),
+                    false,
+                )
+            })?;
+            client = client.tls_certs_merge(certificates);
+        }
+        let client = client
             .build()
             .map_err(|e| sink_error(&shown, format!("cannot build an HTTP client: {e}"), false))?;
         let sink = Self {
@@ -179,14 +196,20 @@ impl ElasticsearchSink {
             None => request,
         };
         let response = request.send().await.map_err(|e| {
-            sink_error(
-                &self.shown,
-                format!(
-                    "cannot reach the server: {e} (is Elasticsearch running and ELASTICSEARCH_URL right? \
-                     `docker compose -f docker/compose.yml up -d elasticsearch` starts one)"
-                ),
-                true,
-            )
+            // reqwest's own message is "error sending request"; the causes say why.
+            let mut said = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(inner) = cause {
+                said = format!("{said}: {inner}");
+                cause = inner.source();
+            }
+            let check = if said.contains("certificate") {
+                "does ELASTICSEARCH_SSL_CA name the CA file that signed the server's certificate?"
+            } else {
+                "is Elasticsearch running and ELASTICSEARCH_URL right? \
+                 `docker compose -f docker/compose.yml up -d elasticsearch` starts one"
+            };
+            sink_error(&self.shown, format!("cannot reach the server: {said} ({check})"), true)
         })?;
         let status = response.status();
         let body = response

@@ -307,3 +307,74 @@ async fn sink_servers_away_exit_4_naming_them_without_their_passwords() {
     );
     project.drop_database().await;
 }
+
+/// Over https (socat in front of the test OpenSearch, with the test CA's certificate): with
+/// `ELASTICSEARCH_SSL_CA` the item index gets the Delta table's rows; without it the server's
+/// certificate is refused with exit 4, naming the server and the setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interaction_totals_are_indexed_over_https_and_an_unknown_certificate_is_refused() {
+    use crate::stream_support::{input_files, write_files};
+    let https = required_env("QUICKCHAT_TEST_ELASTICSEARCH_HTTPS_URL");
+    let ca = required_env("QUICKCHAT_TEST_TLS_CA");
+    let search = Search::new();
+    let project = StreamProject::new(1_000).await;
+    let suffix = unique_name("tls").replace('_', "-");
+    let file = project.path().join(format!("pipelines/{PIPELINE}.toml"));
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    for index in INDICES {
+        text = text.replace(
+            &format!("index = \"{index}\""),
+            &format!("index = \"{index}-{suffix}\""),
+        );
+    }
+    std::fs::write(&file, text).unwrap();
+    let pipeline = project.pipeline(PIPELINE);
+    project.create_topics(&pipeline).await;
+    let input = tempfile::tempdir().unwrap();
+    write_files(input.path(), &input_files(&pipeline, 500, 3));
+    let run = |lake: &TestLake, ssl_ca: Option<&str>| {
+        let mut command = project.command(
+            lake,
+            &[
+                "run",
+                PIPELINE,
+                "--from-files",
+                input.path().to_str().unwrap(),
+                "--retry-for",
+                "1s",
+            ],
+        );
+        command
+            .env("ELASTICSEARCH_URL", &https)
+            .env_remove("ELASTICSEARCH_SSL_CA");
+        if let Some(ca) = ssl_ca {
+            command.env("ELASTICSEARCH_SSL_CA", ca);
+        }
+        command.output().unwrap()
+    };
+
+    let lake = TestLake::local();
+    let output = run(&lake, Some(&ca));
+    assert!(output.status.success(), "{}", describe(&output));
+    let items = lake_rows(
+        &lake,
+        "SELECT item_id, total_interactions FROM gold.agg_interactions_item",
+    )
+    .await;
+    let indexed: BTreeMap<String, Vec<String>> = search
+        .documents(&format!("agg_interactions_item-{suffix}"))
+        .await
+        .into_iter()
+        .map(|(id, doc)| (id, vec![field(&doc, "total_interactions")]))
+        .collect();
+    assert!(!items.is_empty(), "no items");
+    assert_eq!(indexed, items, "the item index holds the Delta table's rows");
+
+    let refused = run(&TestLake::local(), None);
+    let printed = describe(&refused);
+    assert_eq!(refused.status.code(), Some(4), "{printed}");
+    assert!(
+        printed.contains(&https) && printed.contains("ELASTICSEARCH_SSL_CA"),
+        "{printed}"
+    );
+}
