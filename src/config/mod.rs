@@ -30,8 +30,12 @@ use crate::error::{ConfigProblem, Error, Result};
 use crate::observe::server::listen_address;
 use crate::project::ProjectLocation;
 use crate::query::memory::MemorySettings;
-use file::{ConfigFile, S3Section, read_config_file};
-pub use servers::{DEFAULT_MONGODB_DATABASE, ElasticsearchSettings, KafkaSecurity, MongoSettings, redact_url};
+use file::{ConfigFile, read_config_file};
+use servers::ServerSettings;
+pub use servers::{
+    DEFAULT_MONGODB_DATABASE, ElasticsearchSettings, KafkaSecurity, MongoSettings, mysql_url_with_credentials,
+    redact_url,
+};
 use stream_pipeline::StreamPipeline;
 pub use vars::Vars;
 
@@ -165,6 +169,11 @@ fn normalize_dots(path: &Path) -> PathBuf {
     out
 }
 
+/// A flag's (or its environment variable's) value, unless empty: `MYSQL_URL=` unsets it.
+fn given(value: &Option<String>) -> Option<String> {
+    value.clone().filter(|v| !v.is_empty())
+}
+
 impl Settings {
     /// Resolves settings from the global flags (with the environment clap read into them), the
     /// configuration file they name, and `env` for `${VAR}` expansion (normally the process
@@ -174,7 +183,6 @@ impl Settings {
             Some(path) => read_config_file(path)?,
             None => ConfigFile::default(),
         };
-        let given = |value: &Option<String>| value.clone().filter(|v| !v.is_empty());
         let mut problems = Vec::new();
 
         let mut vars = Vars::layered(file.vars.clone(), env.clone());
@@ -183,7 +191,15 @@ impl Settings {
             .unwrap_or_else(|| DEFAULT_LAKE.into());
         vars.set("DATA_LAKE_PATH", lake_text.clone());
 
-        let storage_options = s3_options(args, &file.s3);
+        let ServerSettings {
+            mysql_url,
+            mysql_ssl_ca,
+            mongodb,
+            elasticsearch,
+            kafka_brokers,
+            kafka_security,
+            storage_options,
+        } = ServerSettings::resolve(&args.servers, &file, &mut problems);
         let lake = match LakeLocation::parse(&lake_text, storage_options) {
             Ok(lake) => Some(lake),
             Err(Error::Config(mut p)) => {
@@ -193,63 +209,6 @@ impl Settings {
             Err(other) => return Err(other),
         };
 
-        let mysql_url = match given(&args.mysql_url).or(file.mysql.url.clone()) {
-            Some(url) => {
-                let user = given(&args.mysql_user).or(file.mysql.user.clone());
-                let password = given(&args.mysql_password).or(file.mysql.password.clone());
-                match mysql_url_with_credentials(&url, user.as_deref(), password.as_deref()) {
-                    Ok(url) => Some(url),
-                    Err(message) => {
-                        problems.push(ConfigProblem::general(message));
-                        None
-                    }
-                }
-            }
-            None => None,
-        };
-        let mysql_ssl_ca = certificate_file(&args.mysql_ssl_ca, &file.mysql.ssl_ca, "MYSQL_SSL_CA", &mut problems);
-        let mongodb = given(&args.mongodb_uri)
-            .or(file.mongodb.uri.clone())
-            .map(|uri| MongoSettings {
-                uri,
-                database: given(&args.mongodb_database)
-                    .or(file.mongodb.database.clone())
-                    .unwrap_or_else(|| DEFAULT_MONGODB_DATABASE.to_string()),
-                user: given(&args.mongodb_user).or(file.mongodb.user.clone()),
-                password: given(&args.mongodb_password).or(file.mongodb.password.clone()),
-            });
-        let elasticsearch_ssl_ca = certificate_file(
-            &args.elasticsearch_ssl_ca,
-            &file.elasticsearch.ssl_ca,
-            "ELASTICSEARCH_SSL_CA",
-            &mut problems,
-        );
-        let elasticsearch = given(&args.elasticsearch_url)
-            .or(file.elasticsearch.url.clone())
-            .map(|url| ElasticsearchSettings {
-                url,
-                user: given(&args.elasticsearch_user).or(file.elasticsearch.user.clone()),
-                password: given(&args.elasticsearch_password).or(file.elasticsearch.password.clone()),
-                ssl_ca: elasticsearch_ssl_ca,
-            });
-        let kafka_brokers = given(&args.brokers).or(file.kafka.bootstrap_servers.clone());
-        let kafka_security = KafkaSecurity {
-            protocol: given(&args.kafka_security_protocol).or(file.kafka.security_protocol.clone()),
-            sasl_mechanism: given(&args.kafka_sasl_mechanism).or(file.kafka.sasl_mechanism.clone()),
-            sasl_username: given(&args.kafka_sasl_username).or(file.kafka.sasl_username.clone()),
-            sasl_password: given(&args.kafka_sasl_password).or(file.kafka.sasl_password.clone()),
-            ssl_ca_location: args
-                .kafka_ssl_ca_location
-                .clone()
-                .filter(|p| !p.as_os_str().is_empty())
-                .or(file.kafka.ssl_ca_location.clone()),
-            properties: file.kafka.properties.clone(),
-        }
-        .checked()
-        .unwrap_or_else(|message| {
-            problems.push(ConfigProblem::general(message));
-            KafkaSecurity::default()
-        });
         let limit = match (args.memory_limit, &file.engine.memory_limit) {
             (Some(limit), _) => limit,
             (None, Some(text)) => parse_bytes(text).unwrap_or_else(|message| {
@@ -368,78 +327,6 @@ pub fn parse_bytes(text: &str) -> std::result::Result<u64, String> {
     Ok(bytes)
 }
 
-/// A certificate file from its flag (or `variable`) or the config file; one that is not a file
-/// is a problem naming `variable`.
-fn certificate_file(
-    flag: &Option<PathBuf>,
-    in_file: &Option<PathBuf>,
-    variable: &str,
-    problems: &mut Vec<ConfigProblem>,
-) -> Option<PathBuf> {
-    let path = flag.clone().filter(|p| !p.as_os_str().is_empty()).or(in_file.clone());
-    if let Some(path) = path.as_ref().filter(|path| !path.is_file()) {
-        problems.push(ConfigProblem::general(format!(
-            "{variable} {} is not a file",
-            path.display()
-        )));
-    }
-    path
-}
-
-/// Object-store options for S3: the `[s3]` section under the flags and `AWS_*` variables.
-fn s3_options(args: &GlobalArgs, file: &S3Section) -> HashMap<String, String> {
-    let mut options = HashMap::new();
-    let mut put = |key: &str, given: &Option<String>, file_value: &Option<String>| {
-        if let Some(value) = given.clone().filter(|v| !v.is_empty()).or(file_value.clone()) {
-            options.insert(key.to_string(), value);
-        }
-    };
-    put("aws_access_key_id", &args.s3_access_key_id, &file.access_key_id);
-    put(
-        "aws_secret_access_key",
-        &args.s3_secret_access_key,
-        &file.secret_access_key,
-    );
-    put("aws_session_token", &args.s3_session_token, &None);
-    put("aws_region", &args.s3_region, &file.region);
-    put("aws_endpoint_url", &args.s3_endpoint, &file.endpoint);
-    let plain_http_endpoint = options
-        .get("aws_endpoint_url")
-        .is_some_and(|e| e.starts_with("http://"));
-    if file.allow_http.unwrap_or(plain_http_endpoint) {
-        // MinIO and local S3 servers usually listen on plain HTTP.
-        options.insert("aws_allow_http".to_string(), "true".to_string());
-    }
-    options
-}
-
-/// Builds a `mysql://` URL from `MYSQL_URL` (plain or `jdbc:mysql://`), adding `MYSQL_USER` and
-/// `MYSQL_PASSWORD` when the URL carries no user.
-pub fn mysql_url_with_credentials(
-    url: &str,
-    user: Option<&str>,
-    password: Option<&str>,
-) -> std::result::Result<String, String> {
-    let plain = url.strip_prefix("jdbc:").unwrap_or(url);
-    let mut parsed = Url::parse(plain).map_err(|e| format!("MYSQL_URL `{url}` is not a URL: {e}"))?;
-    if parsed.scheme() != "mysql" {
-        return Err(format!("MYSQL_URL `{url}` must start with mysql:// or jdbc:mysql://"));
-    }
-    if parsed.username().is_empty() {
-        if let Some(user) = user {
-            parsed
-                .set_username(user)
-                .map_err(|()| format!("MYSQL_USER `{user}` cannot be used in a URL"))?;
-        }
-        if let Some(password) = password.filter(|p| !p.is_empty()) {
-            parsed
-                .set_password(Some(password))
-                .map_err(|()| "MYSQL_PASSWORD cannot be used in a URL".to_string())?;
-        }
-    }
-    Ok(parsed.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -454,56 +341,15 @@ mod tests {
             memory_limit: None,
             spill_dir: None,
             retry_for: None,
-            mysql_url: None,
-            mysql_user: None,
-            mysql_password: None,
-            mysql_ssl_ca: None,
-            mongodb_uri: None,
-            mongodb_database: None,
-            mongodb_user: None,
-            mongodb_password: None,
-            elasticsearch_url: None,
-            elasticsearch_user: None,
-            elasticsearch_password: None,
-            elasticsearch_ssl_ca: None,
-            brokers: None,
-            kafka_security_protocol: None,
-            kafka_sasl_mechanism: None,
-            kafka_sasl_username: None,
-            kafka_sasl_password: None,
-            kafka_ssl_ca_location: None,
-            s3_endpoint: None,
-            s3_region: None,
-            s3_access_key_id: None,
-            s3_secret_access_key: None,
-            s3_session_token: None,
+            servers: crate::cli::ServerArgs::default(),
         }
-    }
-
-    #[test]
-    fn jdbc_urls_and_separate_credentials_become_one_mysql_url() {
-        let url = mysql_url_with_credentials("jdbc:mysql://db:3306/users", Some("etl"), Some("p@ss")).unwrap();
-        assert_eq!(url, "mysql://etl:p%40ss@db:3306/users");
-        let kept = mysql_url_with_credentials("mysql://me@db/x", Some("etl"), Some("pw")).unwrap();
-        assert_eq!(kept, "mysql://me@db/x");
-        assert!(mysql_url_with_credentials("postgres://db/x", None, None).is_err());
-        assert_eq!(redact_url("mysql://etl:secret@db/x"), "mysql://etl:***@db/x");
-        assert_eq!(
-            redact_url("mongodb://etl:p@ss:w@a:27017,b:27017/?authSource=admin"),
-            "mongodb://etl:***@a:27017,b:27017/?authSource=admin"
-        );
-        assert_eq!(redact_url("mongodb://a:27017/x?u=1@2"), "mongodb://a:27017/x?u=1@2");
-        assert_eq!(
-            redact_url("mongodb+srv://etl@cluster0.example.net/"),
-            "mongodb+srv://etl@cluster0.example.net/"
-        );
     }
 
     #[test]
     fn s3_settings_allow_plain_http_endpoints_and_relative_paths_resolve_under_the_lake() {
         let mut global = args(Some("s3://bucket/lake"));
-        global.s3_endpoint = Some("http://127.0.0.1:9000".to_string());
-        global.s3_region = Some("us-east-1".to_string());
+        global.servers.s3_endpoint = Some("http://127.0.0.1:9000".to_string());
+        global.servers.s3_region = Some("us-east-1".to_string());
         let settings = Settings::resolve(&global, &HashMap::new()).unwrap();
         assert_eq!(settings.lake.root.as_str(), "s3://bucket/lake/");
         assert_eq!(settings.lake.storage_options["aws_allow_http"], "true");
@@ -552,7 +398,7 @@ mod tests {
         let mut global = args(None);
         global.config = Some(file);
         // What clap read from a flag or the environment.
-        global.mysql_url = Some("jdbc:mysql://env-host:3306/db".to_string());
+        global.servers.mysql_url = Some("jdbc:mysql://env-host:3306/db".to_string());
         let env = HashMap::from([("LANDING_PATH".to_string(), "env-landing".to_string())]);
         let settings = Settings::resolve(&global, &env).unwrap();
         assert_eq!(settings.lake.root.as_str(), "s3://from-file/lake/");
@@ -580,7 +426,7 @@ mod tests {
         assert_eq!(settings.vars.get("ONLY_IN_FILE"), Some("x"));
 
         global.lake = Some("/flag/lake".to_string());
-        global.brokers = Some("flag:9092".to_string());
+        global.servers.brokers = Some("flag:9092".to_string());
         let settings = Settings::resolve(&global, &env).unwrap();
         assert_eq!(settings.lake.root.as_str(), "file:///flag/lake/");
         assert_eq!(settings.kafka_brokers.as_deref(), Some("flag:9092"));

@@ -1,9 +1,17 @@
-//! The servers a run may talk to besides the lake — MongoDB, Elasticsearch, how Kafka clients
-//! authenticate — as resolved settings whose `Debug` never shows a password, and
-//! [`redact_url`], the one way a URL with credentials is shown in logs and errors.
+//! The servers a run may talk to besides the lake — MySQL, MongoDB, Elasticsearch, how Kafka
+//! clients authenticate, S3 — resolved from their flags over the configuration file, as
+//! settings whose `Debug` never shows a password, and [`redact_url`], the one way a URL with
+//! credentials is shown in logs and errors.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+
+use url::Url;
+
+use super::file::{ConfigFile, S3Section};
+use super::given;
+use crate::cli::ServerArgs;
+use crate::error::ConfigProblem;
 
 /// A URL with its password replaced by `***`, for logs and error messages. Read by hand, not
 /// parsed: a MongoDB URI naming several hosts (`mongodb://u:p@a:27017,b:27017/`) is no URL to
@@ -191,9 +199,178 @@ impl std::fmt::Debug for KafkaSecurity {
     }
 }
 
+/// The servers' settings, resolved from their flags (with the environment clap read into them)
+/// over the configuration file's sections.
+pub(super) struct ServerSettings {
+    pub mysql_url: Option<String>,
+    pub mysql_ssl_ca: Option<PathBuf>,
+    pub mongodb: Option<MongoSettings>,
+    pub elasticsearch: Option<ElasticsearchSettings>,
+    pub kafka_brokers: Option<String>,
+    pub kafka_security: KafkaSecurity,
+    /// The lake's object-store options (S3).
+    pub storage_options: HashMap<String, String>,
+}
+
+impl ServerSettings {
+    /// Resolves every server's settings; what is wrong goes to `problems`, to be reported with
+    /// the rest of the configuration's problems.
+    pub(super) fn resolve(args: &ServerArgs, file: &ConfigFile, problems: &mut Vec<ConfigProblem>) -> Self {
+        let mysql_url = given(&args.mysql_url).or(file.mysql.url.clone()).and_then(|url| {
+            let user = given(&args.mysql_user).or(file.mysql.user.clone());
+            let password = given(&args.mysql_password).or(file.mysql.password.clone());
+            mysql_url_with_credentials(&url, user.as_deref(), password.as_deref())
+                .map_err(|message| problems.push(ConfigProblem::general(message)))
+                .ok()
+        });
+        let mysql_ssl_ca = certificate_file(&args.mysql_ssl_ca, &file.mysql.ssl_ca, "MYSQL_SSL_CA", problems);
+        let mongodb = given(&args.mongodb_uri)
+            .or(file.mongodb.uri.clone())
+            .map(|uri| MongoSettings {
+                uri,
+                database: given(&args.mongodb_database)
+                    .or(file.mongodb.database.clone())
+                    .unwrap_or_else(|| DEFAULT_MONGODB_DATABASE.to_string()),
+                user: given(&args.mongodb_user).or(file.mongodb.user.clone()),
+                password: given(&args.mongodb_password).or(file.mongodb.password.clone()),
+            });
+        let elasticsearch_ssl_ca = certificate_file(
+            &args.elasticsearch_ssl_ca,
+            &file.elasticsearch.ssl_ca,
+            "ELASTICSEARCH_SSL_CA",
+            problems,
+        );
+        let elasticsearch = given(&args.elasticsearch_url)
+            .or(file.elasticsearch.url.clone())
+            .map(|url| ElasticsearchSettings {
+                url,
+                user: given(&args.elasticsearch_user).or(file.elasticsearch.user.clone()),
+                password: given(&args.elasticsearch_password).or(file.elasticsearch.password.clone()),
+                ssl_ca: elasticsearch_ssl_ca,
+            });
+        let kafka_security = KafkaSecurity {
+            protocol: given(&args.kafka_security_protocol).or(file.kafka.security_protocol.clone()),
+            sasl_mechanism: given(&args.kafka_sasl_mechanism).or(file.kafka.sasl_mechanism.clone()),
+            sasl_username: given(&args.kafka_sasl_username).or(file.kafka.sasl_username.clone()),
+            sasl_password: given(&args.kafka_sasl_password).or(file.kafka.sasl_password.clone()),
+            ssl_ca_location: args
+                .kafka_ssl_ca_location
+                .clone()
+                .filter(|p| !p.as_os_str().is_empty())
+                .or(file.kafka.ssl_ca_location.clone()),
+            properties: file.kafka.properties.clone(),
+        }
+        .checked()
+        .unwrap_or_else(|message| {
+            problems.push(ConfigProblem::general(message));
+            KafkaSecurity::default()
+        });
+        Self {
+            mysql_url,
+            mysql_ssl_ca,
+            mongodb,
+            elasticsearch,
+            kafka_brokers: given(&args.brokers).or(file.kafka.bootstrap_servers.clone()),
+            kafka_security,
+            storage_options: s3_options(args, &file.s3),
+        }
+    }
+}
+
+/// A certificate file from its flag (or `variable`) or the config file; one that is not a file
+/// is a problem naming `variable`.
+fn certificate_file(
+    flag: &Option<PathBuf>,
+    in_file: &Option<PathBuf>,
+    variable: &str,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<PathBuf> {
+    let path = flag.clone().filter(|p| !p.as_os_str().is_empty()).or(in_file.clone());
+    if let Some(path) = path.as_ref().filter(|path| !path.is_file()) {
+        problems.push(ConfigProblem::general(format!(
+            "{variable} {} is not a file",
+            path.display()
+        )));
+    }
+    path
+}
+
+/// Object-store options for S3: the `[s3]` section under the flags and `AWS_*` variables.
+fn s3_options(args: &ServerArgs, file: &S3Section) -> HashMap<String, String> {
+    let mut options = HashMap::new();
+    let mut put = |key: &str, flag: &Option<String>, file_value: &Option<String>| {
+        if let Some(value) = given(flag).or(file_value.clone()) {
+            options.insert(key.to_string(), value);
+        }
+    };
+    put("aws_access_key_id", &args.s3_access_key_id, &file.access_key_id);
+    put(
+        "aws_secret_access_key",
+        &args.s3_secret_access_key,
+        &file.secret_access_key,
+    );
+    put("aws_session_token", &args.s3_session_token, &None);
+    put("aws_region", &args.s3_region, &file.region);
+    put("aws_endpoint_url", &args.s3_endpoint, &file.endpoint);
+    let plain_http_endpoint = options
+        .get("aws_endpoint_url")
+        .is_some_and(|e| e.starts_with("http://"));
+    if file.allow_http.unwrap_or(plain_http_endpoint) {
+        // MinIO and local S3 servers usually listen on plain HTTP.
+        options.insert("aws_allow_http".to_string(), "true".to_string());
+    }
+    options
+}
+
+/// Builds a `mysql://` URL from `MYSQL_URL` (plain or `jdbc:mysql://`), adding `MYSQL_USER` and
+/// `MYSQL_PASSWORD` when the URL carries no user.
+pub fn mysql_url_with_credentials(
+    url: &str,
+    user: Option<&str>,
+    password: Option<&str>,
+) -> std::result::Result<String, String> {
+    let plain = url.strip_prefix("jdbc:").unwrap_or(url);
+    let mut parsed = Url::parse(plain).map_err(|e| format!("MYSQL_URL `{url}` is not a URL: {e}"))?;
+    if parsed.scheme() != "mysql" {
+        return Err(format!("MYSQL_URL `{url}` must start with mysql:// or jdbc:mysql://"));
+    }
+    if parsed.username().is_empty() {
+        if let Some(user) = user {
+            parsed
+                .set_username(user)
+                .map_err(|()| format!("MYSQL_USER `{user}` cannot be used in a URL"))?;
+        }
+        if let Some(password) = password.filter(|p| !p.is_empty()) {
+            parsed
+                .set_password(Some(password))
+                .map_err(|()| "MYSQL_PASSWORD cannot be used in a URL".to_string())?;
+        }
+    }
+    Ok(parsed.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jdbc_urls_and_separate_credentials_become_one_mysql_url() {
+        let url = mysql_url_with_credentials("jdbc:mysql://db:3306/users", Some("etl"), Some("p@ss")).unwrap();
+        assert_eq!(url, "mysql://etl:p%40ss@db:3306/users");
+        let kept = mysql_url_with_credentials("mysql://me@db/x", Some("etl"), Some("pw")).unwrap();
+        assert_eq!(kept, "mysql://me@db/x");
+        assert!(mysql_url_with_credentials("postgres://db/x", None, None).is_err());
+        assert_eq!(redact_url("mysql://etl:secret@db/x"), "mysql://etl:***@db/x");
+        assert_eq!(
+            redact_url("mongodb://etl:p@ss:w@a:27017,b:27017/?authSource=admin"),
+            "mongodb://etl:***@a:27017,b:27017/?authSource=admin"
+        );
+        assert_eq!(redact_url("mongodb://a:27017/x?u=1@2"), "mongodb://a:27017/x?u=1@2");
+        assert_eq!(
+            redact_url("mongodb+srv://etl@cluster0.example.net/"),
+            "mongodb+srv://etl@cluster0.example.net/"
+        );
+    }
 
     #[test]
     fn server_settings_never_show_a_password() {

@@ -84,11 +84,10 @@ fn field(document: &Value, name: &str) -> String {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn interaction_totals_and_alerts_are_indexed_once_and_refused_documents_are_quarantined() {
-    let search = Search::new();
-    let project = StreamProject::new(10_000).await;
-    let suffix = unique_name("es").replace('_', "-");
+/// Renames the pipeline's indices `<index>-<suffix>` with a suffix unique to the test, so that
+/// tests sharing the server never see each other's documents; returns the suffix.
+fn with_suffixed_indices(project: &StreamProject, prefix: &str) -> String {
+    let suffix = unique_name(prefix).replace('_', "-");
     let file = project.path().join(format!("pipelines/{PIPELINE}.toml"));
     let mut text = std::fs::read_to_string(&file).unwrap();
     for index in INDICES {
@@ -98,6 +97,14 @@ async fn interaction_totals_and_alerts_are_indexed_once_and_refused_documents_ar
         );
     }
     std::fs::write(&file, text).unwrap();
+    suffix
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interaction_totals_and_alerts_are_indexed_once_and_refused_documents_are_quarantined() {
+    let search = Search::new();
+    let project = StreamProject::new(10_000).await;
+    let suffix = with_suffixed_indices(&project, "es");
     let index = |base: &str| format!("{base}-{suffix}");
     search
         .call(
@@ -318,16 +325,7 @@ async fn interaction_totals_are_indexed_over_https_and_an_unknown_certificate_is
     let ca = required_env("QUICKCHAT_TEST_TLS_CA");
     let search = Search::new();
     let project = StreamProject::new(1_000).await;
-    let suffix = unique_name("tls").replace('_', "-");
-    let file = project.path().join(format!("pipelines/{PIPELINE}.toml"));
-    let mut text = std::fs::read_to_string(&file).unwrap();
-    for index in INDICES {
-        text = text.replace(
-            &format!("index = \"{index}\""),
-            &format!("index = \"{index}-{suffix}\""),
-        );
-    }
-    std::fs::write(&file, text).unwrap();
+    let suffix = with_suffixed_indices(&project, "tls");
     let pipeline = project.pipeline(PIPELINE);
     project.create_topics(&pipeline).await;
     let input = tempfile::tempdir().unwrap();
