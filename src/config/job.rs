@@ -1,5 +1,5 @@
 //! A batch pipeline file resolved and checked: a [`Job`] with its sources' schemas, its SQL
-//! text and its sink table.
+//! text and its sink (a lake table, a Parquet folder or a MongoDB collection).
 
 use arrow::datatypes::SchemaRef;
 
@@ -114,9 +114,18 @@ impl Job {
                 }
             },
             SinkDef::Parquet(_) => (None, "export".to_string()),
+            SinkDef::Mongodb(mongo) => {
+                if let Some(message) = mongo.name_problem() {
+                    problem(format!("sink: {message}"));
+                }
+                if mongo.optional {
+                    problem("sink: a batch job's MongoDB sink cannot be optional: it is the job's only output".into());
+                }
+                (None, "export".to_string())
+            }
             other => {
                 problem(format!(
-                    "sink: a batch job writes a `delta` or `parquet` sink; `{}` sinks are for streaming outputs",
+                    "sink: a batch job writes a `delta`, `parquet` or `mongodb` sink; `{}` sinks are for streaming outputs",
                     other.kind()
                 ));
                 (None, String::new())

@@ -191,13 +191,31 @@ pub struct MongodbSinkDef {
     /// [`ElasticsearchSinkDef::key`]).
     #[serde(default)]
     pub key: Vec<String>,
-    /// `append` (final windows) or `update` (every change).
+    /// Streaming: `append` (final windows) or `update` (every change). Batch jobs: `overwrite`
+    /// (the collection ends up holding this run's rows only), `replace_partitions` (the run's
+    /// days of the `partition_by` date column are replaced) or `append` (rows are added; a row
+    /// with the key of a document replaces it).
     #[serde(default)]
     pub mode: Option<WriteMode>,
-    /// Written only when a server is configured (`MONGODB_URI`); skipped, with a warning,
-    /// otherwise.
+    /// Batch jobs with `mode = "replace_partitions"`: the date (or timestamp) column, first,
+    /// whose run days are replaced. Not for streaming outputs.
+    #[serde(default)]
+    pub partition_by: Vec<String>,
+    /// Streaming: written only when a server is configured (`MONGODB_URI`); skipped, with a
+    /// warning, otherwise. Batch jobs have one sink, so theirs is never optional.
     #[serde(default)]
     pub optional: bool,
+}
+
+impl MongodbSinkDef {
+    /// What is wrong with the collection's or the database's name, if anything.
+    pub fn name_problem(&self) -> Option<String> {
+        [Some(&self.collection), self.database.as_ref()]
+            .into_iter()
+            .flatten()
+            .find(|n| n.is_empty() || n.contains(['$', '\0', '/', ' ']) || n.starts_with("system."))
+            .map(|bad| format!("`{bad}` is not a MongoDB collection or database name"))
+    }
 }
 
 /// Standard output.
@@ -234,6 +252,7 @@ impl SinkDef {
         match self {
             SinkDef::Delta(d) => &d.partition_by,
             SinkDef::Parquet(d) => &d.partition_by,
+            SinkDef::Mongodb(d) => &d.partition_by,
             _ => &[],
         }
     }

@@ -411,13 +411,13 @@ fn check_sink(at: &str, sink: &SinkDef, problem: &mut dyn FnMut(String)) {
             }
         }
         SinkDef::Mongodb(mongo) => {
-            let names = [Some(&mongo.collection), mongo.database.as_ref()];
-            if let Some(bad) = names
-                .into_iter()
-                .flatten()
-                .find(|n| n.is_empty() || n.contains(['$', '\0', '/', ' ']) || n.starts_with("system."))
-            {
-                problem(format!("{at}: `{bad}` is not a MongoDB collection or database name"));
+            if let Some(message) = mongo.name_problem() {
+                problem(format!("{at}: {message}"));
+            }
+            if !mongo.partition_by.is_empty() {
+                problem(format!(
+                    "{at}: partition_by is for batch jobs' replace_partitions; a streaming MongoDB sink upserts by its key"
+                ));
             }
         }
         SinkDef::Kafka(_) | SinkDef::Console(_) => {}

@@ -3,7 +3,7 @@
 //! sink, one atomic write, then the quarantine and run log updated. The data path of one job:
 //!
 //! ```text
-//! sources ─▶ decode ─▶ source tables ─▶ job SQL ─▶ ExpectationsExec ─▶ Delta / Parquet sink (one commit)
+//! sources ─▶ decode ─▶ source tables ─▶ job SQL ─▶ ExpectationsExec ─▶ Delta (one commit) / Parquet / MongoDB sink
 //!              └─ unreadable records ──────────────────┴─ dropped rows ─▶ meta.quarantine
 //!                                                                    └▶ meta.run_log (one row per run)
 //! ```
@@ -30,6 +30,7 @@ use crate::query::expectations::{ExpectationsNode, LogicalRule, QUALITY_FAILURE_
 use crate::query::source_table::{SourceRead, source_table};
 use crate::query::{DateRange, RunParams, new_session, plan_job};
 use crate::sinks::delta::DeltaSink;
+use crate::sinks::mongodb::MongoSink;
 use crate::sinks::parquet::ParquetSink;
 use crate::sinks::{Replace, SinkMetrics};
 use crate::sources::{self, SourceContext};
@@ -286,6 +287,23 @@ async fn execute(
                 .with_replace(replace)
                 .write_plan(ctx, plan)
                 .await?
+        }
+        (SinkDef::Mongodb(def), _) => {
+            let settings = cx.mongodb.ok_or_else(|| Error::Sink {
+                table: job.sink_display(),
+                message: "MONGODB_URI is not set (nor [mongodb] uri in the config file)".into(),
+                retryable: false,
+                cause: None,
+            })?;
+            let written = MongoSink::connect(settings)
+                .await?
+                .write_run(ctx, plan, &job.name, &params.run_id, def, &replace)
+                .await?;
+            if let Some(first) = written.refused.first() {
+                tracing::warn!(job = %job.name, documents = written.refused.len(), first = %first.location, reason = %first.reason, "refused documents quarantined");
+            }
+            state.unreadable.extend(quarantine::unreadable_entries(written.refused));
+            written.metrics
         }
         (other, _) => {
             return Err(Error::Internal(format!(

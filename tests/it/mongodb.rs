@@ -278,3 +278,147 @@ async fn interaction_windows_reach_mongodb_once_across_a_kill() {
     database.drop().await.unwrap();
     project.drop_database().await;
 }
+
+/// A batch job whose sink is a MongoDB collection (`export-daily-metrics`, a pipeline file
+/// this test adds to a copy of the project): one document per day with gold.daily_metrics'
+/// values, nested map included; a rerun of one day replaces that day's documents (a stale
+/// document of that day goes, one of another day stays) and never doubles one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_job_writes_its_result_to_mongodb_and_a_rerun_replaces_its_days() {
+    use mongodb::bson::{Document, doc};
+
+    use crate::support::{generate_landing, project_copy};
+    let uri = required_env("QUICKCHAT_TEST_MONGODB_URI");
+    let database_name = unique_name("export_db");
+    let dir = tempfile::tempdir().unwrap();
+    generate_landing(dir.path(), 12, 3);
+    let project = project_copy();
+    std::fs::write(
+        project.path().join("pipelines/export-daily-metrics.toml"),
+        "description = \"gold.daily_metrics in MongoDB\"\nsql = \"sql/export/daily_metrics.sql\"\n\
+         depends_on = [\"gold-daily-metrics\"]\n\n[sink]\nkind = \"mongodb\"\ncollection = \"daily_metrics\"\n\
+         key = [\"date\"]\npartition_by = [\"date\"]\nmode = \"replace_partitions\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        project.path().join("sql/export/daily_metrics.sql"),
+        "SELECT * FROM gold.daily_metrics WHERE date BETWEEN $start_date AND $end_date\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let mut all = vec![
+            "--project",
+            project.path().to_str().unwrap(),
+            "--mongodb-uri",
+            &uri,
+            "--mongodb-database",
+            &database_name,
+            "run",
+            "export-daily-metrics",
+        ];
+        all.extend_from_slice(args);
+        let output = binary(dir.path(), &all);
+        assert!(output.status.success(), "{}", describe(&output));
+        output
+    };
+    // Upstream without the server: with MONGODB_URI set, the bronze jobs read MongoDB.
+    let upstream = binary(
+        dir.path(),
+        &[
+            "--project",
+            project.path().to_str().unwrap(),
+            "run",
+            "gold-daily-metrics",
+            "--upstream",
+        ],
+    );
+    assert!(upstream.status.success(), "{}", describe(&upstream));
+    run(&[]);
+
+    let metrics = binary(
+        dir.path(),
+        &[
+            "sql",
+            "--format",
+            "csv",
+            "-e",
+            "SELECT date, dau, total_messages, message_type_distribution['text'] AS text FROM gold.daily_metrics ORDER BY date",
+        ],
+    );
+    assert!(metrics.status.success(), "{}", describe(&metrics));
+    let expected: Vec<String> = String::from_utf8_lossy(&metrics.stdout)
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let fields: Vec<&str> = line.split(',').map(|f| if f.is_empty() { "0" } else { f }).collect();
+            fields.join(",")
+        })
+        .collect();
+    assert!(expected.len() >= 3, "{expected:?}");
+    let client = mongodb::Client::with_uri_str(&uri).await.unwrap();
+    let collection = client.database(&database_name).collection::<Document>("daily_metrics");
+    let documents = || async {
+        use futures::TryStreamExt;
+        let mut shown: Vec<String> = collection
+            .find(doc! {})
+            .await
+            .unwrap()
+            .try_collect::<Vec<Document>>()
+            .await
+            .unwrap()
+            .iter()
+            .map(|d| {
+                let text = d
+                    .get_document("message_type_distribution")
+                    .ok()
+                    .and_then(|types| types.get_i64("text").ok())
+                    .unwrap_or(0);
+                format!(
+                    "{},{},{},{},{}",
+                    d.get_str("_id").unwrap(),
+                    d.get_str("date").unwrap(),
+                    d.get_i64("dau").unwrap(),
+                    d.get_i64("total_messages").unwrap(),
+                    text
+                )
+            })
+            .collect();
+        shown.sort();
+        shown
+    };
+    let with_ids: Vec<String> = expected
+        .iter()
+        .map(|line| format!("{},{line}", line.split(',').next().unwrap()))
+        .collect();
+    assert_eq!(documents().await, with_ids, "a document per day, `_id` the key");
+
+    let day = expected[1].split(',').next().unwrap().to_string();
+    let first_run = collection
+        .find_one(doc! {"_id": &day})
+        .await
+        .unwrap()
+        .unwrap()
+        .get_str("quickchat_run")
+        .unwrap()
+        .to_string();
+    for (id, date) in [("stale-that-day", day.as_str()), ("stale-another-day", "1999-01-01")] {
+        collection
+            .insert_one(
+                doc! {"_id": id, "date": date, "dau": 0_i64, "total_messages": 0_i64, "quickchat_run": "an-old-run"},
+            )
+            .await
+            .unwrap();
+    }
+    run(&["--date", &day]);
+    let mut after = with_ids.clone();
+    after.push("stale-another-day,1999-01-01,0,0,0".to_string());
+    after.sort();
+    assert_eq!(
+        documents().await,
+        after,
+        "the day's documents replaced, its stale one gone, other days kept"
+    );
+    let rerun = collection.find_one(doc! {"_id": &day}).await.unwrap().unwrap();
+    assert_ne!(rerun.get_str("quickchat_run").unwrap(), first_run, "{rerun}");
+    client.database(&database_name).drop().await.unwrap();
+}
