@@ -30,6 +30,9 @@ pub enum BenchPart {
     /// `bronze-messages` reading a generated data set's messages from the MongoDB server
     /// (`MONGODB_URI`), then from the export file: rows/s and peak memory.
     Mongodb,
+    /// The MongoDB and Elasticsearch sinks writing a streaming output's epochs, new documents
+    /// then the same ids again: documents/s and epoch times (each server when configured).
+    Sinks,
 }
 
 /// Tables of `bench --only commits`: an append and an update sink.
@@ -104,6 +107,10 @@ pub struct BenchArgs {
     /// message documents).
     #[arg(long, default_value_t = 2_000)]
     pub mongodb_users: u32,
+
+    /// Documents the sinks part writes in each of its two passes (over 20 epochs).
+    #[arg(long, default_value_t = 100_000)]
+    pub sink_rows: u64,
 
     /// Tables of the commits part (comma-separated) [default: both].
     #[arg(long, value_enum, value_delimiter = ',')]

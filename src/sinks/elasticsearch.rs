@@ -107,6 +107,15 @@ impl ElasticsearchSink {
         Ok(sink)
     }
 
+    /// Deletes an index and its documents (the benchmark's own, when it ends).
+    pub async fn delete_index(&self, index: &str) -> Result<()> {
+        let url = self
+            .base
+            .join(index)
+            .map_err(|e| sink_error(&self.shown, format!("bad index name {index}: {e}"), false))?;
+        self.send(self.client.delete(url)).await.map(|_| ())
+    }
+
     /// Indexes `rows` of `output`'s epoch `epoch` per `def`.
     pub async fn index_rows(
         &self,

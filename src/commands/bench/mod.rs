@@ -7,6 +7,7 @@
 mod batch;
 mod commits;
 mod mongodb;
+mod sinks;
 mod soak;
 mod ui;
 
@@ -96,6 +97,9 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> Result<()> {
         }
         if wants(BenchPart::Mongodb) {
             mongodb::mongodb(settings, &work, &args, &mut rows).await?;
+        }
+        if wants(BenchPart::Sinks) {
+            sinks::sinks(settings, &args, &mut rows).await?;
         }
         Ok::<_, Error>(())
     }

@@ -1,0 +1,180 @@
+//! `bench --only sinks`: the MongoDB and Elasticsearch sinks writing a streaming output's
+//! epochs (interaction windows per item, the `002_*`/`003_*` shape): documents per second and
+//! the time of an epoch when every document is new, then when every id is written again (what
+//! an update-mode output does to its open windows). Each server is measured when configured
+//! (`MONGODB_URI`, `ELASTICSEARCH_URL`), in a database or an index of the bench's own that is
+//! dropped at the end.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Schema};
+
+use super::{Row, peak_rss_mb, reset_peak_rss};
+use crate::cli::BenchArgs;
+use crate::config::columns::timestamp_type;
+use crate::config::pipeline::{
+    DEFAULT_BULK_MAX_BYTES, DEFAULT_BULK_MAX_DOCS, ElasticsearchSinkDef, MongodbSinkDef, WriteMode,
+};
+use crate::config::{MongoSettings, Settings};
+use crate::error::Result;
+use crate::metrics::Latencies;
+use crate::sinks::elasticsearch::ElasticsearchSink;
+use crate::sinks::mongodb::MongoSink;
+
+/// Epochs each pass writes; `--sink-rows` are spread over them.
+const EPOCHS: u64 = 20;
+const OUTPUT: &str = "agg_interactions_item";
+
+/// Measures the configured document sinks.
+pub(super) async fn sinks(settings: &Settings, args: &BenchArgs, rows: &mut Vec<Row>) -> Result<()> {
+    let per_epoch = (args.sink_rows / EPOCHS).max(1) as usize;
+    let name = format!("quickchat-bench-{}", std::process::id());
+    let key = vec!["window_start".to_string(), "item_id".to_string()];
+    match &settings.mongodb {
+        Some(server) => {
+            let mongodb = MongoSettings {
+                database: name.replace('-', "_"),
+                ..server.clone()
+            };
+            let def = MongodbSinkDef {
+                collection: "item_interactions".into(),
+                database: None,
+                key: key.clone(),
+                mode: Some(WriteMode::Update),
+                partition_by: Vec::new(),
+                optional: false,
+            };
+            println!(
+                "sinks: {} documents in {EPOCHS} epochs, twice, to {} database {} ...",
+                per_epoch as u64 * EPOCHS,
+                mongodb.shown(),
+                mongodb.database
+            );
+            let sink = MongoSink::connect(&mongodb).await?;
+            let measured = async {
+                for (pass, first_epoch) in [("new", 1), ("rewrite", EPOCHS + 1)] {
+                    let (documents, seconds, epochs) = timed(first_epoch, per_epoch, |epoch, batch| {
+                        let (sink, def) = (&sink, &def);
+                        async move {
+                            let upserted = sink
+                                .upsert_epoch("bench", "bench", OUTPUT, def, epoch, &[batch])
+                                .await?;
+                            Ok(upserted.metrics.rows)
+                        }
+                    })
+                    .await?;
+                    rows.push(row(format!("sinks: mongodb {pass}"), documents, seconds, &epochs));
+                }
+                Ok::<_, crate::error::Error>(())
+            }
+            .await;
+            if let Ok(client) = crate::mongo::client(&mongodb).await {
+                let _ = client.database(&mongodb.database).drop().await;
+            }
+            measured?;
+        }
+        None => println!("sinks: mongodb skipped (no --mongodb-uri or MONGODB_URI)"),
+    }
+    match &settings.elasticsearch {
+        Some(server) => {
+            let def = ElasticsearchSinkDef {
+                index: name.clone(),
+                key,
+                mode: Some(WriteMode::Update),
+                index_by_day: None,
+                bulk_max_docs: DEFAULT_BULK_MAX_DOCS,
+                bulk_max_bytes: DEFAULT_BULK_MAX_BYTES,
+                optional: false,
+            };
+            println!(
+                "sinks: {} documents in {EPOCHS} epochs, twice, to {} index {name} ...",
+                per_epoch as u64 * EPOCHS,
+                server.shown()
+            );
+            let sink = ElasticsearchSink::connect(server).await?;
+            let measured = async {
+                for (pass, first_epoch) in [("new", 1), ("rewrite", EPOCHS + 1)] {
+                    let (documents, seconds, epochs) = timed(first_epoch, per_epoch, |epoch, batch| {
+                        let (sink, def) = (&sink, &def);
+                        async move { Ok(sink.index_rows(def, OUTPUT, epoch, &[batch]).await?.metrics.rows) }
+                    })
+                    .await?;
+                    rows.push(row(format!("sinks: elasticsearch {pass}"), documents, seconds, &epochs));
+                }
+                Ok::<_, crate::error::Error>(())
+            }
+            .await;
+            let _ = sink.delete_index(&name).await;
+            measured?;
+        }
+        None => println!("sinks: elasticsearch skipped (no --elasticsearch-url or ELASTICSEARCH_URL)"),
+    }
+    Ok(())
+}
+
+/// Writes [`EPOCHS`] epochs from `first_epoch` through `write`: the documents written, the
+/// seconds it took and each epoch's time.
+async fn timed<F, Fut>(first_epoch: u64, per_epoch: usize, write: F) -> Result<(u64, f64, Latencies)>
+where
+    F: Fn(u64, RecordBatch) -> Fut,
+    Fut: std::future::Future<Output = Result<u64>>,
+{
+    reset_peak_rss();
+    let mut epochs = Latencies::default();
+    let mut documents = 0;
+    let started = Instant::now();
+    for n in 0..EPOCHS {
+        // The second pass writes the first one's windows again, with other counts.
+        let batch = windows(n, per_epoch, first_epoch + n);
+        let epoch_started = Instant::now();
+        documents += write(first_epoch + n, batch).await?;
+        epochs.record(epoch_started.elapsed());
+    }
+    Ok((documents, started.elapsed().as_secs_f64(), epochs))
+}
+
+fn row(phase: String, documents: u64, seconds: f64, epochs: &Latencies) -> Row {
+    println!(
+        "{phase}: {documents} documents in {seconds:.1}s ({:.0}/s), epoch p50 {} ms",
+        documents as f64 / seconds.max(1e-9),
+        epochs.quantile(0.5).as_millis()
+    );
+    Row {
+        phase,
+        events: documents,
+        seconds,
+        latency: Some((epochs.quantile(0.5), epochs.quantile(0.99))),
+        peak_rss_mb: peak_rss_mb(),
+        note: format!("{EPOCHS} epochs, 1 window of {} items each", documents / EPOCHS),
+    }
+}
+
+/// One minute's window of `items` items (window `n`), counts varying with `salt`.
+fn windows(n: u64, items: usize, salt: u64) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("window_start", timestamp_type(), false),
+        Field::new("window_end", timestamp_type(), false),
+        Field::new("item_id", DataType::Utf8, false),
+        Field::new("total_interactions", DataType::Int64, false),
+        Field::new("total_click", DataType::Int64, false),
+        Field::new("total_view", DataType::Int64, false),
+    ]));
+    let start = 1_704_067_200_000_000 + n as i64 * 60_000_000;
+    let count = |i: usize, f: u64| ((i as u64 * 31 + salt * f) % 97) as i64;
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(TimestampMicrosecondArray::from(vec![start; items]).with_timezone("UTC")),
+            Arc::new(TimestampMicrosecondArray::from(vec![start + 60_000_000; items]).with_timezone("UTC")),
+            Arc::new(StringArray::from_iter_values((0..items).map(|i| format!("item_{i}")))),
+            Arc::new(Int64Array::from_iter_values(
+                (0..items).map(|i| count(i, 7) + count(i, 3)),
+            )),
+            Arc::new(Int64Array::from_iter_values((0..items).map(|i| count(i, 7)))),
+            Arc::new(Int64Array::from_iter_values((0..items).map(|i| count(i, 3)))),
+        ],
+    )
+    .expect("columns of one length")
+}
