@@ -291,7 +291,7 @@ async fn execute(
         (SinkDef::Mongodb(def), _) => {
             let settings = cx.mongodb.ok_or_else(|| Error::Sink {
                 table: job.sink_display(),
-                message: "MONGODB_URI is not set (nor [mongodb] uri in the config file)".into(),
+                message: crate::sinks::mongodb::NOT_CONFIGURED.into(),
                 retryable: false,
                 cause: None,
             })?;

@@ -117,9 +117,7 @@ impl<'a> SinkWriter<'a> {
             SinkDef::Elasticsearch(_) if self.servers.elasticsearch.is_none() => {
                 Some("ELASTICSEARCH_URL is not set (nor [elasticsearch] url in the config file)".into())
             }
-            SinkDef::Mongodb(_) if self.servers.mongodb.is_none() => {
-                Some("MONGODB_URI is not set (nor [mongodb] uri in the config file)".into())
-            }
+            SinkDef::Mongodb(_) if self.servers.mongodb.is_none() => Some(super::mongodb::NOT_CONFIGURED.into()),
             _ => None,
         }
     }

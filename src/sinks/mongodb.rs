@@ -34,6 +34,8 @@ use crate::mongo::{Failure, client, collection_origin, failure};
 
 /// Upserts in one `update` command (the server takes up to 100,000).
 const STATEMENTS_PER_COMMAND: usize = 1_000;
+/// Why a `mongodb` sink cannot be written without a server.
+pub const NOT_CONFIGURED: &str = "MONGODB_URI is not set (nor [mongodb] uri in the config file)";
 /// The collection recording each target's last epoch.
 const EPOCHS_COLLECTION: &str = "quickchat_epochs";
 
@@ -96,12 +98,7 @@ impl MongoSink {
             return Ok(Upserted::default());
         }
 
-        let documents = documents(def, output, epoch, 0, rows).map_err(|message| Error::Sink {
-            table: origin.clone(),
-            message,
-            retryable: false,
-            cause: None,
-        })?;
+        let documents = documents(def, output, epoch, 0, rows).map_err(|message| unwritable(&origin, message))?;
         let mut upserted = self.upsert(&database, def, &origin, output, &documents).await?;
         epochs
             .update_one(
@@ -149,13 +146,8 @@ impl MongoSink {
         let mut rows = 0;
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(query_failed)?;
-            let mut documents =
-                documents(def, &run_ids, 0, rows, std::slice::from_ref(&batch)).map_err(|message| Error::Sink {
-                    table: origin.clone(),
-                    message,
-                    retryable: false,
-                    cause: None,
-                })?;
+            let mut documents = documents(def, &run_ids, 0, rows, std::slice::from_ref(&batch))
+                .map_err(|message| unwritable(&origin, message))?;
             rows += batch.num_rows();
             for document in &mut documents {
                 document.insert(RUN_FIELD, run_id);
@@ -164,18 +156,15 @@ impl MongoSink {
             written.metrics.rows += upserted.metrics.rows;
             written.refused.extend(upserted.refused);
         }
-        if let Some(filter) = stale_documents(replace, run_id, &schema).map_err(|message| Error::Sink {
-            table: origin.clone(),
-            message,
-            retryable: false,
-            cause: None,
-        })? {
+        if let Some(filter) =
+            stale_documents(replace, run_id, &schema).map_err(|message| unwritable(&origin, message))?
+        {
             let removed = database
                 .collection::<Document>(&def.collection)
                 .delete_many(filter)
                 .await
                 .map_err(|e| sink_error(&origin, failure(&self.settings, "removing replaced documents from", &e)))?;
-            written.metrics.files_removed = removed.deleted_count;
+            tracing::info!(collection = %origin, documents = removed.deleted_count, "replaced documents removed");
         }
         written.metrics.elapsed = started.elapsed();
         Ok(written)
@@ -328,6 +317,17 @@ fn as_date(text: &str) -> Option<Bson> {
             .timestamp_millis(),
     };
     Some(Bson::DateTime(mongodb::bson::DateTime::from_millis(millis)))
+}
+
+/// The error of rows that cannot become documents (or a replacement that cannot be asked for):
+/// the data or the pipeline file, not the server, so not retried.
+fn unwritable(origin: &str, message: String) -> Error {
+    Error::Sink {
+        table: origin.to_string(),
+        message,
+        retryable: false,
+        cause: None,
+    }
 }
 
 fn sink_error(origin: &str, failure: Failure) -> Error {

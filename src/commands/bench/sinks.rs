@@ -53,22 +53,15 @@ pub(super) async fn sinks(settings: &Settings, args: &BenchArgs, rows: &mut Vec<
                 mongodb.database
             );
             let sink = MongoSink::connect(&mongodb).await?;
-            let measured = async {
-                for (pass, first_epoch) in [("new", 1), ("rewrite", EPOCHS + 1)] {
-                    let (documents, seconds, epochs) = timed(first_epoch, per_epoch, |epoch, batch| {
-                        let (sink, def) = (&sink, &def);
-                        async move {
-                            let upserted = sink
-                                .upsert_epoch("bench", "bench", OUTPUT, def, epoch, &[batch])
-                                .await?;
-                            Ok(upserted.metrics.rows)
-                        }
-                    })
-                    .await?;
-                    rows.push(row(format!("sinks: mongodb {pass}"), documents, seconds, &epochs));
+            let measured = both_passes("mongodb", per_epoch, rows, |epoch, batch| {
+                let (sink, def) = (&sink, &def);
+                async move {
+                    let upserted = sink
+                        .upsert_epoch("bench", "bench", OUTPUT, def, epoch, &[batch])
+                        .await?;
+                    Ok(upserted.metrics.rows)
                 }
-                Ok::<_, crate::error::Error>(())
-            }
+            })
             .await;
             if let Ok(client) = crate::mongo::client(&mongodb).await {
                 let _ = client.database(&mongodb.database).drop().await;
@@ -94,17 +87,10 @@ pub(super) async fn sinks(settings: &Settings, args: &BenchArgs, rows: &mut Vec<
                 server.shown()
             );
             let sink = ElasticsearchSink::connect(server).await?;
-            let measured = async {
-                for (pass, first_epoch) in [("new", 1), ("rewrite", EPOCHS + 1)] {
-                    let (documents, seconds, epochs) = timed(first_epoch, per_epoch, |epoch, batch| {
-                        let (sink, def) = (&sink, &def);
-                        async move { Ok(sink.index_rows(def, OUTPUT, epoch, &[batch]).await?.metrics.rows) }
-                    })
-                    .await?;
-                    rows.push(row(format!("sinks: elasticsearch {pass}"), documents, seconds, &epochs));
-                }
-                Ok::<_, crate::error::Error>(())
-            }
+            let measured = both_passes("elasticsearch", per_epoch, rows, |epoch, batch| {
+                let (sink, def) = (&sink, &def);
+                async move { Ok(sink.index_rows(def, OUTPUT, epoch, &[batch]).await?.metrics.rows) }
+            })
             .await;
             let _ = sink.delete_index(&name).await;
             measured?;
@@ -114,25 +100,28 @@ pub(super) async fn sinks(settings: &Settings, args: &BenchArgs, rows: &mut Vec<
     Ok(())
 }
 
-/// Writes [`EPOCHS`] epochs from `first_epoch` through `write`: the documents written, the
-/// seconds it took and each epoch's time.
-async fn timed<F, Fut>(first_epoch: u64, per_epoch: usize, write: F) -> Result<(u64, f64, Latencies)>
+/// Writes [`EPOCHS`] epochs of new windows through `write`, then the same windows again with
+/// other counts, and adds a row of figures for each pass (`sinks: <server> new|rewrite`).
+async fn both_passes<F, Fut>(server: &str, per_epoch: usize, rows: &mut Vec<Row>, write: F) -> Result<()>
 where
     F: Fn(u64, RecordBatch) -> Fut,
     Fut: std::future::Future<Output = Result<u64>>,
 {
-    reset_peak_rss();
-    let mut epochs = Latencies::default();
-    let mut documents = 0;
-    let started = Instant::now();
-    for n in 0..EPOCHS {
-        // The second pass writes the first one's windows again, with other counts.
-        let batch = windows(n, per_epoch, first_epoch + n);
-        let epoch_started = Instant::now();
-        documents += write(first_epoch + n, batch).await?;
-        epochs.record(epoch_started.elapsed());
+    for (pass, first_epoch) in [("new", 1), ("rewrite", EPOCHS + 1)] {
+        reset_peak_rss();
+        let mut epochs = Latencies::default();
+        let mut documents = 0;
+        let started = Instant::now();
+        for n in 0..EPOCHS {
+            let batch = windows(n, per_epoch, first_epoch + n);
+            let epoch_started = Instant::now();
+            documents += write(first_epoch + n, batch).await?;
+            epochs.record(epoch_started.elapsed());
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        rows.push(row(format!("sinks: {server} {pass}"), documents, seconds, &epochs));
     }
-    Ok((documents, started.elapsed().as_secs_f64(), epochs))
+    Ok(())
 }
 
 fn row(phase: String, documents: u64, seconds: f64, epochs: &Latencies) -> Row {
