@@ -252,6 +252,24 @@ test_tls() {
   )
 }
 
+# The broker's topics. Listening is not yet serving: the list is retried while the broker comes
+# up; when it never answers, its error and the end of the broker's log are shown.
+kafka_topics() {
+  local errors="$state/kafka-topics.err"
+  for _ in $(seq 1 30); do
+    kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$kafka_port" --list \
+      2>"$errors" && return 0
+    sleep 1
+  done
+  echo "Kafka on 127.0.0.1:$kafka_port does not list its topics:" >&2
+  tail -5 "$errors" >&2 || true
+  if [ -e "$state/kafka.log" ]; then
+    echo "the end of $state/kafka.log:" >&2
+    tail -20 "$state/kafka.log" >&2 || true
+  fi
+  return 1
+}
+
 start_kafka() {
   local libs
   libs=$(kafka_libs)
@@ -279,7 +297,7 @@ start_kafka() {
   fi
   if [ -e "$libs/.complete" ]; then
     local existing
-    existing=$(kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$kafka_port" --list 2>/dev/null)
+    existing=$(kafka_topics)
     local creating=()
     for topic in "${topics[@]}"; do
       grep -qx "$topic" <<<"$existing" && continue

@@ -21,7 +21,8 @@ use quickchat_etl::project::{Project, ProjectLocation};
 use quickchat_etl::query::DateRange;
 use quickchat_etl::repl::exec::lake_session;
 
-/// A port nobody listens on, with the next one free too (Kafka's controller listens there),
+/// A port nobody listens on, with the next two free too (a Kafka of a test's own listens on all
+/// three: broker, controller, SASL_SSL; a port handed to another test must not be one of them),
 /// taken *below* the kernel's ephemeral range (32768 and up on Linux): a port from that range
 /// can be taken by any client's outgoing connection while a test's server is down, and the
 /// server then fails to start again on it. Each call in this process tries the next port of a
@@ -30,12 +31,13 @@ use quickchat_etl::repl::exec::lake_session;
 pub fn free_port() -> u16 {
     const FIRST: u32 = 20_000;
     const COUNT: u32 = 12_000;
+    const PORTS: u32 = 3;
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let start = std::process::id().wrapping_mul(7919) % COUNT;
     loop {
-        let port = (FIRST + (start + NEXT.fetch_add(2, Ordering::Relaxed)) % COUNT) as u16;
+        let port = (FIRST + (start + NEXT.fetch_add(PORTS, Ordering::Relaxed)) % COUNT) as u16;
         let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
-        if free(port) && free(port + 1) {
+        if (port..port + PORTS as u16).all(free) {
             return port;
         }
     }
