@@ -90,9 +90,18 @@ pub fn with_retries<T>(
 }
 
 /// A partition's first and end offsets (blocking).
+///
+/// librdkafka finds the partition's leader in its metadata cache, and a broker that is
+/// restarting can answer a metadata request before it knows its partitions: the cache then
+/// says "unknown partition" until its next periodic refresh, minutes later. So each failed try
+/// asks for the topic's metadata afresh before the next one.
 pub fn watermarks(consumer: &BaseConsumer, brokers: &str, topic: &str, partition: i32) -> Result<(i64, i64)> {
     with_retries(brokers, "reading end offsets", || {
-        consumer.fetch_watermarks(topic, partition, REQUEST_TIMEOUT)
+        consumer
+            .fetch_watermarks(topic, partition, REQUEST_TIMEOUT)
+            .inspect_err(|_| {
+                let _ = consumer.fetch_metadata(Some(topic), REQUEST_TIMEOUT);
+            })
     })
 }
 

@@ -116,6 +116,22 @@ impl ElasticsearchSink {
         self.send(self.client.delete(url)).await.map(|_| ())
     }
 
+    /// How many documents `index` holds, once what was indexed before is searchable (the
+    /// benchmark's check that nothing was lost or doubled).
+    pub async fn document_count(&self, index: &str) -> Result<u64> {
+        let url = |path: &str| {
+            self.base
+                .join(&format!("{index}/{path}"))
+                .map_err(|e| sink_error(&self.shown, format!("bad index name {index}: {e}"), false))
+        };
+        self.send(self.client.post(url("_refresh")?)).await?;
+        let answer = self.send(self.client.get(url("_count")?)).await?;
+        serde_json::from_slice::<serde_json::Value>(&answer)
+            .ok()
+            .and_then(|v| v["count"].as_u64())
+            .ok_or_else(|| sink_error(&self.shown, format!("{index}/_count gave no count"), true))
+    }
+
     /// Indexes `rows` of `output`'s epoch `epoch` per `def`.
     pub async fn index_rows(
         &self,

@@ -422,3 +422,62 @@ async fn a_batch_job_writes_its_result_to_mongodb_and_a_rerun_replaces_its_days(
     assert_ne!(rerun.get_str("quickchat_run").unwrap(), first_run, "{rerun}");
     client.database(&database_name).drop().await.unwrap();
 }
+
+/// `bench --only sinks` against both document servers: each pass writes every document once
+/// (the bench itself checks the count the server holds after each pass and fails otherwise),
+/// and the database and the index it made are gone when it ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sink_bench_writes_every_document_once_to_both_servers_and_drops_what_it_made() {
+    let uri = required_env("QUICKCHAT_TEST_MONGODB_URI");
+    let search = required_env("QUICKCHAT_TEST_ELASTICSEARCH_URL");
+    let project = crate::support::project_copy();
+    let output = binary(
+        project.path(),
+        &[
+            "bench",
+            "--only",
+            "sinks",
+            "--sink-rows",
+            "200",
+            "--mongodb-uri",
+            &uri,
+            "--elasticsearch-url",
+            &search,
+        ],
+    );
+    assert!(output.status.success(), "{}", describe(&output));
+    let printed = String::from_utf8_lossy(&output.stdout);
+    for phase in [
+        "mongodb new",
+        "mongodb rewrite",
+        "elasticsearch new",
+        "elasticsearch rewrite",
+    ] {
+        let line = printed
+            .lines()
+            .find(|l| l.starts_with(&format!("sinks: {phase}: ")))
+            .unwrap_or_else(|| panic!("no figures for {phase} in:\n{printed}"));
+        assert!(line.contains(": 200 documents in "), "{line}");
+    }
+    // What it made is named in its first lines: `... database quickchat_bench_<pid> ...` and
+    // `... index quickchat-bench-<pid> ...`.
+    let made = |marker: &str| -> String {
+        let line = printed
+            .lines()
+            .find(|l| l.contains(marker))
+            .unwrap_or_else(|| panic!("{printed}"));
+        let name = &line[line.find(marker).unwrap() + marker.len()..];
+        name.split_whitespace().next().unwrap().to_string()
+    };
+    let database = made(" database ");
+    let index = made(" index ");
+    let databases = mongodb::Client::with_uri_str(&uri)
+        .await
+        .unwrap()
+        .list_database_names()
+        .await
+        .unwrap();
+    assert!(!databases.contains(&database), "{database} left behind: {databases:?}");
+    let status = reqwest::get(format!("{search}/{index}")).await.unwrap().status();
+    assert_eq!(status, reqwest::StatusCode::NOT_FOUND, "index {index} left behind");
+}

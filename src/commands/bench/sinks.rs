@@ -18,7 +18,7 @@ use crate::config::pipeline::{
     DEFAULT_BULK_MAX_BYTES, DEFAULT_BULK_MAX_DOCS, ElasticsearchSinkDef, MongodbSinkDef, WriteMode,
 };
 use crate::config::{MongoSettings, Settings};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::metrics::Latencies;
 use crate::sinks::elasticsearch::ElasticsearchSink;
 use crate::sinks::mongodb::MongoSink;
@@ -53,7 +53,13 @@ pub(super) async fn sinks(settings: &Settings, args: &BenchArgs, rows: &mut Vec<
                 mongodb.database
             );
             let sink = MongoSink::connect(&mongodb).await?;
-            let measured = both_passes("mongodb", per_epoch, rows, |epoch, batch| {
+            let client = crate::mongo::client(&mongodb)
+                .await
+                .map_err(|failure| Error::Internal(failure.message))?;
+            let collection = client
+                .database(&mongodb.database)
+                .collection::<mongodb::bson::Document>(&def.collection);
+            let write = |epoch, batch| {
                 let (sink, def) = (&sink, &def);
                 async move {
                     let upserted = sink
@@ -61,11 +67,15 @@ pub(super) async fn sinks(settings: &Settings, args: &BenchArgs, rows: &mut Vec<
                         .await?;
                     Ok(upserted.metrics.rows)
                 }
-            })
-            .await;
-            if let Ok(client) = crate::mongo::client(&mongodb).await {
-                let _ = client.database(&mongodb.database).drop().await;
-            }
+            };
+            let stored = || async {
+                collection
+                    .count_documents(mongodb::bson::doc! {})
+                    .await
+                    .map_err(|e| Error::Internal(format!("counting the bench's documents in {}: {e}", mongodb.shown())))
+            };
+            let measured = both_passes("mongodb", per_epoch, rows, write, stored).await;
+            let _ = client.database(&mongodb.database).drop().await;
             measured?;
         }
         None => println!("sinks: mongodb skipped (no --mongodb-uri or MONGODB_URI)"),
@@ -87,11 +97,12 @@ pub(super) async fn sinks(settings: &Settings, args: &BenchArgs, rows: &mut Vec<
                 server.shown()
             );
             let sink = ElasticsearchSink::connect(server).await?;
-            let measured = both_passes("elasticsearch", per_epoch, rows, |epoch, batch| {
+            let write = |epoch, batch| {
                 let (sink, def) = (&sink, &def);
                 async move { Ok(sink.index_rows(def, OUTPUT, epoch, &[batch]).await?.metrics.rows) }
-            })
-            .await;
+            };
+            let stored = || sink.document_count(&name);
+            let measured = both_passes("elasticsearch", per_epoch, rows, write, stored).await;
             let _ = sink.delete_index(&name).await;
             measured?;
         }
@@ -101,11 +112,21 @@ pub(super) async fn sinks(settings: &Settings, args: &BenchArgs, rows: &mut Vec<
 }
 
 /// Writes [`EPOCHS`] epochs of new windows through `write`, then the same windows again with
-/// other counts, and adds a row of figures for each pass (`sinks: <server> new|rewrite`).
-async fn both_passes<F, Fut>(server: &str, per_epoch: usize, rows: &mut Vec<Row>, write: F) -> Result<()>
+/// other counts, and adds a row of figures for each pass (`sinks: <server> new|rewrite`). After
+/// each pass the server must hold exactly one document per window (`stored`), none lost, none
+/// doubled by the rewrite; the pass fails otherwise.
+async fn both_passes<W, WriteFut, S, StoredFut>(
+    server: &str,
+    per_epoch: usize,
+    rows: &mut Vec<Row>,
+    write: W,
+    stored: S,
+) -> Result<()>
 where
-    F: Fn(u64, RecordBatch) -> Fut,
-    Fut: std::future::Future<Output = Result<u64>>,
+    W: Fn(u64, RecordBatch) -> WriteFut,
+    WriteFut: std::future::Future<Output = Result<u64>>,
+    S: Fn() -> StoredFut,
+    StoredFut: std::future::Future<Output = Result<u64>>,
 {
     for (pass, first_epoch) in [("new", 1), ("rewrite", EPOCHS + 1)] {
         reset_peak_rss();
@@ -119,6 +140,13 @@ where
             epochs.record(epoch_started.elapsed());
         }
         let seconds = started.elapsed().as_secs_f64();
+        let expected = per_epoch as u64 * EPOCHS;
+        let held = stored().await?;
+        if documents != expected || held != expected {
+            return Err(Error::Internal(format!(
+                "sinks: {server} {pass}: {documents} documents written and {held} stored, {expected} expected"
+            )));
+        }
         rows.push(row(format!("sinks: {server} {pass}"), documents, seconds, &epochs));
     }
     Ok(())
