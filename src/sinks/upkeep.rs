@@ -83,7 +83,7 @@ impl Upkeep {
                 Some((column, open_from)) => sink.upkeep_clustered(ctx, &column, open_from).await,
                 None => sink.upkeep(ctx).await,
             };
-            log_upkeep(table, Ok(upkept));
+            log_upkeep(table, Ok(upkept), OnFailure::Later);
             return;
         }
         let location = lake.location().clone();
@@ -106,7 +106,7 @@ impl Upkeep {
         }
         let done = self.running.remove(key).expect("finished above").await;
         let failed = !matches!(done, Ok(Ok(_)));
-        log_upkeep(table, done);
+        log_upkeep(table, done, OnFailure::AtNextCommit);
         failed
     }
 
@@ -114,13 +114,34 @@ impl Upkeep {
     pub async fn settle(&mut self) {
         for (key, task) in self.running.drain() {
             let table = TableName::parse(&key).expect("kept under its parsed name");
-            log_upkeep(&table, task.await);
+            log_upkeep(&table, task.await, OnFailure::Later);
         }
     }
 }
 
-fn log_upkeep(table: &TableName, done: std::result::Result<Result<SinkMetrics>, tokio::task::JoinError>) {
+/// What follows an upkeep that failed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OnFailure {
+    /// It runs again at the next commit, between two commits (an append table's upkeep beside
+    /// the stream, while the run goes on).
+    AtNextCommit,
+    /// It runs again after the next `compact_every` commits, or in the next run.
+    Later,
+}
+
+fn log_upkeep(
+    table: &TableName,
+    done: std::result::Result<Result<SinkMetrics>, tokio::task::JoinError>,
+    on_failure: OnFailure,
+) {
     match done {
+        // Expected of a stream committing many times a second: it took every version the
+        // upkeep tried. Not a warning: the upkeep runs at the next commit instead.
+        Ok(Err(e)) if on_failure == OnFailure::AtNextCommit => tracing::info!(
+            table = %table,
+            error = %e,
+            "upkeep beside the stream did not commit; it runs between the next two commits instead"
+        ),
         Ok(Ok(metrics)) => tracing::debug!(
             table = %table,
             files_removed = metrics.files_removed,
