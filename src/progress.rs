@@ -70,7 +70,9 @@ pub fn log_json(message: &str, value: &impl serde::Serialize) {
 fn quiet_dependencies(filter: EnvFilter, asked: &str) -> EnvFilter {
     // deltalake warns about its own internal metrics; its real failures come back as errors.
     // The Delta kernel logs "no table here yet" at ERROR while probing tables that a first run
-    // creates; real failures come back to us as errors and are reported with context.
+    // creates; real failures come back to us as errors and are reported with context. Its
+    // commits log each failure at ERROR before returning it ("exceeded maximum commit attempts"
+    // when an upkeep beside a fast stream lost its race): we report those, with the table.
     let quiet = [
         ("datafusion", "warn"),
         ("object_store", "warn"),
@@ -79,10 +81,17 @@ fn quiet_dependencies(filter: EnvFilter, asked: &str) -> EnvFilter {
         ("reqwest", "warn"),
         ("deltalake", "error"),
         ("deltalake_core", "error"),
+        ("deltalake_core::kernel::transaction", "off"),
         ("deltalake_aws", "error"),
         ("buoyant_kernel", "off"),
     ];
-    let named = |krate: &str| asked.split(',').any(|d| d.trim().split('=').next() == Some(krate));
+    // A directive for a crate also names its modules (`deltalake_core=debug` shows the commits).
+    let named = |target: &str| {
+        asked
+            .split(',')
+            .filter_map(|d| d.trim().split('=').next())
+            .any(|named| target == named || target.strip_prefix(named).is_some_and(|rest| rest.starts_with("::")))
+    };
     quiet
         .iter()
         .filter(|(krate, _)| !named(krate))
@@ -190,5 +199,24 @@ impl Drop for JobProgress {
     fn drop(&mut self) {
         self.ticker.abort();
         self.bar.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn directives(asked: &str) -> String {
+        quiet_dependencies(EnvFilter::new(asked), asked).to_string()
+    }
+
+    #[test]
+    fn dependencies_are_quieted_unless_the_filter_names_them_or_their_crate() {
+        assert!(directives("info").contains("deltalake_core::kernel::transaction=off"));
+        assert!(directives("info").contains("datafusion=warn"));
+        let asked = directives("info,deltalake_core=debug");
+        assert!(!asked.contains("deltalake_core::kernel::transaction=off"), "{asked}");
+        assert!(!asked.contains("deltalake_core=error"), "{asked}");
+        assert!(asked.contains("deltalake=error"), "another crate stays quiet: {asked}");
     }
 }

@@ -10,7 +10,7 @@ use quickchat_etl::project::{PipelineText, Project, ProjectLocation};
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let file = PipelineText {
-        job: "fuzz".to_string(),
+        name: "fuzz".to_string(),
         path: "pipelines/fuzz.toml".to_string(),
         text: text.to_string(),
     };
