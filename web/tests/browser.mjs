@@ -1,19 +1,16 @@
 // The browser side of the live UI's tests (tests/it/live_page.rs runs it): headless Debian
 // Chromium driven by playwright-core. Shared by the tests' scripts in this folder.
+import { readFileSync } from "node:fs";
 import { chromium } from "playwright-core";
 
 export async function openBrowser() {
   return chromium.launch({
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
     headless: true,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--no-first-run",
-    ],
+    // One a line, shared with `bench --only ui` (src/commands/bench/ui.rs).
+    args: readFileSync(new URL("../chromium-flags.txt", import.meta.url), "utf8")
+      .split("\n")
+      .filter((flag) => flag.trim() !== ""),
   });
 }
 

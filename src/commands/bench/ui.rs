@@ -123,6 +123,10 @@ async fn poll(address: std::net::SocketAddr, outputs: Vec<String>, requests: Arc
 /// A headless Chromium showing a page until dropped.
 struct Browser(std::process::Child);
 
+/// Chromium's flags for a headless run on a build machine, one a line; the browser tests
+/// (web/tests/browser.mjs) read the same file.
+const CHROMIUM_FLAGS: &str = include_str!("../../../web/chromium-flags.txt");
+
 impl Browser {
     /// Opens `url` in the machine's Chromium; `None` (said by the caller) when there is none.
     fn open(url: &str, work: &std::path::Path) -> Option<Self> {
@@ -131,15 +135,8 @@ impl Browser {
         let profile = work.join(format!("chromium-profile-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&profile).ok()?;
         let child = std::process::Command::new(program)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ])
+            .arg("--headless")
+            .args(CHROMIUM_FLAGS.lines().filter(|flag| !flag.trim().is_empty()))
             .arg(format!("--user-data-dir={}", profile.display()))
             .arg(url)
             .stdout(std::process::Stdio::null())
