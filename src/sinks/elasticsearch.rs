@@ -109,27 +109,27 @@ impl ElasticsearchSink {
 
     /// Deletes an index and its documents (the benchmark's own, when it ends).
     pub async fn delete_index(&self, index: &str) -> Result<()> {
-        let url = self
-            .base
-            .join(index)
-            .map_err(|e| sink_error(&self.shown, format!("bad index name {index}: {e}"), false))?;
-        self.send(self.client.delete(url)).await.map(|_| ())
+        self.send(self.client.delete(self.index_url(index, "")?))
+            .await
+            .map(|_| ())
     }
 
     /// How many documents `index` holds, once what was indexed before is searchable (the
     /// benchmark's check that nothing was lost or doubled).
     pub async fn document_count(&self, index: &str) -> Result<u64> {
-        let url = |path: &str| {
-            self.base
-                .join(&format!("{index}/{path}"))
-                .map_err(|e| sink_error(&self.shown, format!("bad index name {index}: {e}"), false))
-        };
-        self.send(self.client.post(url("_refresh")?)).await?;
-        let answer = self.send(self.client.get(url("_count")?)).await?;
+        self.send(self.client.post(self.index_url(index, "/_refresh")?)).await?;
+        let answer = self.send(self.client.get(self.index_url(index, "/_count")?)).await?;
         serde_json::from_slice::<serde_json::Value>(&answer)
             .ok()
             .and_then(|v| v["count"].as_u64())
             .ok_or_else(|| sink_error(&self.shown, format!("{index}/_count gave no count"), true))
+    }
+
+    /// The server's URL of `index` followed by `path` (empty, or `/_count` and the like).
+    fn index_url(&self, index: &str, path: &str) -> Result<Url> {
+        self.base
+            .join(&format!("{index}{path}"))
+            .map_err(|e| sink_error(&self.shown, format!("bad index name {index}: {e}"), false))
     }
 
     /// Indexes `rows` of `output`'s epoch `epoch` per `def`.
