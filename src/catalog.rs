@@ -81,7 +81,7 @@ pub struct Lake {
 impl Lake {
     /// A lake at the given location; nothing is touched until used.
     pub fn new(location: LakeLocation) -> Self {
-        crate::sinks::delta::local_store::register();
+        crate::sinks::delta::register_stores();
         Self {
             location,
             stores: Mutex::new(HashMap::new()),

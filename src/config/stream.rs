@@ -168,16 +168,27 @@ pub struct StateDef {
     /// a restart replays the micro-batches since the last snapshot), e.g. `"30s"`.
     #[serde(default = "default_snapshot_interval")]
     pub snapshot_interval: String,
+    /// Snapshots a run keeps: after each one it saves, older ones go, with the offsets and
+    /// commits only they needed (as `checkpoints <pipeline> --cleanup --keep N` does), so a
+    /// checkpoint's size does not grow with the run's length.
+    #[serde(default = "default_keep_snapshots")]
+    pub keep_snapshots: usize,
 }
 
 fn default_snapshot_interval() -> String {
     "30s".to_string()
 }
 
+/// Three: a snapshot that turns out unreadable still leaves two to resume from.
+fn default_keep_snapshots() -> usize {
+    3
+}
+
 impl Default for StateDef {
     fn default() -> Self {
         Self {
             snapshot_interval: default_snapshot_interval(),
+            keep_snapshots: default_keep_snapshots(),
         }
     }
 }

@@ -98,6 +98,8 @@ pub struct StreamPipeline {
     pub interval: Duration,
     /// How often the state is saved whole.
     pub snapshot_interval: Duration,
+    /// Snapshots kept while running (at least 1).
+    pub keep_snapshots: usize,
     /// Kafka settings.
     pub kafka: KafkaDef,
     /// Inputs, in file order.
@@ -152,6 +154,9 @@ impl StreamPipeline {
         let snapshot_interval = duration("state.snapshot_interval", &file.state.snapshot_interval, &mut problem);
         if file.trigger.max_records == 0 {
             problem("trigger.max_records must be at least 1".into());
+        }
+        if file.state.keep_snapshots == 0 {
+            problem("state.keep_snapshots must be at least 1 (a restart resumes from the latest snapshot)".into());
         }
         let bytes = |field: &str, text: &str, problem: &mut dyn FnMut(String)| match parse_bytes(text) {
             Ok(0) => {
@@ -231,6 +236,7 @@ impl StreamPipeline {
                 max_state_rows: file.limits.max_state_rows,
                 interval,
                 snapshot_interval,
+                keep_snapshots: file.state.keep_snapshots,
                 kafka: file.kafka,
                 sources,
                 outputs,
@@ -486,6 +492,7 @@ pub(crate) mod tests {
             max_state_rows: 10_000_000,
             interval: Duration::from_millis(100),
             snapshot_interval: Duration::from_secs(30),
+            keep_snapshots: 3,
             kafka: KafkaDef::default(),
             sources: sources.iter().map(|name| source(name, "ts", Some("id"))).collect(),
             outputs: Vec::new(),
@@ -548,6 +555,8 @@ pub(crate) mod tests {
             [trigger]
             interval = "soon"
             max_records = 0
+            [state]
+            keep_snapshots = 0
             [sources.clicks]
             kind = "kafka"
             topic = "clickstream"
@@ -564,11 +573,12 @@ pub(crate) mod tests {
         let project = Project::new(crate::project::ProjectLocation::BuiltIn);
         let problems = StreamPipeline::resolve("p", "pipelines/p.toml", file, &project).unwrap_err();
         let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
-        assert_eq!(text.len(), 4, "{text:#?}");
+        assert_eq!(text.len(), 5, "{text:#?}");
         assert!(text.iter().all(|p| p.starts_with("pipelines/p.toml: ")), "{text:#?}");
         assert!(text[0].contains("trigger.interval: `soon` is not a duration") && text[0].contains("\"30s\""));
         assert!(text[1].contains("trigger.max_records must be at least 1"));
-        assert!(text[2].contains("sources.clicks.watermark: `5 minuets` is not a duration"));
-        assert!(text[3].contains("sources.users: a streaming pipeline reads `kind = \"kafka\"` sources"));
+        assert!(text[2].contains("state.keep_snapshots must be at least 1"));
+        assert!(text[3].contains("sources.clicks.watermark: `5 minuets` is not a duration"));
+        assert!(text[4].contains("sources.users: a streaming pipeline reads `kind = \"kafka\"` sources"));
     }
 }

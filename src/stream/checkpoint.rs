@@ -7,8 +7,9 @@
 //!   there whole or not at all), state rows inside as Arrow IPC.
 //!
 //! A restart loads the latest snapshot, replays the epochs logged after it (their sinks skip
-//! what they already hold) and goes on. `checkpoints <pipeline> --cleanup --keep N` removes
-//! snapshots older than the N latest and the logs only they needed.
+//! what they already hold) and goes on. A run keeps the `[state] keep_snapshots` latest
+//! snapshots, removing older ones and the logs only they needed after each snapshot it saves;
+//! `checkpoints <pipeline> --cleanup --keep N` does the same from the command line.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,6 +33,7 @@ use crate::sources::positions::{EpochRange, Positions};
 pub const SNAPSHOT_FORMAT: u32 = 2;
 
 /// The checkpoint folder of one pipeline and input.
+#[derive(Clone)]
 pub struct Checkpoints {
     store: Arc<dyn ObjectStore>,
     root: ObjectPath,
@@ -222,9 +224,14 @@ impl Checkpoints {
     }
 
     /// Saves a snapshot, in one object.
-    pub async fn write_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
-        let bytes = postcard::to_stdvec(snapshot).map_err(|e| self.error(format!("encoding the state: {e}")))?;
+    /// Encoding a large state takes a while (Arrow IPC of every state row): it runs on a
+    /// blocking thread, off the runtime's workers.
+    pub async fn write_snapshot(&self, snapshot: Snapshot) -> Result<()> {
         let name = format!("{}.snapshot", epoch_name(snapshot.epoch));
+        let bytes = tokio::task::spawn_blocking(move || postcard::to_stdvec(&snapshot))
+            .await
+            .map_err(|e| self.error(format!("encoding the state: {e}")))?
+            .map_err(|e| self.error(format!("encoding the state: {e}")))?;
         self.put(self.path(&["state", &name]), bytes).await
     }
 
@@ -302,7 +309,11 @@ impl Checkpoints {
             }
         }
         for path in &old {
-            self.store.delete(path).await.map_err(|e| self.error(e))?;
+            match self.store.delete(path).await {
+                // Removed by another cleanup meanwhile (the command beside a run).
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.error(e)),
+            }
         }
         Ok(old.len())
     }
@@ -393,7 +404,7 @@ mod tests {
                     )]),
                     ..Default::default()
                 };
-                checkpoints.write_snapshot(&snapshot).await.unwrap();
+                checkpoints.write_snapshot(snapshot).await.unwrap();
             }
         }
         assert_eq!(checkpoints.last_commit().await.unwrap().unwrap().epoch, 5);

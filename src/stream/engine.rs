@@ -79,6 +79,8 @@ pub struct Engine<'a> {
     pub(super) positions: Positions,
     pub(super) finished: bool,
     pub(super) last_snapshot: (Instant, u64),
+    /// The snapshot being written beside the stream, if one is.
+    pub(super) snapshot_writing: Option<tokio::task::JoinHandle<Result<()>>>,
     pub(super) report: RunReport,
     /// Where each committed micro-batch's progress goes (the live UI), if anywhere.
     telemetry: Option<Arc<Telemetry>>,
@@ -158,6 +160,7 @@ impl<'a> Engine<'a> {
             positions: Positions::new(),
             finished: false,
             last_snapshot: (Instant::now(), 0),
+            snapshot_writing: None,
             report: RunReport::default(),
             telemetry: None,
             state_inbox: None,
@@ -236,6 +239,7 @@ impl<'a> Engine<'a> {
         };
         self.sinks.settle().await;
         self.save_snapshot().await?;
+        self.snapshot_written().await?;
         self.report.last_epoch = self.epoch;
         self.report.state_rows = self.state_rows();
         self.report.elapsed = started.elapsed();

@@ -10,7 +10,7 @@ use chrono::Utc;
 
 use super::checkpoint::{SNAPSHOT_FORMAT, Snapshot};
 use super::engine::{Engine, SinkSettings};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::sinks::epoch::SinkWriter;
 
 impl Engine<'_> {
@@ -35,7 +35,7 @@ impl Engine<'_> {
                     generator_start_ms: self.input.generator_start_ms(),
                     ..Default::default()
                 };
-                self.checkpoints.write_snapshot(&snapshot).await?;
+                self.checkpoints.write_snapshot(snapshot.clone()).await?;
                 snapshot
             }
         };
@@ -114,14 +114,40 @@ impl Engine<'_> {
         }
     }
 
-    /// Saves the state unless the last snapshot is of this epoch.
+    /// Saves the state unless the last snapshot is of this epoch, beside the stream: the state is
+    /// taken now (its Arrow batches shared, not copied), then encoded and written by a task of
+    /// its own while the next micro-batches run. One snapshot is written at a time (the next
+    /// waits for the one before) and the end of a run waits for the last. A crash before a
+    /// snapshot is written only means a restart replays from the one before it.
     pub(super) async fn save_snapshot(&mut self) -> Result<()> {
         if self.last_snapshot.1 == self.epoch {
             return Ok(());
         }
-        self.checkpoints.write_snapshot(&self.snapshot()).await?;
+        self.snapshot_written().await?;
+        let (checkpoints, snapshot) = (self.checkpoints.clone(), self.snapshot());
+        let (pipeline, keep) = (self.pipeline.name.clone(), self.pipeline.keep_snapshots);
+        self.snapshot_writing = Some(tokio::spawn(async move {
+            checkpoints.write_snapshot(snapshot).await?;
+            // The older snapshots, and the logs only they needed, go now: a run of weeks keeps a
+            // checkpoint of a few snapshots. A failed removal is tried again after the next one.
+            if let Err(e) = checkpoints.cleanup(keep).await {
+                tracing::warn!(pipeline = %pipeline, checkpoint = %checkpoints.location(), error = %e,
+                    "removing older snapshots failed; tried again after the next snapshot");
+            }
+            Ok(())
+        }));
         self.last_snapshot = (Instant::now(), self.epoch);
         Ok(())
+    }
+
+    /// Waits for the snapshot being written beside the stream, if one is, and passes on its error.
+    pub(super) async fn snapshot_written(&mut self) -> Result<()> {
+        match self.snapshot_writing.take() {
+            Some(task) => task
+                .await
+                .map_err(|e| Error::Internal(format!("the task writing a state snapshot failed: {e}")))?,
+            None => Ok(()),
+        }
     }
 }
 

@@ -161,6 +161,19 @@ async fn the_generator_feeds_a_pipeline_and_alerts_reach_delta_and_kafka_once() 
         "each alert once on the topic"
     );
 
+    // The run kept its checkpoint small by itself (a snapshot every epoch here): the three latest
+    // snapshots, and the commit logs from the oldest of them on.
+    let listing = project.run_ok(&lake, &["checkpoints", name]);
+    let (snapshots, commit_logs, last_commit) = checkpoint_listing(&listing);
+    assert_eq!(snapshots.len(), 3, "keep_snapshots = 3 by default: {listing}");
+    assert!(last_commit > 3, "older snapshots were saved, then removed: {listing}");
+    assert_eq!(snapshots.last(), Some(&last_commit), "{listing}");
+    assert_eq!(
+        commit_logs as u64,
+        last_commit - snapshots[0] + 1,
+        "the commits only removed snapshots needed went: {listing}"
+    );
+
     // Cleanup keeps the latest snapshot; the next run resumes from it and raises no alert twice.
     let listing = project.run_ok(&lake, &["checkpoints", name, "--cleanup", "--keep", "1"]);
     assert!(
@@ -185,6 +198,32 @@ async fn the_generator_feeds_a_pipeline_and_alerts_reach_delta_and_kafka_once() 
     let none = project.run_ok(&lake, &["checkpoints", name]);
     assert!(none.contains("has no checkpoints"), "{none}");
     project.drop_database().await;
+}
+
+/// The snapshot epochs, commit log count and last committed epoch of a `checkpoints` listing's
+/// generator line.
+fn checkpoint_listing(listing: &str) -> (Vec<u64>, usize, u64) {
+    let line = listing
+        .lines()
+        .find(|l| l.starts_with("generator"))
+        .unwrap_or_else(|| panic!("{listing}"));
+    let after = |marker: &str| {
+        line.split(marker)
+            .nth(1)
+            .unwrap_or_else(|| panic!("{marker} in {line}"))
+    };
+    let last_commit = after("last committed epoch ")
+        .split(',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let commit_logs = after(", ").split(' ').next().unwrap().parse().unwrap();
+    let snapshots = after("snapshots at epochs ")
+        .split(", ")
+        .map(|e| e.trim().parse().unwrap())
+        .collect();
+    (snapshots, commit_logs, last_commit)
 }
 
 /// The figures table of `bench`: every part runs (small sizes), and the runs from files and from

@@ -1,8 +1,8 @@
 //! `bench --only soak`: the generator at a steady rate (event time 10x wall-clock time, so
 //! windows, sessions and the join buffer reach their steady size early) for a long run. Ten
 //! samples, each of the time since the one before: state rows, memory, the micro-batch time
-//! spent in sinks (mean) and elsewhere, the micro-batch p99, and the `_delta_log` entries of
-//! the lake. At the end, the sinks whose time per micro-batch grew the most: what to look at
+//! spent in sinks (mean), elsewhere, and waiting for the state snapshot, the micro-batch p99,
+//! the `_delta_log` entries of the lake and the size of its checkpoints. At the end, the sinks whose time per micro-batch grew the most: what to look at
 //! when a long run slows down.
 
 use std::collections::BTreeMap;
@@ -87,8 +87,17 @@ pub(super) async fn soak(pipeline: &StreamPipeline, work: &Path, args: &BenchArg
     let sample_every = (args.soak / 10).max(Duration::from_secs(5));
     let started = Instant::now();
     println!(
-        "{:>8} {:>12} {:>12} {:>8} {:>10} {:>10} {:>10} {:>12}",
-        "seconds", "events", "state rows", "RSS MiB", "sinks ms", "other ms", "p99 ms", "_delta_log"
+        "{:>8} {:>12} {:>12} {:>8} {:>10} {:>10} {:>11} {:>10} {:>12} {:>13}",
+        "seconds",
+        "events",
+        "state rows",
+        "RSS MiB",
+        "sinks ms",
+        "other ms",
+        "snapshot ms",
+        "p99 ms",
+        "_delta_log",
+        "checkpoint MB"
     );
     let mut samples = vec![Sample::take(&RunReport::default(), started)];
     let mut latencies_before = Latencies::default();
@@ -114,15 +123,17 @@ pub(super) async fn soak(pipeline: &StreamPipeline, work: &Path, args: &BenchArg
         let before = samples.last().expect("the starting sample");
         let p99 = report.epoch_times.since(&latencies_before).quantile(0.99);
         println!(
-            "{:>8.0} {:>12} {:>12} {:>8} {:>10.0} {:>10.0} {:>10.0} {:>12}",
+            "{:>8.0} {:>12} {:>12} {:>8} {:>10.0} {:>10.0} {:>11.1} {:>10.0} {:>12} {:>13.1}",
             sample.seconds,
             report.records,
             sample.state_rows,
             sample.rss_mb,
             sample.per_epoch(before, is_sink),
             sample.per_epoch(before, is_other),
+            sample.per_epoch(before, |stage| stage == "snapshot"),
             p99.as_secs_f64() * 1000.0,
             delta_log_entries(&lake_path),
+            folder_bytes(&lake_path.join("_checkpoints")) as f64 / 1e6,
         );
         latencies_before = report.epoch_times.clone();
         samples.push(sample);
@@ -224,4 +235,19 @@ fn delta_log_entries(lake: &Path) -> usize {
     let mut count = 0;
     walk(lake, &mut count);
     count
+}
+
+/// Bytes of the files under `folder`, at any depth.
+fn folder_bytes(folder: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => folder_bytes(&entry.path()),
+            Ok(meta) => meta.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }

@@ -3,13 +3,15 @@
 //! commit, and keeps a table up (compaction, log expiry, VACUUM, checkpoints). Every deltalake
 //! call of the project lives in this folder: [`OpenTables`] holds the snapshots a long-running
 //! writer keeps between commits, `maintenance` the upkeep operations (OPTIMIZE, VACUUM, log
-//! checkpoints and expiry), `clustering` the compaction of update tables by time and
-//! `local_store` the object store of tables in a local folder.
+//! checkpoints and expiry), `clustering` the compaction of update tables by time,
+//! `local_store` the object store of tables in a local folder and `replay_engine` the log store
+//! every table is opened through (a bounded log replay).
 
 mod clustering;
 pub mod local_store;
 mod maintenance;
 mod open_tables;
+mod replay_engine;
 
 pub use clustering::{Micros, oldest, time_key};
 pub use maintenance::{TableStats, UPKEEP_FILE_BYTES};
@@ -38,6 +40,13 @@ use parquet::file::properties::WriterProperties;
 use super::{Replace, SinkMetrics};
 use crate::catalog::{Lake, TableName, open};
 use crate::error::{Error, Result};
+
+/// Makes deltalake open tables through the project's stores (`local_store`, `replay_engine`);
+/// once per process, before the first table is opened.
+pub fn register_stores() {
+    local_store::register();
+    replay_engine::register();
+}
 
 /// The session a write runs in: the caller's (its tables, the project's extension nodes such as
 /// expectations) with deltalake's planner added, for the logical nodes (row metrics, data
