@@ -2,8 +2,8 @@
 //! windows, sessions and the join buffer reach their steady size early) for a long run. Ten
 //! samples, each of the time since the one before: state rows, memory, the micro-batch time
 //! spent in sinks (mean), elsewhere, and waiting for the state snapshot, the micro-batch p99,
-//! the `_delta_log` entries of the lake and the size of its checkpoints. At the end, the sinks whose time per micro-batch grew the most: what to look at
-//! when a long run slows down.
+//! the `_delta_log` entries of the lake and the size of its checkpoints. At the end, the sinks
+//! whose time per micro-batch grew the most: what to look at when a long run slows down.
 
 use std::collections::BTreeMap;
 use std::path::Path;
